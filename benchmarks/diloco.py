@@ -1,0 +1,255 @@
+"""DiLoCo versus synchronous data-parallel training of the small LM, and federated LoRA.
+
+Standalone harness (the runner will replace it). ``K`` workers each hold a contiguous
+shard of a generated corpus (:mod:`deai.learning.lm.corpus`, domain ``town``).
+
+* **Synchronous DP**: every step each worker uploads its full fp32 gradient (4 bytes per
+  parameter); the average drives one shared AdamW step.
+* **DiLoCo** (Douillard et al. 2023): each worker runs ``H`` AdamW steps (its optimizer
+  state kept across rounds), then uploads its pseudo-gradient, optionally through a codec
+  with error feedback; :class:`OuterNesterov` (lr 0.7, momentum 0.9) applies the average.
+
+Both see the same tokens per step per worker. The target is the DP run's final validation
+loss plus 2%; we count all workers' uploaded bytes until each run first reaches it.
+
+**Federated LoRA**: the DP-trained model is fine-tuned on the other domain (``farm``) by
+``K`` providers with FedAvg, once with full fine-tuning (upload the full model delta) and
+once with LoRA adapters (upload only ``A`` and ``B``); we report bytes per round and the
+loss reached. Run: ``python benchmarks/diloco.py`` → ``benchmarks/results/diloco.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from deai.compression import CodecConfig, CodecName, ErrorFeedback, build_codec
+from deai.learning.lm import (
+    GPT,
+    Domain,
+    GPTConfig,
+    LoRAConfig,
+    OuterNesterov,
+    apply_lora,
+    batches,
+    evaluate,
+    generate,
+    load_lora_vector,
+    lora_parameters,
+    lora_vector,
+    pseudo_gradient,
+)
+from deai.learning.lm.tokenizer import encode
+
+RESULTS = Path(__file__).parent / "results" / "diloco.json"
+CFG = GPTConfig()  # ~120 k parameters
+K = 4  # workers
+BATCH = 16  # sequences per worker per step
+LR = 3e-3  # inner / DP AdamW learning rate
+STEPS = 800  # DP steps (each worker computes STEPS gradients)
+EVAL_EVERY = 25  # DP evaluation period, in steps
+MAX_STEPS_FACTOR = 2  # DiLoCo may run up to this many times the DP steps
+TOLERANCE = 0.02  # "same loss": within 2% of the DP final loss
+FT_ROUNDS, FT_LOCAL_STEPS, LORA_LR = 8, 25, 1e-2
+
+
+@dataclass(frozen=True)
+class DiLoCoVariant:
+    label: str  # name in the results
+    inner_steps: int  # H
+    codec: CodecName  # codec of the pseudo-gradient
+    config: CodecConfig  # codec configuration
+    error_feedback: bool  # residual kept by each worker
+
+
+def data() -> tuple[list[Tensor], Tensor]:
+    train = encode(generate(400_000, seed=0, domain=Domain.TOWN))
+    val = encode(generate(30_000, seed=10_001, domain=Domain.TOWN))
+    return list(train.chunk(K)), val
+
+
+def new_model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(CFG)
+
+
+def set_vector(model: GPT, vector: Tensor) -> None:
+    vector_to_parameters(vector.clone(), model.parameters())
+
+
+def run_dp(shards: list[Tensor], val: Tensor) -> dict:
+    model = new_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    gens = [torch.Generator().manual_seed(100 + w) for w in range(K)]
+    n = sum(p.numel() for p in model.parameters())
+    curve = [(0, 0, evaluate(model, val))]
+    for step in range(1, STEPS + 1):
+        grads = []
+        for w in range(K):
+            x, y = batches(shards[w], CFG.block_size, BATCH, gens[w])
+            model.zero_grad()
+            model.loss(x, y).backward()
+            grads.append(parameters_to_vector([p.grad for p in model.parameters()]))  # type: ignore[misc]
+        avg = torch.stack(grads).mean(0)
+        vector_to_parameters(avg, [p.grad for p in model.parameters()])  # type: ignore[misc]
+        opt.step()
+        if step % EVAL_EVERY == 0:
+            curve.append((step, step * K * 4 * n, evaluate(model, val)))
+    return {"curve": curve, "parameters": n, "bytes_per_step_per_worker": 4 * n, "model": model}
+
+
+def run_diloco(v: DiLoCoVariant, shards: list[Tensor], val: Tensor, target: float) -> dict:
+    model = new_model()
+    outer = OuterNesterov(parameters_to_vector(model.parameters()).detach())
+    n = outer.params.numel()
+    shapes = tuple(tuple(p.shape) for p in model.parameters())
+    cfg = CodecConfig(**{**vars(v.config), "shapes": shapes})
+    codecs = [build_codec(v.codec, cfg) for _ in range(K)]
+    efs = [ErrorFeedback(c) if v.error_feedback else None for c in codecs]
+    workers = [new_model() for _ in range(K)]
+    opts = [torch.optim.AdamW(m.parameters(), lr=LR) for m in workers]
+    gens = [torch.Generator().manual_seed(100 + w) for w in range(K)]
+    uploaded, curve, reached = 0, [(0, 0, evaluate(model, val))], None
+    for rnd in range(1, MAX_STEPS_FACTOR * STEPS // v.inner_steps + 1):
+        deltas = []
+        for w in range(K):
+            set_vector(workers[w], outer.params)
+            for _ in range(v.inner_steps):
+                x, y = batches(shards[w], CFG.block_size, BATCH, gens[w])
+                opts[w].zero_grad()
+                workers[w].loss(x, y).backward()
+                opts[w].step()
+            local = parameters_to_vector(workers[w].parameters()).detach()
+            delta = pseudo_gradient(outer.params, local)
+            ef = efs[w]
+            enc = ef.encode(delta) if ef else codecs[w].encode(delta)
+            uploaded += enc.nbytes
+            deltas.append(codecs[w].decode(enc))
+        set_vector(model, outer.step(torch.stack(deltas).mean(0)))
+        loss = evaluate(model, val)
+        curve.append((rnd * v.inner_steps, uploaded, loss))
+        if loss <= target:
+            reached = {"step": rnd * v.inner_steps, "bytes": uploaded, "loss": round(loss, 4)}
+            break
+    return {
+        "inner_steps": v.inner_steps,
+        "codec": v.codec.value,
+        "error_feedback": v.error_feedback,
+        "bytes_per_upload": uploaded // (len(curve) - 1) // K,
+        "full_upload_bytes": 4 * n,
+        "reached": reached,
+        "final_loss": round(curve[-1][2], 4),
+        "curve": [(s, b, round(loss, 4)) for s, b, loss in curve],
+    }
+
+
+def federated_finetune(base: GPT, lora: bool) -> dict:
+    """FedAvg fine-tuning on the farm domain, full model or LoRA adapters."""
+    train = encode(generate(200_000, seed=1, domain=Domain.FARM)).chunk(K)
+    val = encode(generate(30_000, seed=10_002, domain=Domain.FARM))
+    model = new_model()
+    model.load_state_dict(base.state_dict())
+    if lora:
+        apply_lora(model, LoRAConfig(rank=4, alpha=8.0))
+
+    def get() -> Tensor:
+        return lora_vector(model) if lora else parameters_to_vector(model.parameters()).detach()
+
+    def put(vec: Tensor) -> None:
+        (load_lora_vector if lora else set_vector)(model, vec)  # type: ignore[operator]
+
+    start_loss = evaluate(model, val)
+    gens = [torch.Generator().manual_seed(200 + w) for w in range(K)]
+    bytes_per_round, losses = 0, [round(start_loss, 4)]
+    for _ in range(FT_ROUNDS):
+        global_vec = get().clone()
+        updates = []
+        for w in range(K):
+            put(global_vec)
+            params = lora_parameters(model) if lora else list(model.parameters())
+            opt = torch.optim.AdamW(params, lr=LORA_LR if lora else LR)
+            for _ in range(FT_LOCAL_STEPS):
+                x, y = batches(train[w], CFG.block_size, BATCH, gens[w])
+                opt.zero_grad()
+                model.loss(x, y).backward()
+                opt.step()
+            update = get() - global_vec
+            updates.append(update)
+            bytes_per_round = K * 4 * update.numel()
+        put(global_vec + torch.stack(updates).mean(0))
+        losses.append(round(evaluate(model, val), 4))
+    return {
+        "uploaded_values_per_provider": updates[0].numel(),
+        "bytes_per_round": bytes_per_round,
+        "rounds": FT_ROUNDS,
+        "local_steps": FT_LOCAL_STEPS,
+        "loss_before": round(start_loss, 4),
+        "loss_after": losses[-1],
+        "loss_curve": losses,
+    }
+
+
+def variants() -> list[DiLoCoVariant]:
+    q4 = CodecConfig(bits=4, bucket_size=1024)
+    q2 = CodecConfig(bits=2, bucket_size=1024)
+    return [
+        DiLoCoVariant("diloco_h50", 50, CodecName.IDENTITY, CodecConfig(), False),
+        DiLoCoVariant("diloco_h50_q4+ef", 50, CodecName.QUANTIZE, q4, True),
+        DiLoCoVariant("diloco_h100_q4+ef", 100, CodecName.QUANTIZE, q4, True),
+        DiLoCoVariant("diloco_h100_q2+ef", 100, CodecName.QUANTIZE, q2, True),
+    ]
+
+
+def main() -> None:
+    torch.set_num_threads(1)  # tiny kernels: one thread wins on a shared CPU
+    t0 = time.time()
+    shards, val = data()
+    dp = run_dp(shards, val)
+    final = dp["curve"][-1][2]
+    target = final * (1 + TOLERANCE)
+    hit = next(c for c in dp["curve"] if c[2] <= target)
+    print(f"dp: final {final:.4f}, target {target:.4f} at step {hit[0]}", flush=True)
+    runs: dict[str, dict] = {}
+    for v in variants():
+        r = run_diloco(v, shards, val, target)
+        r["byte_reduction"] = round(hit[1] / r["reached"]["bytes"], 1) if r["reached"] else None
+        runs[v.label] = r
+        print(f"{v.label}: reached={r['reached']} x{r['byte_reduction']}", flush=True)
+    reductions = {k: r["byte_reduction"] for k, r in runs.items() if r["byte_reduction"]}
+    best = max(reductions, key=reductions.__getitem__) if reductions else None
+    lora = {"full": federated_finetune(dp["model"], lora=False)}
+    lora["lora_r4"] = federated_finetune(dp["model"], lora=True)
+    lora["byte_ratio_full_over_lora"] = round(
+        lora["full"]["bytes_per_round"] / lora["lora_r4"]["bytes_per_round"], 1
+    )
+    out = {
+        "harness": "standalone",
+        "model": {**vars(CFG), "parameters": dp["parameters"]},
+        "setup": {"workers": K, "batch_per_worker": BATCH, "lr": LR, "dp_steps": STEPS,
+                  "tolerance": TOLERANCE, "corpus": "generated, domain town, 400k chars"},
+        "dp": {"final_loss": round(final, 4), "target_loss": round(target, 4),
+               "reached": {"step": hit[0], "bytes": hit[1]},
+               "bytes_per_step_per_worker": dp["bytes_per_step_per_worker"],
+               "curve": [(s, b, round(loss, 4)) for s, b, loss in dp["curve"]]},
+        "diloco": runs,
+        "best_variant": best,
+        "byte_reduction": reductions.get(best) if best else None,
+        "federated_lora": lora,
+        "seconds": round(time.time() - t0, 1),
+        "torch": torch.__version__, "python": sys.version.split()[0],
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"best {best} x{out['byte_reduction']}; lora x{lora['byte_ratio_full_over_lora']} "
+          f"({out['seconds']} s) -> {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Learning plane: datasets, partitioners, models, local training, algorithms."""

@@ -1,0 +1,73 @@
+"""Parameters as one flat vector.
+
+A model's trainable state travels as ``Tensor[d]`` in ``parameters_to_vector`` order, so
+aggregators, codecs, secure aggregation and hashing all see the same thing. ``FlatModel``
+runs a module *functionally* from such a vector, which lets the trainer ``vmap`` one
+computation over a stack ``Tensor[n, d]`` of many providers' parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn.utils import parameters_to_vector
+
+
+class FlatModel:
+    """A module plus the bookkeeping to run it from a flat parameter vector."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.numels = [p.numel() for _, p in named]
+        self.dim = sum(self.numels)
+        # buffers (e.g. BatchNorm statistics) are not trained state and do not travel
+        self.buffers = {n: b.detach().clone() for n, b in module.named_buffers()}
+
+    def initial_vector(self) -> Tensor:
+        return (
+            parameters_to_vector([p for p in self.module.parameters() if p.requires_grad])
+            .detach()
+            .clone()
+        )
+
+    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        chunks = torch.split(flat, self.numels)
+        return {n: c.view(s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)}
+
+    def forward(self, flat: Tensor, x: Tensor) -> Tensor:
+        """``flat: [d]``, ``x: [B, *shape]`` -> logits ``[B, classes]``."""
+        params = self.unflatten(flat)
+        return functional_call(self.module, (params, self.buffers), (x,))  # type: ignore[no-any-return]
+
+    def load_into_module(self, flat: Tensor) -> nn.Module:
+        torch.nn.utils.vector_to_parameters(
+            flat.detach().clone(), [p for p in self.module.parameters() if p.requires_grad]
+        )
+        return self.module
+
+
+def vector_bytes(flat: Tensor) -> bytes:
+    """Canonical bytes of a parameter vector: float32 little-endian."""
+    return flat.detach().to(torch.float32).contiguous().numpy().astype("<f4").tobytes()
+
+
+def vector_hash(flat: Tensor) -> str:
+    """sha256 hex of the canonical bytes: the name of a model or update."""
+    return hashlib.sha256(vector_bytes(flat)).hexdigest()
+
+
+def vector_from_bytes(data: bytes, dim: int) -> Tensor:
+    """Inverse of :func:`vector_bytes`, checking the length first (peer bytes)."""
+    from deai.errors import InvalidMessage
+
+    if len(data) != 4 * dim:
+        raise InvalidMessage(f"parameter blob has {len(data)} bytes, expected {4 * dim}")
+    import numpy as np
+
+    return torch.from_numpy(np.frombuffer(data, dtype="<f4").copy())

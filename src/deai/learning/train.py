@@ -1,0 +1,204 @@
+"""Local training and evaluation.
+
+The trainer interface takes a *list* of :class:`TrainRequest` and returns one result each.
+A deployed node passes a list of one; the simulation runtime gathers every provider's
+request of a round and passes them together, and :func:`train_local` runs them as one
+``torch.func.vmap`` computation over the stacked parameters ``Tensor[n, d]``. Both go
+through the same step function, so there is one training code path. Models that cannot
+be vmapped (for example BatchNorm in training mode) fall back to running the same step
+function per request.
+
+Batches are drawn from a per-request seeded schedule; requests with fewer examples or
+steps than the longest in the group are masked, not padded with fake data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from deai.errors import ConfigError
+from deai.learning.data import Dataset
+from deai.learning.params import FlatModel
+
+
+@dataclass(frozen=True)
+class LocalTrainConfig:
+    epochs: int = 1  # passes over the local data (used when ``steps`` is None)
+    steps: int | None = None  # a fixed number of local SGD steps instead of epochs
+    batch_size: int = 32  # examples per step (fewer if the provider holds fewer)
+    lr: float = 0.1  # local SGD learning rate
+    momentum: float = 0.0  # heavy-ball momentum, PyTorch convention
+    prox_mu: float = 0.0  # FedProx proximal weight (Li et al. 2020); 0 means plain local SGD
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"steps must be >= 1 or None, got {self.steps}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(
+                f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}"
+            )
+        if self.lr <= 0 or not 0 <= self.momentum < 1 or self.prox_mu < 0:
+            raise ConfigError("lr must be > 0, momentum in [0, 1), prox_mu >= 0")
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    params: Tensor  # [d] starting parameters
+    x: Tensor  # [m, *shape] the provider's local examples
+    y: Tensor  # [m] labels
+    config: LocalTrainConfig
+    seed: int  # seeds the batch order
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    params: Tensor  # [d] parameters after local training
+    steps: int  # SGD steps taken
+    samples: int  # examples processed (drives simulated compute time)
+    loss: float  # mean training loss over the steps taken
+
+
+def batch_schedule(num_examples: int, config: LocalTrainConfig, seed: int) -> list[Tensor]:
+    """Index tensors, one per step: epoch-wise reshuffles, last batch of an epoch partial."""
+    gen = torch.Generator().manual_seed(seed)
+    bs = min(config.batch_size, num_examples)
+    if config.steps is None:
+        out: list[Tensor] = []
+        for _ in range(config.epochs):
+            out.extend(torch.split(torch.randperm(num_examples, generator=gen), bs))
+        return out
+    stream = torch.cat(
+        [
+            torch.randperm(num_examples, generator=gen)
+            for _ in range(math.ceil(config.steps * bs / num_examples))
+        ]
+    )
+    return list(torch.split(stream[: config.steps * bs], bs))
+
+
+def planned_samples(num_examples: int, config: LocalTrainConfig) -> int:
+    """Examples a request will process, known before it runs (drives simulated time)."""
+    bs = min(config.batch_size, num_examples)
+    if config.steps is None:
+        return config.epochs * num_examples
+    return config.steps * bs
+
+
+def _loss(
+    model: FlatModel, flat: Tensor, xb: Tensor, yb: Tensor, mb: Tensor, anchor: Tensor, mu: float
+) -> Tensor:
+    logits = model.forward(flat, xb)  # [B, classes]
+    per_example = F.cross_entropy(logits, yb, reduction="none")  # [B]
+    loss = (per_example * mb).sum() / mb.sum().clamp_min(1.0)
+    if mu > 0.0:
+        loss = loss + 0.5 * mu * ((flat - anchor) ** 2).sum()
+    return loss
+
+
+def train_local(model: FlatModel, requests: Sequence[TrainRequest]) -> list[TrainResult]:
+    """Run every request; requests sharing a config run as one vmapped computation."""
+    results: dict[int, TrainResult] = {}
+    groups: dict[LocalTrainConfig, list[int]] = {}
+    for i, r in enumerate(requests):
+        if r.params.shape != (model.dim,):
+            raise ConfigError(
+                f"request {i}: params shape {tuple(r.params.shape)} != ({model.dim},)"
+            )
+        if len(r.y) == 0:
+            raise ConfigError(f"request {i}: no training examples")
+        groups.setdefault(r.config, []).append(i)
+    for config, idx in groups.items():
+        group = [requests[i] for i in idx]
+        try:
+            out = _train_group(model, group, config, vectorize=True)
+        except (RuntimeError, NotImplementedError):  # module not vmappable: same steps, one by one
+            out = [_train_group(model, [r], config, vectorize=False)[0] for r in group]
+        results.update(zip(idx, out, strict=True))
+    return [results[i] for i in range(len(requests))]
+
+
+def _train_group(
+    model: FlatModel, reqs: Sequence[TrainRequest], config: LocalTrainConfig, vectorize: bool
+) -> list[TrainResult]:
+    n = len(reqs)
+    schedules = [batch_schedule(len(r.y), config, r.seed) for r in reqs]
+    n_steps = max(len(s) for s in schedules)
+    bs = max(len(b) for s in schedules for b in s)
+    m_max = max(len(r.y) for r in reqs)
+    x_pad = torch.zeros((n, m_max, *reqs[0].x.shape[1:]), dtype=torch.float32)
+    y_pad = torch.zeros((n, m_max), dtype=torch.long)
+    idx = torch.zeros((n, n_steps, bs), dtype=torch.long)
+    mask = torch.zeros((n, n_steps, bs), dtype=torch.float32)
+    for i, (r, sched) in enumerate(zip(reqs, schedules, strict=True)):
+        x_pad[i, : len(r.y)] = r.x
+        y_pad[i, : len(r.y)] = r.y
+        for s, b in enumerate(sched):
+            idx[i, s, : len(b)] = b
+            mask[i, s, : len(b)] = 1.0
+    theta = torch.stack([r.params.detach().to(torch.float32) for r in reqs])  # [n, d]
+    anchor = theta.clone()
+    velocity = torch.zeros_like(theta)
+    mu = config.prox_mu
+
+    def loss_fn(flat: Tensor, xb: Tensor, yb: Tensor, mb: Tensor, anc: Tensor) -> Tensor:
+        return _loss(model, flat, xb, yb, mb, anc, mu)
+
+    step_fn = torch.func.grad_and_value(loss_fn)
+    if vectorize:
+        step_fn = torch.func.vmap(step_fn, randomness="different")
+    rows = torch.arange(n)[:, None]
+    loss_sum = torch.zeros(n)
+    for s in range(n_steps):
+        xb = x_pad[rows, idx[:, s]]  # [n, B, *shape]
+        yb = y_pad[rows, idx[:, s]]  # [n, B]
+        mb = mask[:, s]  # [n, B]
+        if vectorize:
+            grads, losses = step_fn(theta, xb, yb, mb, anchor)
+        else:
+            g, lo = step_fn(theta[0], xb[0], yb[0], mb[0], anchor[0])
+            grads, losses = g[None], lo[None]
+        active = (mb.sum(dim=1) > 0).to(theta.dtype)[:, None]  # [n, 1]
+        velocity = config.momentum * velocity + grads if config.momentum else grads
+        theta = theta - config.lr * active * velocity
+        loss_sum += losses.detach() * active[:, 0]
+    return [
+        TrainResult(
+            params=theta[i].detach().clone(),
+            steps=len(schedules[i]),
+            samples=sum(len(b) for b in schedules[i]),
+            loss=float(loss_sum[i]) / len(schedules[i]),
+        )
+        for i in range(n)
+    ]
+
+
+@torch.no_grad()
+def evaluate(model: FlatModel, flat: Tensor, data: Dataset) -> tuple[float, float]:
+    """(mean cross-entropy loss, accuracy) of one parameter vector on ``data``."""
+    logits = model.forward(flat, data.x)
+    loss = F.cross_entropy(logits, data.y).item()
+    acc = (logits.argmax(dim=1) == data.y).float().mean().item()
+    return float(loss), float(acc)
+
+
+@torch.no_grad()
+def evaluate_many(model: FlatModel, stack: Tensor, data: Dataset) -> tuple[Tensor, Tensor]:
+    """Losses ``[n]`` and accuracies ``[n]`` of a stack ``[n, d]`` of parameter vectors."""
+
+    def one(flat: Tensor) -> tuple[Tensor, Tensor]:
+        logits = model.forward(flat, data.x)
+        return F.cross_entropy(logits, data.y), (logits.argmax(dim=1) == data.y).float().mean()
+
+    try:
+        losses, accs = torch.func.vmap(one)(stack)
+    except (RuntimeError, NotImplementedError):
+        pairs = [one(row) for row in stack]
+        losses = torch.stack([p[0] for p in pairs])
+        accs = torch.stack([p[1] for p in pairs])
+    return losses, accs

@@ -1,0 +1,372 @@
+"""The typed ledger client: one class over the three contracts, the same code on the
+embedded chain and on any JSON-RPC chain.
+
+Senders are addresses the chain manages (``w3.eth.accounts``: eth-tester and anvil dev
+accounts, unlocked) or addresses whose private key was given with :meth:`Ledger.add_key`,
+whose transactions are signed locally with eth-account (what a deployed node does).
+Every revert becomes :class:`~deai.ledger.errors.Reverted` carrying the contract's revert
+string; the gas of every mined transaction is appended to :attr:`Ledger.gas_log`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from eth_account import Account
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.logs import DISCARD
+from web3.types import TxReceipt
+
+from deai.ledger.chain import Chain
+from deai.ledger.compiler import compile_contract
+from deai.ledger.errors import ChainError, ChainUnavailable, Reverted
+from deai.ledger.merkle import PayoutTree
+from deai.ledger.types import (
+    Deployment,
+    Event,
+    JobView,
+    LedgerConfig,
+    NodeView,
+    Role,
+    RoundResult,
+    RoundView,
+    TaskState,
+    TaskView,
+    mask_bits,
+)
+
+_REASON = re.compile(r"execution reverted:?\s*(.*)", re.S)
+
+
+def revert_reason(exc: BaseException) -> str | None:
+    """The revert string inside a web3 / eth-tester exception, or None if it is not a
+    revert."""
+    name = type(exc).__name__
+    if name not in {"TransactionFailed", "ContractLogicError", "ContractCustomError",
+                    "ContractPanicError", "Web3RPCError"}:  # fmt: skip
+        return None
+    text = getattr(exc, "message", None) or (str(exc.args[0]) if exc.args else str(exc))
+    match = _REASON.search(text)
+    if match:
+        return match.group(1).strip().strip("'\"") or "reverted without reason"
+    return text if name != "Web3RPCError" else None
+
+
+class Ledger:
+    """Deploy or attach to the deai contracts and call them with typed arguments."""
+
+    def __init__(self, chain: Chain, deployment: Deployment) -> None:
+        self.chain = chain
+        self.w3: Web3 = chain.w3
+        self.deployment = deployment
+        self.registry = self._contract("Registry", deployment.registry)
+        self.jobs = self._contract("Jobs", deployment.jobs)
+        self.tasks = self._contract("Tasks", deployment.tasks)
+        self._keys: dict[str, str] = {}
+        self.gas_log: list[tuple[str, int]] = []
+        self.last_receipt: TxReceipt | None = None
+
+    # ------------------------------------------------------------------ setup
+    @classmethod
+    def deploy(
+        cls, chain: Chain, config: LedgerConfig | None = None, deployer: str | None = None,
+        key: str | None = None,
+    ) -> Ledger:  # fmt: skip
+        """Deploy the blueprints of Jobs and Tasks, then the Registry, which creates both.
+        ``key``: a private key to deploy from instead of a chain-managed account."""
+        config = config or LedgerConfig()
+        w3 = chain.w3
+        sender = Account.from_key(key).address if key else (deployer or chain.accounts[0])
+        probe = cls.__new__(cls)
+        probe.w3, probe.chain, probe.gas_log, probe.last_receipt = w3, chain, [], None
+        probe._keys = {sender: key} if key else {}
+        blueprints = []
+        for name in ("Jobs", "Tasks"):
+            art = compile_contract(name)
+            ctor = w3.eth.contract(abi=[], bytecode=art.blueprint).constructor()
+            blueprints.append(probe._send(sender, ctor, 0, f"deploy {name} blueprint").contractAddress)
+        reg = compile_contract("Registry")
+        ctor = w3.eth.contract(abi=reg.abi, bytecode=reg.bytecode).constructor(
+            config.min_stake, config.withdrawal_delay,
+            Web3.to_checksum_address(config.slash_recipient),
+            blueprints[0], blueprints[1], config.job_slash, config.task_slash,
+        )  # fmt: skip
+        receipt = probe._send(sender, ctor, 0, "deploy Registry")
+        registry = w3.eth.contract(address=receipt.contractAddress, abi=reg.abi)
+        deployment = Deployment(
+            registry=str(receipt.contractAddress),
+            jobs=registry.functions.JOBS().call(),
+            tasks=registry.functions.TASKS().call(),
+            chain_id=int(w3.eth.chain_id),
+            block=int(receipt.blockNumber),
+        )
+        ledger = cls(chain, deployment)
+        ledger._keys = dict(probe._keys)
+        ledger.gas_log = probe.gas_log
+        return ledger
+
+    def add_key(self, private_key: str) -> str:
+        """Sign this account's transactions locally; returns its address."""
+        address = str(Account.from_key(private_key).address)
+        self._keys[address] = private_key
+        return address
+
+    def _contract(self, name: str, address: str) -> Contract:
+        return self.w3.eth.contract(address=Web3.to_checksum_address(address),
+                                    abi=compile_contract(name).abi)  # fmt: skip
+
+    # ------------------------------------------------------------ transactions
+    def _send(self, sender: str, fn: Any, value: int, label: str) -> TxReceipt:
+        sender = Web3.to_checksum_address(sender)
+        params: dict[str, Any] = {"from": sender, "value": value}
+        try:
+            if self.chain.fixed_gas is not None and hasattr(fn, "call"):
+                # one dry run for the revert reason instead of a binary-search estimate
+                fn.call(dict(params), block_identifier="pending")
+                params["gas"] = self.chain.fixed_gas
+            if sender in self._keys:
+                params["nonce"] = self.w3.eth.get_transaction_count(sender, "pending")
+                params["chainId"] = int(self.w3.eth.chain_id)
+                tx = fn.build_transaction(params)
+                signed = Account.sign_transaction(tx, self._keys[sender])
+                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            else:
+                tx_hash = fn.transact(params)
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
+        except Exception as exc:
+            reason = revert_reason(exc)
+            if reason is not None:
+                raise Reverted(reason, label) from exc
+            if isinstance(exc, ConnectionError | OSError):
+                raise ChainUnavailable(f"{label}: {exc}") from exc
+            raise ChainError(f"{label}: {exc}") from exc
+        if receipt["status"] != 1:
+            raise Reverted("reverted without reason", label)
+        self.gas_log.append((label, int(receipt["gasUsed"])))
+        self.last_receipt = receipt
+        return receipt
+
+    def _call(self, fn: ContractFunction) -> Any:
+        try:
+            return fn.call()
+        except Exception as exc:
+            reason = revert_reason(exc)
+            if reason is not None:
+                raise Reverted(reason, fn.fn_name) from exc
+            raise ChainError(f"{fn.fn_name}: {exc}") from exc
+
+    @property
+    def last_gas(self) -> int:
+        return self.gas_log[-1][1] if self.gas_log else 0
+
+    # ---------------------------------------------------------------- registry
+    def register(self, account: str, stake: int, endpoint: str, roles: Role) -> None:
+        """Join the registry with ``stake`` wei."""
+        self._send(account, self.registry.functions.join(endpoint, int(roles)), stake, "join")
+
+    def add_stake(self, account: str, amount: int) -> None:
+        self._send(account, self.registry.functions.add_stake(), amount, "add_stake")
+
+    def update_node(self, account: str, endpoint: str, roles: Role) -> None:
+        self._send(account, self.registry.functions.update(endpoint, int(roles)), 0, "update")
+
+    def unstake(self, account: str, amount: int) -> None:
+        """Request an unstake; withdraw with :meth:`withdraw_stake` after the delay."""
+        self._send(account, self.registry.functions.request_unstake(amount), 0, "request_unstake")
+
+    def withdraw_stake(self, account: str) -> None:
+        self._send(account, self.registry.functions.withdraw(), 0, "withdraw_stake")
+
+    def sweep_slashed(self, account: str) -> None:
+        self._send(account, self.registry.functions.sweep_slashed(), 0, "sweep_slashed")
+
+    def node(self, address: str) -> NodeView:
+        t = self._call(self.registry.functions.nodes(Web3.to_checksum_address(address)))
+        return NodeView(Web3.to_checksum_address(address), t[0], t[1], t[2], Role(t[3]), t[5])
+
+    def validators(self) -> list[str]:
+        return list(self._call(self.registry.functions.validator_list()))
+
+    def draw(self, seed: bytes, size: int) -> list[str]:
+        """The committee the Registry would draw now for ``seed``."""
+        return list(self._call(self.registry.functions.draw(seed, size)))
+
+    def min_stake(self) -> int:
+        return int(self._call(self.registry.functions.MIN_STAKE()))
+
+    def withdrawal_delay(self) -> int:
+        return int(self._call(self.registry.functions.WITHDRAWAL_DELAY()))
+
+    # -------------------------------------------------------------------- jobs
+    def create_job(
+        self, requester: str, *, budget: int, spec_hash: bytes, rounds: int,
+        committee_size: int, commit_period: int, reveal_period: int, claim_period: int,
+    ) -> int:  # fmt: skip
+        """Escrow ``budget`` wei for a job; round 0 opens at once. Returns the job id."""
+        fn = self.jobs.functions.create_job(spec_hash, rounds, committee_size, commit_period,
+                                            reveal_period, claim_period)  # fmt: skip
+        receipt = self._send(requester, fn, budget, "create_job")
+        return int(self.jobs.events.JobCreated().process_receipt(receipt, errors=DISCARD)[0]["args"]["job_id"])
+
+    def job(self, job_id: int) -> JobView:
+        return JobView.from_tuple(job_id, self._call(self.jobs.functions.jobs(job_id)))
+
+    def round(self, job_id: int) -> RoundView:
+        t = self._call(self.jobs.functions.rounds(job_id))
+        size = int(t[2])
+        return RoundView(job_id, t[0], bytes(t[1]), size, t[3], t[4],
+                         mask_bits(t[5], 0, size), mask_bits(t[5], 16, size))  # fmt: skip
+
+    def committee(self, job_id: int) -> list[str]:
+        """The current round's committee, in index order."""
+        return list(self._call(self.jobs.functions.committee(job_id)))
+
+    def member_index(self, job_id: int, account: str) -> int:
+        members = self.committee(job_id)
+        account = Web3.to_checksum_address(account)
+        if account not in members:
+            raise Reverted("jobs: not a member", "member_index")
+        return members.index(account)
+
+    def commit(
+        self, account: str, job_id: int, round_index: int, commitment: bytes,
+        index: int | None = None,
+    ) -> None:  # fmt: skip
+        """Commit as a committee member (``index`` defaults to the account's position)."""
+        idx = self.member_index(job_id, account) if index is None else index
+        fn = self.jobs.functions.commit(job_id, round_index, idx, commitment)
+        self._send(account, fn, 0, "commit")
+
+    def reveal(
+        self, account: str, job_id: int, round_index: int, result: RoundResult, salt: bytes,
+        index: int | None = None,
+    ) -> None:  # fmt: skip
+        idx = self.member_index(job_id, account) if index is None else index
+        fn = self.jobs.functions.reveal(job_id, round_index, idx, result.model_hash,
+                                        result.root, result.total, salt)  # fmt: skip
+        self._send(account, fn, 0, "reveal")
+
+    def finalize_round(self, account: str, job_id: int, round_index: int) -> None:
+        fn = self.jobs.functions.finalize_round(job_id, round_index)
+        self._send(account, fn, 0, "finalize_round")
+
+    def claim(
+        self, sender: str, job_id: int, payee: str, cumulative: int, proof: Sequence[bytes]
+    ) -> None:
+        """Claim ``payee``'s cumulative payout (any sender; the money goes to ``payee``)."""
+        fn = self.jobs.functions.claim(job_id, Web3.to_checksum_address(payee), cumulative,
+                                       list(proof))  # fmt: skip
+        self._send(sender, fn, 0, "claim")
+
+    def claim_many(
+        self, sender: str, job_id: int, tree: PayoutTree, accounts: Sequence[str]
+    ) -> None:
+        """Claim for several payees of one job in one transaction (at most 64)."""
+        payees = [Web3.to_checksum_address(a) for a in accounts]
+        fn = self.jobs.functions.claim_many(job_id, payees, [tree.amount(a) for a in payees],
+                                            [tree.proof(a) for a in payees])  # fmt: skip
+        self._send(sender, fn, 0, "claim_many")
+
+    def claimed(self, job_id: int, account: str) -> int:
+        return int(self._call(self.jobs.functions.claimed(job_id,
+                                                          Web3.to_checksum_address(account))))
+
+    def sweep_job(self, sender: str, job_id: int) -> None:
+        self._send(sender, self.jobs.functions.sweep(job_id), 0, "sweep")
+
+    def escrow(self, job_id: int) -> int:
+        return int(self._call(self.jobs.functions.escrow(job_id)))
+
+    def owed(self, account: str) -> int:
+        """Pull balance in Jobs (refunds, deferred payments)."""
+        return int(self._call(self.jobs.functions.owed(Web3.to_checksum_address(account))))
+
+    def withdraw(self, account: str) -> None:
+        """Withdraw the account's pull balance from Jobs."""
+        self._send(account, self.jobs.functions.withdraw(), 0, "withdraw")
+
+    # ------------------------------------------------------------------- tasks
+    def create_task(
+        self, requester: str, *, fee: int, spec_hash: bytes, workers: Sequence[str],
+        commit_period: int, reveal_period: int,
+    ) -> int:  # fmt: skip
+        fn = self.tasks.functions.create_task(
+            spec_hash, [Web3.to_checksum_address(w) for w in workers], commit_period,
+            reveal_period,
+        )  # fmt: skip
+        receipt = self._send(requester, fn, fee, "create_task")
+        return int(self.tasks.events.TaskCreated().process_receipt(receipt, errors=DISCARD)[0]["args"]["task_id"])
+
+    def task(self, task_id: int) -> TaskView:
+        t = self._call(self.tasks.functions.tasks(task_id))
+        k = int(t[3])
+        return TaskView(task_id, t[0], bytes(t[1]), t[2], k, t[4], t[5],
+                        mask_bits(t[6], 0, k), mask_bits(t[6], 8, k), TaskState(t[7]),
+                        bytes(t[8]), t[9], t[10], t[11])  # fmt: skip
+
+    def task_workers(self, task_id: int) -> list[str]:
+        return list(self._call(self.tasks.functions.task_workers(task_id)))
+
+    def _worker_index(self, task_id: int, account: str, index: int | None) -> int:
+        if index is not None:
+            return index
+        workers = self.task_workers(task_id)
+        account = Web3.to_checksum_address(account)
+        if account not in workers:
+            raise Reverted("tasks: not a worker", "worker_index")
+        return workers.index(account)
+
+    def task_commit(
+        self, account: str, task_id: int, commitment: bytes, index: int | None = None
+    ) -> None:
+        idx = self._worker_index(task_id, account, index)
+        self._send(account, self.tasks.functions.commit(task_id, idx, commitment), 0,
+                   "task_commit")  # fmt: skip
+
+    def task_reveal(
+        self, account: str, task_id: int, result_hash: bytes, salt: bytes,
+        index: int | None = None,
+    ) -> None:  # fmt: skip
+        idx = self._worker_index(task_id, account, index)
+        fn = self.tasks.functions.reveal(task_id, idx, result_hash, salt)
+        self._send(account, fn, 0, "task_reveal")
+
+    def finalize_task(self, sender: str, task_id: int) -> None:
+        self._send(sender, self.tasks.functions.finalize_task(task_id), 0, "finalize_task")
+
+    def task_owed(self, account: str) -> int:
+        return int(self._call(self.tasks.functions.owed(Web3.to_checksum_address(account))))
+
+    def task_withdraw(self, account: str) -> None:
+        self._send(account, self.tasks.functions.withdraw(), 0, "task_withdraw")
+
+    # ------------------------------------------------------------------ reads
+    def balance(self, address: str) -> int:
+        return int(self.w3.eth.get_balance(Web3.to_checksum_address(address)))
+
+    def now(self) -> int:
+        """Timestamp of the latest block."""
+        return self.chain.latest_timestamp()
+
+    def events(
+        self, name: str, from_block: int | None = None, filters: Mapping[str, Any] | None = None
+    ) -> list[Event]:
+        """Decoded events called ``name`` from whichever contract defines it (Registry
+        first, then Jobs, then Tasks), oldest first."""
+        start = self.deployment.block if from_block is None else from_block
+        for label, contract in (("Registry", self.registry), ("Jobs", self.jobs),
+                                ("Tasks", self.tasks)):  # fmt: skip
+            if any(e.get("type") == "event" and e.get("name") == name for e in contract.abi):
+                logs = contract.events[name]().get_logs(
+                    from_block=start, argument_filters=dict(filters or {})
+                )
+                return [
+                    Event(name, label, int(log["blockNumber"]), log["transactionHash"].to_0x_hex(),
+                          dict(log["args"]))  # fmt: skip
+                    for log in logs
+                ]
+        raise ChainError(f"no contract defines an event named {name!r}")

@@ -1,0 +1,95 @@
+"""Seams where the other planes plug into the roles, with honest defaults.
+
+* :class:`Behaviour` is the adversary hook of a provider (attacks, free-riding); the
+  default is honest.
+* :class:`Settlement` is what a validator does with a finished round (the ledger plugs in
+  here); the default settles nothing.
+* :class:`RoundObserver` receives measurements for reports. It is not part of the protocol
+  and costs no bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Rejection:
+    round: int
+    sender: str
+    reason: str  # a RejectReason value
+    detail: str
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    job_id: str
+    round: int
+    validator: str
+    params: Tensor  # [d] global parameters after this round
+    model_hash: str  # sha256 of the canonical parameter bytes
+    participants: tuple[str, ...]  # providers asked to train this round
+    accepted: tuple[str, ...]  # updates that passed validation
+    excluded: tuple[str, ...]  # accepted updates the aggregator left out
+    rejections: tuple[Rejection, ...]
+    missing: tuple[str, ...]  # participants with no update by the deadline
+    weights: tuple[float, ...]  # aggregation weight of each accepted update
+    updates: Tensor | None  # [len(accepted), d] the accepted updates (for evaluators)
+    started_s: float
+    closed_s: float
+
+
+class Behaviour(Protocol):
+    """How a provider treats its data and its update. Honest: unchanged."""
+
+    def local_data(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def update(self, delta: Tensor, round_: int) -> Tensor: ...
+
+    def claim(self, num_examples: int) -> int:
+        """The example count the provider reports (validators cap and check it)."""
+        ...
+
+
+class Honest:
+    def local_data(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return x, y
+
+    def update(self, delta: Tensor, round_: int) -> Tensor:
+        return delta
+
+    def claim(self, num_examples: int) -> int:
+        return num_examples
+
+
+class Settlement(Protocol):
+    def settle(self, outcome: RoundOutcome) -> None: ...
+
+
+class NoSettlement:
+    """Settles nothing: for runs without a ledger."""
+
+    def settle(self, outcome: RoundOutcome) -> None:
+        return None
+
+
+class RoundObserver(Protocol):
+    def on_round(self, outcome: RoundOutcome) -> None: ...
+
+    def on_gossip(self, node_id: str, round_: int, params: Tensor, time_s: float) -> None: ...
+
+    def on_rejection(self, node_id: str, rejection: Rejection) -> None: ...
+
+
+class NullObserver:
+    def on_round(self, outcome: RoundOutcome) -> None:
+        return None
+
+    def on_gossip(self, node_id: str, round_: int, params: Tensor, time_s: float) -> None:
+        return None
+
+    def on_rejection(self, node_id: str, rejection: Rejection) -> None:
+        return None

@@ -1,0 +1,143 @@
+"""The simulation runtime: many virtual nodes in one process.
+
+An event queue on a virtual clock delivers messages at the times the network model gives
+and fires timers. Every message is encoded with the real wire format so its byte count is
+exact. Training requests are not run when a role submits them: the engine gathers all
+requests and runs them as one batched computation (``deai.learning.train.train_local``),
+then delivers each result after that node's simulated compute time.
+
+Gathering is exact, not an approximation: a request's result depends only on the request,
+and its completion time (submission + simulated compute time) is known when it is
+submitted, because the number of examples it will process is fixed by its config. So the
+engine keeps processing events until the earliest pending completion time and only then
+runs everything pending at once. Requests submitted at different virtual times by
+providers whose tasks arrived at different times still share one batch. The roles cannot
+tell: they see the same ``NodeContext`` a deployed node gives them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from deai.learning.params import FlatModel
+from deai.learning.train import TrainRequest, TrainResult, planned_samples, train_local
+from deai.node.messages import Message, encode
+from deai.node.roles import Role
+from deai.sim.network import FaultModel, NetworkModel
+
+
+@dataclass
+class ByteCounter:
+    sent: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    received: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    by_kind: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    messages: int = 0
+    dropped: int = 0
+
+    def total(self) -> int:
+        return sum(self.sent.values())
+
+
+class _Ctx:
+    def __init__(self, engine: Simulation, node_id: str) -> None:
+        self.engine = engine
+        self.node_id = node_id
+
+    def now(self) -> float:
+        return self.engine.now
+
+    def send(self, to: str, msg: Message) -> None:
+        self.engine.send(self.node_id, to, msg)
+
+    def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
+        self.engine.schedule(self.engine.now + delay_s, fn)
+
+    def train(
+        self, model: FlatModel, request: TrainRequest, done: Callable[[TrainResult], None]
+    ) -> None:
+        samples = planned_samples(len(request.y), request.config)
+        ready = self.engine.now + self.engine.network.compute_time(self.node_id, samples)
+        self.engine.pending.append((ready, model, request, done))
+
+
+class Simulation:
+    def __init__(self, network: NetworkModel, faults: FaultModel | None = None) -> None:
+        self.network = network
+        self.faults = faults
+        self.now = 0.0
+        self.nodes: dict[str, list[Role]] = {}
+        self.bytes = ByteCounter()
+        # (completion time, model, request, continuation)
+        self.pending: list[tuple[float, FlatModel, TrainRequest, Callable[[TrainResult], None]]] = []
+        self.train_batches = 0
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+
+    def add_node(self, node_id: str, *roles: Role) -> None:
+        if node_id not in self.network.profiles:
+            raise KeyError(f"node {node_id} has no link profile")
+        self.nodes[node_id] = list(roles)
+        for role in roles:
+            role.attach(_Ctx(self, node_id))
+
+    def schedule(self, at: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._queue, (at, next(self._seq), fn))
+
+    def send(self, src: str, dst: str, msg: Message) -> None:
+        if dst not in self.nodes:
+            raise KeyError(f"{src} sent {msg.kind} to unknown node {dst}")
+        size = len(encode(msg))
+        self.bytes.sent[src] += size
+        self.bytes.by_kind[msg.kind] += size
+        self.bytes.messages += 1
+        if self.faults is not None and self.faults.drops(src, dst, getattr(msg, "round", None)):
+            self.bytes.dropped += 1
+            return
+        arrival = self.network.transfer(src, dst, size, self.now)
+
+        def deliver() -> None:
+            self.bytes.received[dst] += size
+            for role in self.nodes[dst]:
+                role.handle(src, msg)
+
+        self.schedule(arrival, deliver)
+
+    def _flush_training(self) -> None:
+        batch, self.pending = self.pending, []
+        by_model: dict[int, list[int]] = defaultdict(list)
+        for i, (_, model, _, _) in enumerate(batch):
+            by_model[id(model)].append(i)
+        # one batched computation per model architecture
+        groups: dict[tuple[object, ...], list[int]] = defaultdict(list)
+        for idx in by_model.values():
+            model = batch[idx[0]][1]
+            groups[(type(model.module), model.dim, tuple(model.names))].extend(idx)
+        for idx in groups.values():
+            model = batch[idx[0]][1]
+            results = train_local(model, [batch[i][2] for i in idx])
+            self.train_batches += 1
+            for i, res in zip(idx, results, strict=True):
+                ready, _, _, done = batch[i]
+                self.schedule(ready, lambda done=done, res=res: done(res))
+
+    def run(self, until: float = float("inf"), stop: Callable[[], bool] | None = None) -> None:
+        for roles in self.nodes.values():
+            for role in roles:
+                role.start()
+        while self._queue or self.pending:
+            if self.pending and (
+                not self._queue or self._queue[0][0] >= min(p[0] for p in self.pending)
+            ):
+                self._flush_training()
+                continue
+            at, _, fn = heapq.heappop(self._queue)
+            if at > until:
+                break
+            self.now = at
+            fn()
+            if stop is not None and stop():
+                break

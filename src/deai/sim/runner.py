@@ -1,0 +1,228 @@
+"""Build a simulated network from a scenario, run it, and measure it.
+
+The runner wires real roles to the simulation engine; the metrics collector observes
+rounds (it is not part of the protocol and costs no bytes) and evaluates each new global
+model on the held-out test split.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from deai.aggregation.base import Aggregator, weighted_mean
+from deai.compression.base import Codec, IdentityCodec
+from deai.errors import ConfigError
+from deai.learning.algorithms import AlgorithmName, AlgorithmSpec, parallel_sgd
+from deai.learning.data import Dataset, Splits, load_dataset
+from deai.learning.models import ModelConfig
+from deai.learning.params import FlatModel
+from deai.learning.partition import PartitionConfig, label_histograms, label_skew, partition
+from deai.learning.topology import consensus_distance
+from deai.learning.train import LocalTrainConfig, evaluate, evaluate_many
+from deai.node.hooks import Rejection, RoundOutcome
+from deai.node.job import JobSpec, UpdatePolicy
+from deai.node.roles import Provider, Requester, Validator, model_for
+from deai.sim.behaviours import build_behaviour
+from deai.sim.engine import Simulation
+from deai.sim.network import FaultModel, NetworkConfig, NetworkModel, draw_profiles
+from deai.sim.scenario import Role, Scenario
+
+ProgressFn = Callable[[int, int], None]
+
+
+def aggregator_by_name(name: str) -> Aggregator:
+    if name == "mean":
+        return weighted_mean
+    raise ConfigError(f"aggregator: unknown name {name!r}; allowed: 'mean'")
+
+
+def codec_by_name(name: str) -> Codec:
+    if name == IdentityCodec.name:
+        return IdentityCodec()
+    raise ConfigError(f"codec: unknown name {name!r}; allowed: 'identity'")
+
+
+def algorithm_spec(s: Scenario) -> AlgorithmSpec:
+    a = s.algorithm
+    if a.name is AlgorithmName.PARALLEL_SGD:
+        return parallel_sgd(a.lr, a.batch_size)
+    local = LocalTrainConfig(
+        epochs=a.epochs, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
+        momentum=a.momentum, prox_mu=a.prox_mu,
+    )
+    return AlgorithmSpec(
+        name=a.name, local=local, server_lr=a.server_lr, weighting=a.weighting,
+        topology=a.topology, participation=a.participation,
+    )
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, Any]
+    histograms: np.ndarray  # [providers, classes]
+    provider_ids: list[str]
+    final_params: Tensor | None
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+
+
+class MetricsCollector:
+    """Observer: evaluates every round's model on the test split and snapshots bytes."""
+
+    def __init__(self, sim: Simulation, model: FlatModel, test: Dataset, providers: list[str],
+                 progress: ProgressFn | None, rounds: int) -> None:
+        self.sim, self.model, self.test = sim, model, test
+        self.providers = providers
+        self.progress = progress
+        self.total_rounds = rounds
+        self.rounds: list[dict[str, Any]] = []
+        self.rejections: list[dict[str, Any]] = []
+        self._gossip: dict[int, dict[str, tuple[Tensor, float]]] = {}
+        self._last_up = 0
+        self._last_down = 0
+        self._last_time = 0.0
+
+    def _bytes(self) -> tuple[int, int]:
+        up = sum(self.sim.bytes.sent[p] for p in self.providers)
+        down = sum(self.sim.bytes.received[p] for p in self.providers)
+        d_up, d_down = up - self._last_up, down - self._last_down
+        self._last_up, self._last_down = up, down
+        return d_up, d_down
+
+    def _record(self, round_: int, params: Tensor, time_s: float, **extra: Any) -> None:
+        loss, acc = evaluate(self.model, params, self.test)
+        up, down = self._bytes()
+        self.rounds.append({
+            "round": round_, "accuracy": acc, "loss": loss, "bytes_up": up, "bytes_down": down,
+            "sim_time_s": time_s, "round_time_s": time_s - self._last_time, **extra,
+        })
+        self._last_time = time_s
+        if self.progress is not None:
+            self.progress(round_, self.total_rounds)
+
+    def on_round(self, outcome: RoundOutcome) -> None:
+        if outcome.validator != self.sim_coordinator:
+            return
+        self._record(
+            outcome.round, outcome.params, outcome.closed_s,
+            accepted=len(outcome.accepted), missing=list(outcome.missing),
+            excluded=list(outcome.excluded),
+            rejected=[{"sender": r.sender, "reason": r.reason} for r in outcome.rejections],
+        )
+
+    def on_gossip(self, node_id: str, round_: int, params: Tensor, time_s: float) -> None:
+        got = self._gossip.setdefault(round_, {})
+        got[node_id] = (params, time_s)
+        if len(got) < len(self.providers):
+            return
+        stack = torch.stack([got[p][0] for p in self.providers])  # [n, d]
+        _, node_acc = evaluate_many(self.model, stack, self.test)
+        self._record(
+            round_, stack.mean(dim=0), max(t for _, t in got.values()),
+            consensus_distance=consensus_distance(stack),
+            node_accuracy_mean=float(node_acc.mean()),
+        )
+        del self._gossip[round_]
+
+    def on_rejection(self, node_id: str, rejection: Rejection) -> None:
+        self.rejections.append({
+            "at": node_id, "round": rejection.round, "sender": rejection.sender,
+            "reason": rejection.reason, "detail": rejection.detail,
+        })
+
+    sim_coordinator: str = ""
+
+
+def build_spec(s: Scenario, splits: Splits, providers: list[str], validators: list[str]) -> JobSpec:
+    return JobSpec(
+        job_id=f"{s.name}-{s.seed}",
+        rounds=s.rounds,
+        seed=s.seed,
+        algorithm=algorithm_spec(s),
+        model=ModelConfig(name=s.model.name, hidden=tuple(s.model.hidden),
+                          channels=s.model.channels),
+        input_shape=splits.train.input_shape,
+        num_classes=splits.train.num_classes,
+        requester="requester",
+        providers=tuple(providers),
+        validators=tuple(validators),
+        round_timeout_s=s.network.round_timeout_s,
+        policy=UpdatePolicy(max_norm=s.validation.max_update_norm,
+                            max_examples=s.validation.max_examples),
+    )
+
+
+def run_scenario(s: Scenario, progress: ProgressFn | None = None) -> RunResult:
+    """Run one scenario to completion; deterministic given ``s.seed``."""
+    wall = time.perf_counter()
+    torch.manual_seed(s.seed)
+    d = s.data
+    splits = load_dataset(d.dataset, seed=s.seed, test_fraction=d.test_fraction,
+                          validation_fraction=d.validation_fraction, n_samples=d.n_samples,
+                          n_features=d.n_features, n_classes=d.n_classes)
+    n_prov, n_val = s.count(Role.PROVIDER), s.count(Role.VALIDATOR)
+    providers = [f"provider-{i:03d}" for i in range(n_prov)]
+    behaviours = [g.behaviour for g in s.nodes if g.role is Role.PROVIDER for _ in range(g.count)]
+    validators = [f"validator-{i}" for i in range(n_val)]
+    labels = splits.train.y.numpy()
+    parts = partition(labels, n_prov, PartitionConfig(d.partition, d.alpha,
+                                                       d.shards_per_provider), s.seed)
+    spec = build_spec(s, splits, providers, validators)
+    net = s.network
+    profiles = draw_profiles(
+        NetworkConfig(bandwidth_mbps=net.bandwidth_mbps, latency_ms=net.latency_ms,
+                      samples_per_s=net.samples_per_s, dropout=net.dropout,
+                      straggler_fraction=net.straggler_fraction,
+                      straggler_slowdown=net.straggler_slowdown),
+        providers, [*validators, "requester"], s.seed,
+    )
+    sim = Simulation(NetworkModel(profiles), FaultModel(net.dropout, s.seed, set(providers)))
+    collector = MetricsCollector(sim, model_for(spec), splits.test, providers, progress, s.rounds)
+    collector.sim_coordinator = validators[0]
+    aggregator = aggregator_by_name(s.aggregator)
+    requester = Requester("requester", spec)
+    sim.add_node("requester", requester)
+    for v in validators:
+        sim.add_node(v, Validator(v, splits.validation, aggregator=aggregator,
+                                  codecs={s.codec: codec_by_name(s.codec)}, observer=collector))
+    for i, (p, idx) in enumerate(zip(providers, parts, strict=True)):
+        sim.add_node(p, Provider(p, splits.train.subset(idx), codec=codec_by_name(s.codec),
+                                 behaviour=build_behaviour(behaviours[i], s.seed + i),
+                                 observer=collector))
+    sim.run(stop=lambda: requester.result is not None)
+    rounds = collector.rounds
+    final = requester.result
+    final_loss, final_acc = (evaluate(collector.model, final, splits.test) if final is not None
+                             else (float("nan"), 0.0))
+    hist = label_histograms(labels, parts, splits.train.num_classes)
+    wall_s = time.perf_counter() - wall
+    metrics: dict[str, Any] = {
+        "scenario": s.name,
+        "algorithm": str(s.algorithm.name),
+        "seed": s.seed,
+        "providers": n_prov,
+        "validators": n_val,
+        "final_accuracy": final_acc,
+        "final_loss": final_loss,
+        "final_model_hash": requester.result_hash,
+        "rounds": rounds,
+        "total_bytes_up": sum(r["bytes_up"] for r in rounds),
+        "total_bytes_down": sum(r["bytes_down"] for r in rounds),
+        "total_bytes": sim.bytes.total(),
+        "messages": sim.bytes.messages,
+        "messages_dropped": sim.bytes.dropped,
+        "sim_time_s": sim.now,
+        "wall_time_s": wall_s,
+        "rounds_per_s": len(rounds) / wall_s if wall_s > 0 else 0.0,
+        "label_skew": label_skew(labels, parts, splits.train.num_classes),
+        "provider_examples": [len(p) for p in parts],
+        "provider_behaviours": dict(zip(providers, behaviours, strict=True)),
+        "rejections": collector.rejections,
+    }
+    return RunResult(metrics, hist, providers, final, collector.rejections)

@@ -1,0 +1,170 @@
+"""Scenario files: TOML validated by pydantic.
+
+A scenario names the nodes and their roles, the data split, the model, the algorithm,
+the network and the seed. :func:`load_scenario` turns any mistake into one
+:class:`ConfigError` whose message names the field, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from deai.errors import ConfigError
+from deai.learning.algorithms import AlgorithmName, Weighting
+from deai.learning.data import DatasetName
+from deai.learning.models import ModelName
+from deai.learning.partition import PartitionName
+from deai.learning.topology import TopologyName
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class Role(StrEnum):
+    PROVIDER = "provider"
+    VALIDATOR = "validator"
+
+
+class DataSection(_Strict):
+    dataset: DatasetName = DatasetName.DIGITS
+    partition: PartitionName = PartitionName.DIRICHLET
+    alpha: PositiveFloat = 0.5  # Dirichlet concentration for label / quantity skew
+    shards_per_provider: Annotated[int, Field(ge=1)] = 2
+    test_fraction: Annotated[float, Field(gt=0, lt=0.8)] = 0.2
+    validation_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.1  # the requester's data
+    n_samples: Annotated[int, Field(ge=40)] = 2000  # synthetic only
+    n_features: Annotated[int, Field(ge=2)] = 20  # synthetic only
+    n_classes: Annotated[int, Field(ge=2)] = 4  # synthetic only
+
+
+class ModelSection(_Strict):
+    name: ModelName = ModelName.MLP
+    hidden: list[Annotated[int, Field(ge=1)]] = [64]
+    channels: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (8, 16)
+
+
+class AlgorithmSection(_Strict):
+    name: AlgorithmName = AlgorithmName.FEDAVG
+    epochs: Annotated[int, Field(ge=1)] = 1  # local epochs per round (if steps is unset)
+    steps: Annotated[int, Field(ge=1)] | None = None  # local steps per round instead of epochs
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    lr: PositiveFloat = 0.1
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    prox_mu: Annotated[float, Field(ge=0)] = 0.0  # FedProx
+    server_lr: PositiveFloat = 1.0
+    weighting: Weighting = Weighting.EXAMPLES
+    topology: TopologyName = TopologyName.RING  # dpsgd only
+    participation: Annotated[float, Field(gt=0, le=1)] = 1.0
+
+
+class NetworkSection(_Strict):
+    bandwidth_mbps: tuple[PositiveFloat, PositiveFloat] = (10.0, 100.0)
+    latency_ms: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]] = (10.0, 50.0)
+    samples_per_s: PositiveFloat = 2000.0
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    straggler_fraction: Fraction = 0.0
+    straggler_slowdown: Annotated[float, Field(ge=1)] = 4.0
+    round_timeout_s: PositiveFloat = 600.0
+
+    @model_validator(mode="after")
+    def _ranges(self) -> NetworkSection:
+        for name in ("bandwidth_mbps", "latency_ms"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name} must be [low, high] with low <= high, got [{lo}, {hi}]")
+        return self
+
+
+class ValidationSection(_Strict):
+    max_update_norm: PositiveFloat = 1000.0
+    max_examples: Annotated[int, Field(ge=1)] = 10_000  # claimed counts above this are rejected
+
+
+class NodeGroup(_Strict):
+    role: Role
+    count: Annotated[int, Field(ge=1, le=10_000)] = 1
+    behaviour: str = "honest"  # providers: "honest" or a fault name (nan, huge_norm, ...)
+
+    @model_validator(mode="after")
+    def _behaviour(self) -> NodeGroup:
+        from deai.sim.behaviours import behaviour_names
+
+        if self.behaviour not in behaviour_names():
+            raise ValueError(
+                f"behaviour: got {self.behaviour!r}; allowed: {', '.join(behaviour_names())}"
+            )
+        if self.role is not Role.PROVIDER and self.behaviour != "honest":
+            raise ValueError(f"behaviour: only providers take a behaviour, not {self.role}")
+        return self
+
+
+class Scenario(_Strict):
+    name: str = "scenario"
+    seed: int = 0
+    rounds: Annotated[int, Field(ge=1, le=100_000)] = 10
+    aggregator: str = "mean"  # a name from deai.aggregation
+    codec: str = "identity"  # a name from deai.compression
+    data: DataSection = DataSection()
+    model: ModelSection = ModelSection()
+    algorithm: AlgorithmSection = AlgorithmSection()
+    network: NetworkSection = NetworkSection()
+    validation: ValidationSection = ValidationSection()
+    nodes: list[NodeGroup] = [
+        NodeGroup(role=Role.PROVIDER, count=10),
+        NodeGroup(role=Role.VALIDATOR, count=1),
+    ]
+
+    @model_validator(mode="after")
+    def _roles(self) -> Scenario:
+        if self.count(Role.PROVIDER) < 1:
+            raise ValueError("nodes: at least one provider group is required")
+        if self.count(Role.VALIDATOR) < 1:
+            raise ValueError("nodes: at least one validator group is required")
+        if self.algorithm.name is AlgorithmName.DPSGD and self.count(Role.PROVIDER) < 2:
+            raise ValueError("dpsgd needs at least 2 providers")
+        return self
+
+    def count(self, role: Role) -> int:
+        return sum(g.count for g in self.nodes if g.role is role)
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        return f"{loc}: unknown field (value {err['input']!r}); check the spelling"
+    if err["type"] == "missing":
+        return f"{loc}: required field is missing"
+    allowed = (err.get("ctx") or {}).get("expected")
+    tail = f"; allowed: {allowed}" if allowed and str(allowed) not in msg else ""
+    if err["type"] == "value_error":
+        return f"{loc}: {msg.removeprefix('Value error, ')}"
+    return f"{loc}: got {err['input']!r}: {msg}{tail}"
+
+
+def parse_scenario(data: dict[str, Any], source: str = "scenario") -> Scenario:
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as e:
+        lines = [_describe(dict(err)) for err in e.errors()]
+        raise ConfigError(f"{source}: invalid scenario\n  " + "\n  ".join(lines)) from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such scenario file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse_scenario(data, str(path))

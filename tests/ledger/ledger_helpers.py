@@ -1,0 +1,42 @@
+"""Shared test helpers (plain functions, no fixtures)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from deai.ledger.client import Ledger
+from deai.ledger.merkle import PayoutTree
+from deai.ledger.types import RoundResult, result_commitment
+
+SALT = b"\x5a" * 32
+
+
+def result_for(job_id: int, payouts: Mapping[str, int], tag: int = 1) -> tuple[RoundResult,
+                                                                                 PayoutTree]:
+    tree = PayoutTree(job_id, payouts)
+    return RoundResult(bytes([tag]) * 32, tree.root, tree.total), tree
+
+
+def commit_all(
+    ledger: Ledger, job_id: int, round_index: int, votes: Mapping[str, RoundResult]
+) -> None:
+    for member, result in votes.items():
+        ledger.commit(member, job_id, round_index,
+                      result_commitment(job_id, round_index, member, result, SALT))  # fmt: skip
+
+
+def reveal_all(
+    ledger: Ledger, job_id: int, round_index: int, votes: Mapping[str, RoundResult]
+) -> None:
+    for member, result in votes.items():
+        ledger.reveal(member, job_id, round_index, result, SALT)
+
+
+def play_round(
+    ledger: Ledger, job_id: int, round_index: int, votes: Mapping[str, RoundResult],
+    finalizer: str,
+) -> None:  # fmt: skip
+    """Commit, reveal and finalize with the given per-member votes."""
+    commit_all(ledger, job_id, round_index, votes)
+    reveal_all(ledger, job_id, round_index, votes)
+    ledger.finalize_round(finalizer, job_id, round_index)

@@ -1,0 +1,223 @@
+"""Jobs: creation, committee rounds (settle, dissent, abort, timeouts), claims, sweep."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ETH, World
+from ledger_helpers import SALT, commit_all, play_round, result_for, reveal_all
+
+from deai.ledger.errors import Reverted
+from deai.ledger.merkle import PayoutTree
+from deai.ledger.types import JobState, RoundResult, result_commitment
+
+SPEC = b"\x11" * 32
+PERIOD = 100
+
+
+def new_job(world: World, budget: int = 10 * ETH, rounds: int = 2, size: int = 3) -> int:
+    return world.ledger.create_job(
+        world.requester, budget=budget, spec_hash=SPEC, rounds=rounds, committee_size=size,
+        commit_period=PERIOD, reveal_period=PERIOD, claim_period=10 * PERIOD,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"rounds": 0}, "jobs: bad rounds"),
+        ({"committee_size": 0}, "jobs: bad committee size"),
+        ({"committee_size": 17}, "jobs: bad committee size"),
+        ({"commit_period": 0}, "jobs: zero period"),
+        ({"reveal_period": 0}, "jobs: zero period"),
+        ({"commit_period": 900, "reveal_period": 200}, "jobs: round too long"),
+        ({"claim_period": 0}, "jobs: zero claim period"),
+        ({"budget": 2, "rounds": 3}, "jobs: budget too small"),
+    ],
+)
+def test_create_job_reverts(world: World, kwargs: dict[str, int], reason: str) -> None:
+    args = {"budget": ETH, "rounds": 2, "committee_size": 3, "commit_period": PERIOD,
+            "reveal_period": PERIOD, "claim_period": PERIOD} | kwargs  # fmt: skip
+    with pytest.raises(Reverted) as info:
+        world.ledger.create_job(world.requester, spec_hash=SPEC, **args)
+    assert info.value.reason == reason
+
+
+def test_create_job_opens_round_with_drawn_committee(world: World) -> None:
+    led = world.ledger
+    job_id = led.create_job(world.requester, budget=10 * ETH + 1, spec_hash=SPEC, rounds=3,
+                            committee_size=2, commit_period=PERIOD, reveal_period=PERIOD,
+                            claim_period=PERIOD)  # fmt: skip
+    job, rnd = led.job(job_id), led.round(job_id)
+    deposit = 10 * ETH + 1
+    assert (job.deposit, job.round_budget, job.state) == (deposit, deposit // 3, JobState.OPEN)
+    rest = deposit - 3 * (deposit // 3)  # division remainder, credited back at once
+    assert rest > 0 and job.refunded == rest and led.owed(world.requester) == rest
+    assert rnd.index == 0 and rnd.size == 2
+    assert rnd.reveal_deadline - rnd.commit_deadline == PERIOD
+    assert led.committee(job_id) == led.draw(rnd.seed, 2)
+    (ev,) = led.events("RoundOpened", filters={"job_id": job_id})
+    assert ev.args["committee"] == led.committee(job_id) and ev.args["seed"] == rnd.seed
+
+
+def test_round_settles_by_majority_slashes_dissenter_and_pays_claims(world: World) -> None:
+    led = world.ledger
+    job_id = new_job(world)
+    members = led.committee(job_id)
+    payee_a, payee_b = world.workers[0], world.others[0]
+    good, tree = result_for(job_id, {payee_a: 3 * ETH, payee_b: ETH})
+    bad, _ = result_for(job_id, {payee_a: 5 * ETH}, tag=9)
+    stake_before = led.node(members[2]).stake
+    play_round(led, job_id, 0, {members[0]: good, members[1]: good, members[2]: bad},
+               world.requester)  # fmt: skip
+    job = led.job(job_id)
+    assert (job.root, job.model_hash, job.payable_total) == (good.root, good.model_hash, 4 * ETH)
+    assert job.refunded == ETH  # budget 5 ETH per round, 4 paid
+    assert job.slashed == ETH // 2
+    assert led.node(members[2]).stake == stake_before - ETH // 2
+    (settled,) = led.events("RoundSettled")
+    assert settled.args["votes"] == 2
+    assert led.round(job_id).index == 1
+    # claims: a third party submits, the payee is paid
+    before = led.balance(payee_b)
+    led.claim(world.others[1], job_id, payee_b, ETH, tree.proof(payee_b))
+    assert led.balance(payee_b) - before == ETH
+    led.claim_many(world.others[1], job_id, tree, [payee_a])
+    assert led.claimed(job_id, payee_a) == 3 * ETH
+    assert led.job(job_id).claimed_total == 4 * ETH
+    assert led.escrow(job_id) == 10 * ETH - 4 * ETH - ETH
+
+
+def test_cumulative_claims_pay_only_the_difference(world: World) -> None:
+    led = world.ledger
+    job_id = new_job(world)
+    payee = world.others[0]
+    members = led.committee(job_id)
+    r0, t0 = result_for(job_id, {payee: ETH})
+    play_round(led, job_id, 0, dict.fromkeys(members, r0), world.requester)
+    led.claim(payee, job_id, payee, ETH, t0.proof(payee))
+    members = led.committee(job_id)
+    r1, t1 = result_for(job_id, {payee: 3 * ETH}, tag=2)
+    play_round(led, job_id, 1, dict.fromkeys(members, r1), world.requester)
+    with pytest.raises(Reverted, match="jobs: invalid proof"):  # the old root is gone
+        led.claim(payee, job_id, payee, ETH, t0.proof(payee))
+    before = led.balance(world.requester)
+    led.claim(world.requester, job_id, payee, 3 * ETH, t1.proof(payee))
+    assert led.claimed(job_id, payee) == 3 * ETH
+    assert led.job(job_id).state == JobState.DONE
+    assert before > led.balance(world.requester)  # sender paid gas, payee got the money
+    claims = led.events("Claimed", filters={"account": payee})
+    assert [e.args["amount"] for e in claims] == [ETH, 2 * ETH]
+
+
+def test_no_majority_aborts_and_refunds(world: World) -> None:
+    led = world.ledger
+    job_id = new_job(world)
+    m = led.committee(job_id)
+    votes = {m[i]: result_for(job_id, {world.others[0]: ETH}, tag=i + 1)[0] for i in range(3)}
+    play_round(led, job_id, 0, votes, world.requester)
+    job = led.job(job_id)
+    assert job.refunded == 5 * ETH and job.payable_total == 0 and job.slashed == 0
+    (ab,) = led.events("RoundAborted")
+    assert ab.args["refund"] == 5 * ETH
+    before = led.balance(world.requester)
+    led.withdraw(world.requester)
+    gas = led.last_gas * int(led.last_receipt["effectiveGasPrice"])  # type: ignore[index]
+    assert led.balance(world.requester) - before == 5 * ETH - gas
+    with pytest.raises(Reverted, match="jobs: nothing owed"):
+        led.withdraw(world.requester)
+
+
+def test_silent_members_are_slashed_after_deadline(world: World) -> None:
+    led = world.ledger
+    job_id = new_job(world, rounds=1)
+    m = led.committee(job_id)
+    good, _ = result_for(job_id, {world.others[0]: ETH})
+    commit_all(led, job_id, 0, {m[0]: good, m[1]: good, m[2]: good})
+    with pytest.raises(Reverted, match="jobs: round not over"):
+        led.finalize_round(world.others[1], job_id, 0)
+    reveal_all(led, job_id, 0, {m[0]: good, m[1]: good})  # m[2] never reveals
+    world.chain.advance_time(2 * PERIOD)
+    led.finalize_round(world.others[1], job_id, 0)  # anyone may trigger
+    slashed = led.events("MemberSlashed")
+    assert [(e.args["member"], e.args["revealed"]) for e in slashed] == [(m[2], False)]
+    job = led.job(job_id)
+    assert job.state == JobState.DONE and job.payable_total == ETH
+
+
+def test_nobody_commits_round_aborts_and_all_slashed(world: World) -> None:
+    led = world.ledger
+    job_id = new_job(world, rounds=1)
+    world.chain.advance_time(2 * PERIOD)
+    led.finalize_round(world.others[0], job_id, 0)
+    job = led.job(job_id)
+    assert job.refunded == 10 * ETH and job.slashed == 3 * (ETH // 2)
+    assert job.state == JobState.DONE
+
+
+def test_round_flow_reverts(world: World) -> None:
+    led = world.ledger
+    job_id = new_job(world)
+    m = led.committee(job_id)
+    good, _ = result_for(job_id, {world.others[0]: ETH})
+    c = result_commitment(job_id, 0, m[0], good, SALT)
+    with pytest.raises(Reverted, match="jobs: wrong round"):
+        led.commit(m[0], job_id, 1, c)
+    with pytest.raises(Reverted, match="jobs: bad index"):
+        led.commit(m[0], job_id, 0, c, index=5)
+    with pytest.raises(Reverted, match="jobs: job not open"):
+        led.commit(m[0], 99, 0, c, index=0)
+    led.commit(m[0], job_id, 0, c)
+    with pytest.raises(Reverted, match="jobs: reveal not open"):
+        led.reveal(m[0], job_id, 0, good, SALT)
+    world.chain.advance_time(PERIOD)
+    with pytest.raises(Reverted, match="jobs: commit closed"):
+        led.commit(m[1], job_id, 0, c)
+    with pytest.raises(Reverted, match="jobs: not committed"):
+        led.reveal(m[1], job_id, 0, good, SALT)
+    led.reveal(m[0], job_id, 0, good, SALT)
+    with pytest.raises(Reverted, match="jobs: already revealed"):
+        led.reveal(m[0], job_id, 0, good, SALT)
+    with pytest.raises(Reverted, match="jobs: round not over"):
+        led.finalize_round(m[0], job_id, 0)
+    with pytest.raises(Reverted, match="jobs: wrong round"):
+        led.finalize_round(m[0], job_id, 1)
+
+
+def test_total_above_budget_cannot_be_revealed(world: World) -> None:
+    led = world.ledger
+    job_id = new_job(world)
+    m = led.committee(job_id)
+    tree = PayoutTree(job_id, {world.others[0]: 6 * ETH})
+    greedy = RoundResult(b"\x01" * 32, tree.root, tree.total)  # budget is 5 ETH a round
+    commit_all(led, job_id, 0, dict.fromkeys(m, greedy))
+    with pytest.raises(Reverted, match="jobs: total above round budget"):
+        led.reveal(m[0], job_id, 0, greedy, SALT)
+
+
+def test_sweep_returns_unclaimed_after_claim_period(world: World) -> None:
+    led = world.ledger
+    job_id = new_job(world, rounds=1)
+    payee = world.others[0]
+    m = led.committee(job_id)
+    r, tree = result_for(job_id, {payee: 2 * ETH})
+    with pytest.raises(Reverted, match="jobs: nothing settled"):
+        led.claim(payee, job_id, payee, 2 * ETH, tree.proof(payee))
+    with pytest.raises(Reverted, match="jobs: job not done"):
+        led.sweep_job(payee, job_id)
+    play_round(led, job_id, 0, dict.fromkeys(m, r), world.requester)
+    with pytest.raises(Reverted, match="jobs: claim period not over"):
+        led.sweep_job(payee, job_id)
+    world.chain.advance_time(10 * PERIOD)
+    led.sweep_job(payee, job_id)
+    job = led.job(job_id)
+    assert job.state == JobState.SWEPT and job.refunded == 10 * ETH
+    assert led.escrow(job_id) == 0
+    with pytest.raises(Reverted, match="jobs: claims closed"):
+        led.claim(payee, job_id, payee, 2 * ETH, tree.proof(payee))
+
+
+def test_claim_many_checks_lengths(world: World) -> None:
+    led = world.ledger
+    fn = led.jobs.functions.claim_many(1, [world.others[0]], [], [])
+    with pytest.raises(Reverted, match="jobs: length mismatch"):
+        led._send(world.requester, fn, 0, "claim_many")

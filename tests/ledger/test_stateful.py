@@ -1,0 +1,295 @@
+"""Hypothesis stateful test of the whole ledger: random sequences of joins, unstakes,
+withdrawals, jobs, commits, reveals, settlements, claims, sweeps, tasks and timeouts.
+
+After every step it checks that money is conserved:
+- Registry balance == active stakes + pending stakes + unswept slashed stake, and every wei
+  ever staked is active, pending, withdrawn or slashed;
+- Jobs balance == sum of job escrows + pull balances; per job, deposit == claimed +
+  refunded + escrow, and escrow == unsettled round budgets + settled-but-unclaimed payouts
+  (zero once swept); stake slashed by jobs and tasks equals what the Registry slashed;
+- Tasks balance == open fees + pull balances; a settled task's fee == paid + refunded;
+- a claim succeeds only for more than was already claimed (no double claim).
+At teardown it lets every deadline pass, triggers every timeout, and checks nothing is
+stuck: all three contracts can be emptied by their rightful owners.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import pytest
+from conftest import ETH, World
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+from deai.ledger.errors import Reverted
+from deai.ledger.merkle import PayoutTree
+from deai.ledger.types import JobState, Role, RoundResult, TaskState, result_commitment
+from deai.ledger.types import task_commitment as task_commit_hash
+
+SALT = b"\x77" * 32
+PERIODS = (60, 60)
+CLAIM_PERIOD = 120
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    world: World
+    base: list[Any]
+    seen: dict[str, int]  # how often interesting things happened, over all examples
+
+    def __init__(self) -> None:
+        super().__init__()
+        chain = self.world.chain
+        chain.revert(self.base[0])
+        self.base[0] = chain.snapshot()
+        self.led = self.world.ledger
+        acc = chain.accounts
+        self.accounts = acc
+        self.payees = [*self.world.others, *self.world.workers[:1]]
+        self.jobs: list[int] = []
+        self.tasks: list[int] = []
+        self.trees: dict[bytes, PayoutTree] = {}
+        self.votes: dict[tuple[int, int, str], RoundResult] = {}
+        self.claimed: dict[tuple[int, str], int] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _try(self, fn: Any, *args: Any, **kwargs: Any) -> bool:
+        try:
+            fn(*args, **kwargs)
+        except Reverted:
+            return False
+        return True
+
+    def _honest(self, job_id: int, round_index: int) -> RoundResult:
+        job = self.led.job(job_id)
+        prev = self.trees.get(job.root)
+        step = job.round_budget // (len(self.payees) + 1)
+        amounts = {p: (prev.amount(p) if prev else 0) + step * (i + 1) // 2
+                   for i, p in enumerate(self.payees)}  # fmt: skip
+        tree = PayoutTree(job_id, amounts)
+        self.trees[tree.root] = tree
+        total = tree.total - (prev.total if prev else 0)
+        return RoundResult(bytes([round_index + 1]) * 32, tree.root, total)
+
+    # -------------------------------------------------------------------- rules
+    @rule(who=st.integers(7, 9), stake=st.integers(1, 3), validator=st.booleans())
+    def join(self, who: int, stake: int, validator: bool) -> None:
+        roles = Role.VALIDATOR if validator else Role.WORKER
+        self._try(self.led.register, self.accounts[who], stake * ETH, "n", roles)
+
+    @rule(who=st.integers(1, 9), part=st.sampled_from([1, 2, 0]))
+    def unstake(self, who: int, part: int) -> None:
+        stake = self.led.node(self.accounts[who]).stake
+        amount = stake if part == 0 else min(stake, part * ETH)
+        self._try(self.led.unstake, self.accounts[who], amount)
+
+    @rule(who=st.integers(1, 9))
+    def withdraw_stake(self, who: int) -> None:
+        self._try(self.led.withdraw_stake, self.accounts[who])
+
+    @rule(seconds=st.sampled_from([10, 61, 130, 1_100]))
+    def advance(self, seconds: int) -> None:
+        self.world.chain.advance_time(seconds)
+
+    @rule(rounds=st.integers(1, 3), size=st.integers(1, 3), budget=st.integers(1, 9))
+    def create_job(self, rounds: int, size: int, budget: int) -> None:
+        job_id = self.led.create_job(
+            self.accounts[0], budget=budget * ETH + budget, spec_hash=b"\x01" * 32,
+            rounds=rounds, committee_size=size, commit_period=PERIODS[0],
+            reveal_period=PERIODS[1], claim_period=CLAIM_PERIOD,
+        )  # fmt: skip
+        self.jobs.append(job_id)
+
+    @rule(data=st.data(), honest=st.booleans())
+    def commit(self, data: st.DataObject, honest: bool) -> None:
+        if not self.jobs:
+            return
+        job_id = data.draw(st.sampled_from(self.jobs))
+        members, rnd = self.led.committee(job_id), self.led.round(job_id)
+        if not members:
+            return
+        index = data.draw(st.integers(0, len(members) - 1))
+        member = members[index]
+        result = self._honest(job_id, rnd.index)
+        if not honest:
+            result = RoundResult(b"\xee" * 32, result.root, result.total)
+        c = result_commitment(job_id, rnd.index, member, result, SALT)
+        if self._try(self.led.commit, member, job_id, rnd.index, c, index=index):
+            self.votes[(job_id, rnd.index, member)] = result
+
+    @rule(data=st.data(), deviant=st.integers(-1, 2))
+    def full_round(self, data: st.DataObject, deviant: int) -> None:
+        """Every member commits (member ``deviant`` a different model), reveals, settle."""
+        if not self.jobs:
+            return
+        job_id = data.draw(st.sampled_from(self.jobs))
+        members, rnd = self.led.committee(job_id), self.led.round(job_id)
+        honest = self._honest(job_id, rnd.index)
+        for index, member in enumerate(members):
+            result = honest
+            if index == deviant:
+                result = RoundResult(b"\xee" * 32, honest.root, honest.total)
+            c = result_commitment(job_id, rnd.index, member, result, SALT)
+            if self._try(self.led.commit, member, job_id, rnd.index, c, index=index):
+                self.votes[(job_id, rnd.index, member)] = result
+        for member in members:
+            vote = self.votes.get((job_id, rnd.index, member))
+            if vote is not None:
+                self._try(self.led.reveal, member, job_id, rnd.index, vote, SALT)
+        self._try(self.led.finalize_round, self.accounts[0], job_id, rnd.index)
+
+    @rule(data=st.data())
+    def reveal(self, data: st.DataObject) -> None:
+        if not self.votes:
+            return
+        key = data.draw(st.sampled_from(sorted(self.votes)))
+        job_id, round_index, member = key
+        self._try(self.led.reveal, member, job_id, round_index, self.votes[key], SALT)
+
+    @rule(data=st.data())
+    def finalize(self, data: st.DataObject) -> None:
+        if self.jobs:
+            job_id = data.draw(st.sampled_from(self.jobs))
+            self._try(self.led.finalize_round, self.accounts[0], job_id,
+                      self.led.round(job_id).index)  # fmt: skip
+
+    @rule(data=st.data(), batch=st.booleans())
+    def claim(self, data: st.DataObject, batch: bool) -> None:
+        if not self.jobs:
+            return
+        job_id = data.draw(st.sampled_from(self.jobs))
+        job = self.led.job(job_id)
+        tree = self.trees.get(job.root)
+        if tree is None:
+            return
+        payee = data.draw(st.sampled_from(self.payees))
+        already = self.claimed.get((job_id, payee), 0)
+        expect = job.state != JobState.SWEPT and tree.amount(payee) > already
+        if batch:
+            ok = self._try(self.led.claim_many, self.accounts[8], job_id, tree, [payee])
+        else:
+            ok = self._try(self.led.claim, self.accounts[8], job_id, payee, tree.amount(payee),
+                           tree.proof(payee))  # fmt: skip
+        assert ok == expect, (ok, expect, already, tree.amount(payee))
+        if ok:
+            self.claimed[(job_id, payee)] = tree.amount(payee)
+        self.seen["claims" if ok else "refused claims"] += 1
+
+    @rule(data=st.data())
+    def sweep(self, data: st.DataObject) -> None:
+        if self.jobs:
+            self._try(self.led.sweep_job, self.accounts[9], data.draw(st.sampled_from(self.jobs)))
+
+    @rule(who=st.integers(0, 9))
+    def withdraw_owed(self, who: int) -> None:
+        self._try(self.led.withdraw, self.accounts[who])
+        self._try(self.led.task_withdraw, self.accounts[who])
+
+    @rule(fee=st.integers(1, 5))
+    def create_task(self, fee: int) -> None:
+        workers = self.world.workers
+        if self._try(self.led.create_task, self.accounts[0], fee=fee * ETH + 1,
+                     spec_hash=b"\x02" * 32, workers=workers, commit_period=PERIODS[0],
+                     reveal_period=PERIODS[1]):  # fmt: skip
+            self.tasks.append(int(self.led.tasks.functions.next_task_id().call()) - 1)
+
+    @rule(data=st.data(), answer=st.sampled_from([b"\x01" * 32, b"\x02" * 32]))
+    def task_step(self, data: st.DataObject, answer: bytes) -> None:
+        if not self.tasks:
+            return
+        task_id = data.draw(st.sampled_from(self.tasks))
+        worker = data.draw(st.sampled_from(self.world.workers))
+        c = task_commit_hash(task_id, worker, answer, SALT)
+        self._try(self.led.task_commit, worker, task_id, c)
+        self._try(self.led.task_reveal, worker, task_id, answer, SALT)
+        self._try(self.led.finalize_task, self.accounts[0], task_id)
+
+    # --------------------------------------------------------------- invariants
+    @invariant()
+    def money_is_conserved(self) -> None:
+        led = self.led
+        reg = led.registry.functions
+        staked, pending = reg.total_staked().call(), reg.total_pending().call()
+        unswept, slashed = reg.slashed_unswept().call(), reg.total_slashed().call()
+        assert led.balance(led.registry.address) == staked + pending + unswept
+        assert reg.total_deposited().call() == (staked + pending + reg.total_withdrawn().call()
+                                                + slashed)  # fmt: skip
+        escrow, job_slashed = 0, 0
+        for job_id in self.jobs:
+            job, held = led.job(job_id), led.escrow(job_id)
+            assert job.deposit == job.claimed_total + job.refunded + held
+            unclaimed = job.payable_total - job.claimed_total
+            if job.state == JobState.OPEN:
+                left = (job.rounds - led.round(job_id).index) * job.round_budget
+                assert held == left + unclaimed
+            elif job.state == JobState.DONE:
+                assert held == unclaimed
+            else:
+                assert held == 0
+            escrow += held
+            job_slashed += job.slashed
+        assert led.balance(led.jobs.address) == escrow + led.jobs.functions.total_owed().call()
+        fees, task_slashed = 0, 0
+        for task_id in self.tasks:
+            task = led.task(task_id)
+            if task.state == TaskState.OPEN:
+                fees += task.fee
+            else:
+                assert task.fee == task.paid + task.refunded
+            task_slashed += task.slashed
+        assert led.balance(led.tasks.address) == fees + led.tasks.functions.total_owed().call()
+        assert slashed == job_slashed + task_slashed
+        for (job_id, payee), amount in self.claimed.items():
+            assert led.claimed(job_id, payee) == amount
+
+    def teardown(self) -> None:
+        led, chain, acc = self.led, self.world.chain, self.accounts
+        chain.advance_time(10 * sum(PERIODS))
+        for job_id in self.jobs:
+            while led.job(job_id).state == JobState.OPEN:
+                led.finalize_round(acc[0], job_id, led.round(job_id).index)
+                chain.advance_time(sum(PERIODS))
+        for task_id in self.tasks:
+            if led.task(task_id).state == TaskState.OPEN:
+                led.finalize_task(acc[0], task_id)
+        chain.advance_time(CLAIM_PERIOD)
+        for job_id in self.jobs:
+            led.sweep_job(acc[0], job_id)
+        self.money_is_conserved()
+        for a in acc:
+            if led.owed(a):
+                led.withdraw(a)
+            if led.task_owed(a):
+                led.task_withdraw(a)
+            stake = led.node(a).stake
+            if stake:
+                led.unstake(a, stake)
+        chain.advance_time(2_000)
+        for a in acc:
+            if led.node(a).pending:
+                led.withdraw_stake(a)
+        if led.registry.functions.slashed_unswept().call():
+            led.sweep_slashed(acc[0])
+        for name in ("RoundSettled", "RoundAborted", "MemberSlashed", "TaskSettled"):
+            self.seen[name] += len(led.events(name))
+        for contract in (led.registry, led.jobs, led.tasks):
+            assert led.balance(contract.address) == 0, "funds stuck after every deadline"
+
+
+@pytest.mark.parametrize("steps", [pytest.param(15, id="short"),
+                                   pytest.param(60, id="long", marks=pytest.mark.slow)])  # fmt: skip
+def test_ledger_state_machine(deployed: World, steps: int) -> None:
+    LedgerMachine.world = deployed
+    LedgerMachine.base = [deployed.chain.snapshot()]
+    LedgerMachine.seen = collections.Counter()
+    examples = 3 if steps < 50 else 12
+    run_state_machine_as_test(
+        LedgerMachine,
+        settings=settings(max_examples=examples, stateful_step_count=steps, deadline=None,
+                          derandomize=True, suppress_health_check=list(HealthCheck)),
+    )  # fmt: skip
+    deployed.chain.revert(LedgerMachine.base[0])
+    seen = LedgerMachine.seen
+    assert seen["RoundSettled"] and seen["claims"] and seen["refused claims"], seen
