@@ -316,9 +316,9 @@ def sweep(seed: int) -> np.ndarray:
     return np.array(pay.amounts, dtype=np.float64).reshape(3, 3) / ROUND_BUDGET_WEI
 
 
-def summarise(mains: list[dict[str, object]]) -> dict[str, object]:
+def summarise(mains: list[dict[str, object]]) -> dict[str, dict[str, float]]:
     labels = list(mains[0]["rows"])  # type: ignore[call-overload]
-    table = {}
+    table: dict[str, dict[str, float]] = {}
     for label in labels:
         sp = [x for m in mains for x in m["rows"][label]["spearman"]]  # type: ignore[index]
         cost = [x for m in mains for x in m["rows"][label]["cost"]]  # type: ignore[index]

@@ -33,8 +33,13 @@ def _run(scenario: Any, out: Path, quiet: bool) -> dict[str, Any]:
     from deai.sim.runner import run_scenario
 
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=console, disable=quiet, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
     ) as bar:
         task = bar.add_task(f"{scenario.name}: rounds", total=scenario.rounds)
         result = run_scenario(scenario, progress=lambda r, n: bar.update(task, completed=r))
@@ -47,8 +52,10 @@ def _run(scenario: Any, out: Path, quiet: bool) -> dict[str, Any]:
         t.add_row("final test accuracy", f"{m['final_accuracy']:.4f}")
         t.add_row("rounds", str(len(m["rounds"])))
         t.add_row("simulated time", f"{m['sim_time_s']:.1f} s")
-        t.add_row("bytes up / down", f"{m['total_bytes_up'] / 1e6:.2f} / "
-                  f"{m['total_bytes_down'] / 1e6:.2f} MB")
+        t.add_row(
+            "bytes up / down",
+            f"{m['total_bytes_up'] / 1e6:.2f} / {m['total_bytes_down'] / 1e6:.2f} MB",
+        )
         t.add_row("rejected updates", str(len(m["rejections"])))
         t.add_row("wall time", f"{m['wall_time_s']:.1f} s")
         console.print(t)

@@ -21,6 +21,7 @@ from deai.aggregation import (
     median,
     multi_krum,
     trimmed_mean,
+    weighted_trimmed_mean,
 )
 from deai.errors import AggregationError
 
@@ -34,12 +35,18 @@ def _matrix(draw: st.DrawFn, rows: int, d: int, elements: st.SearchStrategy[floa
 
 
 @st.composite
-def honest_and_attackers(draw: st.DrawFn, max_attackers_of: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+def honest_and_attackers(
+    draw: st.DrawFn, max_attackers_of: str
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(honest [h, d], attackers [b, d], trim) with b <= trim and 2 trim < n."""
     d = draw(st.integers(1, 20))
     n = draw(st.integers(1, 30))
     trim = draw(st.integers(0, (n - 1) // 2))
-    b = draw(st.integers(0, trim)) if max_attackers_of == "trim" else draw(st.integers(0, (n - 1) // 2))
+    b = (
+        draw(st.integers(0, trim))
+        if max_attackers_of == "trim"
+        else draw(st.integers(0, (n - 1) // 2))
+    )
     honest = _matrix(draw, n - b, d, finite)
     attackers = _matrix(draw, b, d, wild)
     return honest, attackers, trim
@@ -66,6 +73,21 @@ def test_trimmed_mean_stays_in_honest_coordinate_range(data: st.DataObject) -> N
     x = _shuffled(data.draw, torch.cat([honest, attackers]))
     v = trimmed_mean(x, torch.ones(x.shape[0]), trim=trim).vector
     assert bool((v >= honest.min(dim=0).values).all() and (v <= honest.max(dim=0).values).all())
+
+
+@SETTINGS
+@given(data=st.data())
+def test_weighted_trimmed_mean_generalises_the_trimmed_mean(data: st.DataObject) -> None:
+    honest, attackers, trim = data.draw(honest_and_attackers("trim"))
+    x = _shuffled(data.draw, torch.cat([honest, attackers]))
+    n = x.shape[0]
+    plain = trimmed_mean(x, torch.ones(n), trim=trim).vector.double()
+    weighted = weighted_trimmed_mean(x, torch.ones(n), trim / n)
+    assert torch.allclose(weighted, plain, rtol=1e-5, atol=1e-6 * (1 + float(x.abs().max())))
+    # rows of weight zero have no say at all
+    padded = torch.cat([x, torch.full((3, x.shape[1]), 1e6)])
+    w = torch.cat([torch.ones(n), torch.zeros(3)])
+    assert torch.allclose(weighted_trimmed_mean(padded, w, trim / n), weighted)
 
 
 @st.composite
@@ -115,7 +137,9 @@ def test_multi_krum_keeps_exactly_the_honest_rows(case: tuple[torch.Tensor, set[
 
 @SETTINGS
 @given(data=st.data())
-def test_geometric_median_is_bounded_under_a_minority_of_arbitrary_rows(data: st.DataObject) -> None:
+def test_geometric_median_is_bounded_under_a_minority_of_arbitrary_rows(
+    data: st.DataObject,
+) -> None:
     """If ``h > n / 2`` rows lie within ``r`` of ``z``, the geometric median lies within
     ``2 h r / (2 h - n)`` of ``z`` (Lopuhaa & Rousseeuw 1991), wherever the others are. The
     solver is iterative: we allow a relative error of 1e-6 of the data's scale."""
@@ -142,7 +166,9 @@ def _build(name: AggregatorName, n: int) -> tuple[object, RoundContext]:
 @pytest.mark.parametrize("name", list(AggregatorName))
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
-def test_every_aggregator_rejects_non_finite_input(name: AggregatorName, data: st.DataObject) -> None:
+def test_every_aggregator_rejects_non_finite_input(
+    name: AggregatorName, data: st.DataObject
+) -> None:
     d = data.draw(st.integers(1, 20))
     n = data.draw(st.integers(3, 30))
     x = _matrix(data.draw, n, d, finite)

@@ -8,6 +8,7 @@ import torch
 from deai.aggregation import (
     AggregatorConfig,
     AggregatorName,
+    CenterRule,
     DefaultAggregator,
     DefaultConfig,
     FoolsGold,
@@ -105,7 +106,9 @@ def test_median_even_and_weighted_median() -> None:
     x = torch.tensor([[1.0, 4.0], [2.0, 3.0], [3.0, 2.0], [10.0, 1.0]])
     assert torch.equal(coordinate_median(x), torch.tensor([2.5, 2.5], dtype=torch.float64))
     w = torch.tensor([0.0, 1.0, 1.0, 0.0])  # rows 1 and 2 only: lower weighted median
-    assert torch.equal(weighted_coordinate_median(x, w), torch.tensor([2.0, 2.0], dtype=torch.float64))
+    assert torch.equal(
+        weighted_coordinate_median(x, w), torch.tensor([2.0, 2.0], dtype=torch.float64)
+    )
     w_heavy = torch.tensor([0.0, 0.0, 0.0, 5.0])
     assert torch.equal(weighted_coordinate_median(x, w_heavy), x[3].double())
 
@@ -180,7 +183,9 @@ def test_foolsgold_zeroes_sybil_clones_and_keeps_distinct_clients() -> None:
     assert set(out.excluded) == {6, 7, 8, 9}
     assert all(a > 0 for a in out.scores["foolsgold"][:6])
     # history accumulates: a second round of fresh noise from the Sybils is still caught
-    x2 = torch.cat([torch.randn(6, 20, generator=g), sybil + 0.01 * torch.randn(4, 20, generator=g)])
+    x2 = torch.cat(
+        [torch.randn(6, 20, generator=g), sybil + 0.01 * torch.randn(4, 20, generator=g)]
+    )
     out2 = fg(x2, torch.ones(10), _senders(10))
     assert {6, 7, 8, 9} <= set(out2.excluded)
     assert len(fg.history) == 10
@@ -285,4 +290,42 @@ def test_registry_trim_fraction_and_f() -> None:
     by_fraction = build_aggregator(
         AggregatorName.TRIMMED_MEAN, AggregatorConfig(trim_fraction=0.2)
     )(x, torch.ones(5))
-    assert float(by_f.vector) == pytest.approx(2.0) and float(by_fraction.vector) == pytest.approx(2.0)
+    assert float(by_f.vector) == pytest.approx(2.0) and float(by_fraction.vector) == pytest.approx(
+        2.0
+    )
+
+
+def test_default_trims_a_few_coordinate_backdoor_and_drops_opposed_rows() -> None:
+    g = torch.Generator().manual_seed(9)
+    truth = torch.randn(40, generator=g)
+    truth[:4] = 0.0  # coordinates honest training never touches (the trigger's pixels)
+    honest = truth + 0.3 * torch.randn(16, 40, generator=g)
+    honest[:, :4] = 0.0
+    backdoor = truth.repeat(2, 1)
+    backdoor[:, :4] = 3.0  # same main-task update plus the trigger's weights
+    flipped = -honest[:2]
+    x = torch.cat([honest, backdoor, flipped])
+    out = DefaultAggregator()(x, torch.ones(20), _senders(20))
+    assert float(out.vector[:4].abs().max()) == 0.0
+    assert set(out.excluded) == {18, 19}  # the sign-flipped rows oppose the centre
+    assert float((out.vector[4:] - truth[4:]).norm()) < 0.3 * float(truth.norm())
+
+
+def test_default_ignores_claimed_example_counts_unless_asked() -> None:
+    x = torch.tensor([[1.0], [1.1], [0.9], [1.05], [50.0]])
+    w = torch.tensor([1.0, 1.0, 1.0, 1.0, 1000.0])
+    cfg = DefaultConfig(sybil_threshold=None, norm_multiplier=100.0)
+    plain = DefaultAggregator(cfg)(x, w)
+    assert 0.9 <= float(plain.vector) <= 1.1
+    weighted = DefaultAggregator(
+        DefaultConfig(sybil_threshold=None, norm_multiplier=100.0, use_weights=True)
+    )(x, w)
+    assert float(weighted.vector) > 10.0  # a huge claimed count escapes a weight-share trim
+
+
+def test_default_with_centered_clipping_centre() -> None:
+    _, x = _cluster(12, 10, 10, spread=0.05)
+    cfg = DefaultConfig(center=CenterRule.CENTERED_CLIPPING)
+    out = DefaultAggregator(cfg)(torch.cat([x, 100 * x[:1]]), torch.ones(13), _senders(13))
+    assert float((out.vector - x.mean(dim=0)).norm()) < 0.1
+    assert len(out.scores["clip_scale"]) == 13

@@ -105,7 +105,9 @@ def _closed_form_min_sum(h: torch.Tensor, p: torch.Tensor) -> float:
     ),
     kind=st.sampled_from(list(Perturbation)),
 )
-def test_min_max_and_min_sum_find_the_largest_feasible_gamma(h: np.ndarray, kind: Perturbation) -> None:
+def test_min_max_and_min_sum_find_the_largest_feasible_gamma(
+    h: np.ndarray, kind: Perturbation
+) -> None:
     x = torch.from_numpy(h)
     p = perturbation_vector(x, kind)
     if float(p.norm()) < 1e-6:
@@ -197,7 +199,9 @@ def test_entry_point_semantics() -> None:
     assert torch.allclose(one(AttackSpec(AttackName.ALIE)), alie(h[1:], 10, 2)[0])
     assert torch.equal(one(AttackSpec(AttackName.FREE_RIDER_STALE)), prev)
     assert torch.equal(one(AttackSpec(AttackName.FREE_RIDER_ZERO)), torch.zeros(12))
-    first_round = apply_update_attack(AttackSpec(AttackName.FREE_RIDER_STALE), own, h[1:], 10, 2, _gen())
+    first_round = apply_update_attack(
+        AttackSpec(AttackName.FREE_RIDER_STALE), own, h[1:], 10, 2, _gen()
+    )
     assert torch.equal(first_round[0], torch.zeros(12))
     with pytest.raises(AttackError):
         apply_update_attack(AttackSpec(AttackName.ALIE), own, h[:0], 10, 2, _gen())

@@ -14,7 +14,7 @@ from deai.incentives import (
     ReputationConfig,
     RewardConfig,
     StakeWeighting,
-    scores,
+    payout_scores,
     select_participants,
     split_budget,
 )
@@ -32,7 +32,7 @@ def test_split_conserves_and_is_proportional(
     pay = split_budget(c, budget, excluded=excluded)
     assert sum(pay.amounts) + pay.refund == budget
     assert all(a >= 0 for a in pay.amounts)
-    s = scores(c, excluded=excluded)
+    s = payout_scores(c, excluded=excluded)
     total = sum(s, Fraction(0))
     for i, a in enumerate(pay.amounts):
         if c[i] <= 0 or i in excluded:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import pytest
 import torch
-from helpers_incentives import set_game, table_game
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import Tensor
 
 from deai.errors import ConfigError
 from deai.incentives import (
     EVALUATORS,
+    CoalitionUtility,
     EvaluatorConfig,
     EvaluatorName,
     evaluate_contributions,
@@ -22,6 +24,36 @@ from deai.incentives import (
     loss_reduction,
     tmc_shapley,
 )
+
+
+# Table games: update i is the i-th unit vector, the aggregate is the plain sum (so the rebuilt
+# model is S's indicator vector) and evaluate decodes the indicator and looks v(S) up.
+def _sum(updates: Tensor, weights: Tensor) -> Tensor:
+    return updates.sum(0)
+
+
+def table_game(values: Sequence[float]) -> CoalitionUtility:
+    """The game with v(mask) = values[mask]; len(values) must be 2^n."""
+    n = len(values).bit_length() - 1
+    assert len(values) == 1 << n
+
+    def evaluate(params: Tensor) -> float:
+        mask = sum(1 << i for i in range(n) if params[i] > 0.5)
+        return float(values[mask])
+
+    return CoalitionUtility(
+        torch.zeros(n, dtype=torch.float64),
+        torch.eye(n, dtype=torch.float64),
+        torch.ones(n, dtype=torch.float64),
+        evaluate,
+        _sum,
+    )
+
+
+def set_game(n: int, fn: Callable[[frozenset[int]], float]) -> CoalitionUtility:
+    """The game with v(S) = fn(S)."""
+    return table_game([fn(frozenset(i for i in range(n) if m >> i & 1)) for m in range(1 << n)])
+
 
 values_st = st.integers(1, 6).flatmap(
     lambda n: st.lists(

@@ -11,8 +11,9 @@ from deai.ledger.types import RoundResult, result_commitment
 SALT = b"\x5a" * 32
 
 
-def result_for(job_id: int, payouts: Mapping[str, int], tag: int = 1) -> tuple[RoundResult,
-                                                                                 PayoutTree]:
+def result_for(
+    job_id: int, payouts: Mapping[str, int], tag: int = 1
+) -> tuple[RoundResult, PayoutTree]:
     tree = PayoutTree(job_id, payouts)
     return RoundResult(bytes([tag]) * 32, tree.root, tree.total), tree
 

@@ -11,14 +11,19 @@ from hypothesis import strategies as st
 from opacus.accountants import PRVAccountant, RDPAccountant
 
 from deai.errors import BudgetExhausted, ConfigError
-from deai.privacy.accounting import AccountantKind, PrivacyAccountant, PrivacyBudget, calibrate_noise
+from deai.privacy.accounting import (
+    AccountantKind,
+    PrivacyAccountant,
+    PrivacyBudget,
+    calibrate_noise,
+)
 from deai.privacy.dp_fedavg import (
     AdaptiveClip,
     AdaptiveClipConfig,
     DPFedAvgConfig,
     NoisePlacement,
-    clip_update,
     client_noise_std,
+    clip_update,
     dp_fedavg_aggregate,
     server_noise_std,
 )

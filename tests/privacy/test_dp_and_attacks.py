@@ -80,7 +80,9 @@ def test_dlg_reconstructs_a_clean_gradient_but_not_a_noisy_or_summed_one() -> No
     assert min(reconstruction_mse(rec, x[i]) for i in range(8)) > 0.05
 
 
-def _median(updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext | None = None) -> Aggregate:
+def _median(
+    updates: torch.Tensor, weights: torch.Tensor, ctx: RoundContext | None = None
+) -> Aggregate:
     return Aggregate(updates.median(dim=0).values)
 
 

@@ -21,14 +21,15 @@ from deai.privacy.secagg import (
     Stage,
     pack,
     run_secagg_inprocess,
+    shamir,
     unpack,
 )
-from deai.privacy.secagg import shamir
 from deai.privacy.secagg.crypto import make_randbytes
 from deai.privacy.secagg.messages import (
     AdvertiseKeys,
     KeyRoster,
     MaskedInput,
+    Message,
     ShareBundle,
     UnmaskRequest,
     UnmaskResponse,
@@ -67,7 +68,7 @@ def test_masks_cancel_exactly_or_abort(n: int, data: st.DataObject, seed: int) -
     x = _inputs(n, 8, seed)
     dropped = sum(len(v) for v in at.values())
     if dropped > n - t:
-        with pytest.raises(SecAggAborted, match="threshold|needed"):
+        with pytest.raises(SecAggAborted, match=r"threshold|needed"):
             run_secagg_inprocess(cfg, x, plan, seed=seed)
         return
     run = run_secagg_inprocess(cfg, x, plan, seed=seed)
@@ -197,7 +198,7 @@ def test_server_rejects_wrong_shape_and_stage() -> None:
 
 
 def test_messages_roundtrip_and_reject_garbage() -> None:
-    msgs = [
+    msgs: list[Message] = [
         AdvertiseKeys(3, b"a" * 32, b"b" * 32),
         ShareBundle(1, ((2, b"xyz"), (4, b""))),
         MaskedInput(7, 23, 5, b"\x01\x02"),

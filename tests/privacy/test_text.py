@@ -88,7 +88,8 @@ def test_near_duplicates_are_removed_and_distinct_kept() -> None:
     ]
     assert near_duplicates(docs, threshold=0.8) == [2, 3]
     # scrubbing first makes PII-only variants collapse together
-    out, summary = scrub_documents([f"contact me at user{i}@mail.com about {base}" for i in range(4)])
+    docs = [f"contact me at user{i}@mail.com about {base}" for i in range(4)]
+    out, summary = scrub_documents(docs)
     assert summary.duplicates_removed == 3 and summary.counts == {"EMAIL": 4}
     assert len(out) == 1
 

@@ -53,7 +53,9 @@ class Aggregator(Protocol):
 def check_stack(updates: Tensor, weights: Tensor) -> None:
     """Shared input contract: a non-empty finite 2-D float stack and matching weights."""
     if updates.ndim != 2 or updates.shape[0] == 0:
-        raise AggregationError(f"updates must be a non-empty [n, d] stack, got {tuple(updates.shape)}")
+        raise AggregationError(
+            f"updates must be a non-empty [n, d] stack, got {tuple(updates.shape)}"
+        )
     if not torch.is_floating_point(updates):
         raise AggregationError(f"updates must be floating point, got {updates.dtype}")
     if weights.shape != (updates.shape[0],):

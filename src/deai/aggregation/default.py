@@ -9,21 +9,27 @@
    (clipped to ``[0, 1]``), so near-clones share what one honest client would get, and exact
    clones get nothing. A linear ramp instead of FoolsGold's logit: honest non-IID clients
    below the threshold keep their full weight, which the logit does not guarantee.
-3. **Robust centre** (Karimireddy et al. 2021): centered clipping, started from the weighted
-   coordinate-wise median of the clipped rows, with ``tau`` = ``tau_multiplier`` times the
-   median distance of the rows to that start. Each remaining row's pull is bounded by
-   ``tau``, so in-distribution attacks (ALIE, IPM, min-max, min-sum) move the result by at
-   most about their weight share times ``tau`` per iteration, unlike Krum or the median,
-   which they are built to fool into *selecting* them.
+3. **Robust centre**: by default the weighted coordinate-wise trimmed mean (Yin et al. 2018)
+   trimming ``trim_fraction`` of the weight per side and coordinate. It removes attacks that
+   live in a few coordinates (a pixel-trigger backdoor writes weights that honest training
+   leaves alone), which L2 rules (centered clipping, geometric median) let through.
+   ``CenterRule.CENTERED_CLIPPING`` (Karimireddy et al. 2021) from the weighted median is
+   the alternative.
+4. **Opposed rows** (``drop_opposed``): rows whose cosine to the centre is ``<= 0`` are
+   dropped and the centre recomputed; sign flipping and IPM rows point away from it.
 
-Threat model: fewer than half of the (Sybil-damped) weight is Byzantine; the Sybil step needs
-``ctx.senders`` (a missing list is an error unless ``sybil_threshold`` is ``None``). Rows whose
-final weight is zero are ``excluded``. Cost ``O(n^2 d)`` (similarities) + ``O(L n d)``.
+Claimed example counts are ignored unless ``use_weights``: the trim is a share of weight,
+and a row claiming a huge count would escape it. Threat model: Byzantine (Sybil-damped)
+weight below ``trim_fraction`` per coordinate; Sybil groups of any size whose update
+histories stay alike. The Sybil step needs ``ctx.senders`` (a missing list is an error
+unless ``sybil_threshold`` is ``None``). Rows whose final weight is zero are ``excluded``.
+Cost ``O(n^2 d)`` (similarities) + ``O(n d log n)``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 from torch import Tensor
@@ -34,15 +40,25 @@ from deai.aggregation.centered_clipping import clip_iterate
 from deai.aggregation.foolsgold import SimilarityHistory, pardoned_similarity
 from deai.aggregation.median import weighted_coordinate_median
 from deai.aggregation.norm_bounding import clip_norms, median_norm
+from deai.aggregation.trimmed_mean import weighted_trimmed_mean
 from deai.errors import AggregationError, ConfigError
+
+
+class CenterRule(StrEnum):
+    TRIMMED_MEAN = "trimmed_mean"  # weighted coordinate-wise trimmed mean
+    CENTERED_CLIPPING = "centered_clipping"  # centered clipping from the weighted median
 
 
 @dataclass(frozen=True)
 class DefaultConfig:
     norm_multiplier: float = 1.0  # clip rows to this multiple of the median row norm
     sybil_threshold: float | None = 0.9  # history cosine above which weight ramps to 0; None: off
-    tau_multiplier: float = 1.0  # clipping radius in units of the median distance to the start
-    iterations: int = 3  # centered-clipping iterations
+    center: CenterRule = CenterRule.TRIMMED_MEAN  # the robust centre
+    trim_fraction: float = 0.2  # weight share trimmed per side and coordinate (trimmed mean)
+    drop_opposed: bool = True  # drop rows pointing away from the robust centre (cosine <= 0)
+    use_weights: bool = False  # multiply in the given weights (claimed example counts)
+    tau_multiplier: float = 1.0  # CC radius in units of the median distance to the start
+    iterations: int = 3  # CC iterations
 
     def __post_init__(self) -> None:
         if not self.norm_multiplier > 0.0:
@@ -51,6 +67,8 @@ class DefaultConfig:
             raise ConfigError(
                 f"sybil_threshold must be in [-1, 1) or None, got {self.sybil_threshold}"
             )
+        if not 0.0 <= self.trim_fraction < 0.5:
+            raise ConfigError(f"trim_fraction must be in [0, 0.5), got {self.trim_fraction}")
         if not self.tau_multiplier > 0.0:
             raise ConfigError(f"tau_multiplier must be > 0, got {self.tau_multiplier}")
         if self.iterations < 1:
@@ -67,7 +85,7 @@ def sybil_damping(history: Tensor, threshold: float) -> Tensor:
 
 
 class DefaultAggregator:
-    """Norm bounding, then Sybil damping, then centered clipping around the median.
+    """Norm bounding, Sybil damping, a robust centre, then dropping opposed rows.
 
     Stateful (the Sybil histories): build one per training job and call it every round.
     ``scores``: ``norm`` (before clipping), ``sybil`` (damping weight), ``clip_scale``.
@@ -88,23 +106,40 @@ class DefaultAggregator:
             )
         return sybil_damping(self.history.add(updates, ctx.senders), threshold)
 
+    def _center(self, x: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+        """The robust centre of float64 ``x`` under weights ``w`` (some positive), and each
+        row's clipping factor (ones for the trimmed mean)."""
+        cfg = self.config
+        if cfg.center is CenterRule.TRIMMED_MEAN:
+            ones = torch.ones(x.shape[0], dtype=torch.float64)
+            return weighted_trimmed_mean(x, w, cfg.trim_fraction), ones
+        wn = normalized_weights(w)
+        v0 = weighted_coordinate_median(x, wn)
+        tau = cfg.tau_multiplier * float(torch.quantile(row_distances(x[wn > 0], v0), 0.5))
+        return clip_iterate(x, wn, v0, tau, cfg.iterations)
+
+    def _center_or_zero(self, x: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`_center`, or zeros when no row has weight left."""
+        if float(w.sum()) > 0.0:
+            return self._center(x, w)
+        n, d = x.shape
+        return torch.zeros(d, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+
     def __call__(
         self, updates: Tensor, weights: Tensor, ctx: RoundContext | None = None
     ) -> Aggregate:
         check_stack(updates, weights)
-        cfg = self.config
         norms = torch.linalg.vector_norm(as64(updates), dim=1)
-        x = clip_norms(updates, cfg.norm_multiplier * median_norm(updates))  # [n, d] float64
+        x = clip_norms(updates, self.config.norm_multiplier * median_norm(updates))  # [n, d]
         damping = self._damping(updates, ctx)
-        combined = damping * as64(weights)
-        excluded = tuple(int(i) for i in torch.nonzero(combined == 0).flatten())
+        w = damping * as64(weights) if self.config.use_weights else damping.clone()
         scores = {"norm": norms.tolist(), "sybil": damping.tolist()}
-        if float(combined.sum()) == 0.0:
-            zero = torch.zeros(updates.shape[1], dtype=updates.dtype)
-            return Aggregate(zero, excluded, {**scores, "clip_scale": [0.0] * len(norms)})
-        w = normalized_weights(combined)
-        v0 = weighted_coordinate_median(x, w)
-        live = w > 0
-        tau = cfg.tau_multiplier * float(torch.quantile(row_distances(x[live], v0), 0.5))
-        v, scale = clip_iterate(x, w, v0, tau, cfg.iterations)
-        return Aggregate(v.to(updates.dtype), excluded, {**scores, "clip_scale": scale.tolist()})
+        v, scale = self._center_or_zero(x, w)
+        if self.config.drop_opposed and float(v.norm()) > 0.0:
+            opposed = (x @ v) <= 0.0  # [n] rows with cosine <= 0 to the centre
+            if bool((opposed & (w > 0)).any()):
+                w = torch.where(opposed, 0.0, w)
+                v, scale = self._center_or_zero(x, w)
+        excluded = tuple(int(i) for i in torch.nonzero(w == 0).flatten())
+        scores["clip_scale"] = scale.tolist()
+        return Aggregate(v.to(updates.dtype), excluded, scores)

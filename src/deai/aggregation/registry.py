@@ -41,7 +41,7 @@ class AggregatorName(StrEnum):
     NORM_BOUNDING = "norm_bounding"  # clip to `norm_bound` (or the median norm), then mean
     FLTRUST = "fltrust"  # needs ctx.reference
     FOOLSGOLD = "foolsgold"  # needs ctx.senders; stateful
-    DEFAULT = "default"  # norm bound + Sybil damping + centered clipping; stateful
+    DEFAULT = "default"  # norm bound + Sybil damping + trimmed mean + opposed drop; stateful
 
 
 @dataclass(frozen=True)

@@ -38,3 +38,27 @@ def trimmed_mean(
         vector=v.to(updates.dtype),
         scores={"distance": row_distances(updates, v).tolist()},
     )
+
+
+def weighted_trimmed_mean(x: Tensor, weights: Tensor, fraction: float) -> Tensor:
+    """Per coordinate, drop ``fraction`` of the total weight from each end of the sorted values
+    (splitting a row's weight at the cut) and average what is left, float64 ``[d]``.
+
+    With equal weights and integer ``fraction n`` this is :func:`trimmed_mean` with
+    ``trim = fraction n``. Each coordinate stays inside the range of the rows holding the
+    middle ``1 - 2 fraction`` of the weight, so Byzantine weight below ``fraction`` cannot
+    leave the honest range.
+    """
+    if not 0.0 <= fraction < 0.5:
+        raise AggregationError(f"trim fraction must be in [0, 0.5), got {fraction}")
+    w = as64(weights)
+    total = float(w.sum())
+    if total <= 0.0:
+        raise AggregationError("weights sum to zero")
+    values, order = torch.sort(as64(x), dim=0, stable=True)  # [n, d] each
+    ws = w[order]  # [n, d] weight of each sorted value
+    upper = torch.cumsum(ws, dim=0)  # [n, d] cumulative weight up to and including the row
+    lower = upper - ws
+    lo, hi = fraction * total, (1.0 - fraction) * total
+    kept = (torch.minimum(upper, torch.full_like(upper, hi)) - lower.clamp(min=lo)).clamp(min=0.0)
+    return (kept * values).sum(dim=0) / kept.sum(dim=0)

@@ -31,7 +31,7 @@ from deai.incentives.rewards import (
     ReputationConfig,
     RewardConfig,
     StakeWeighting,
-    scores,
+    payout_scores,
     select_participants,
     split_budget,
 )
@@ -59,8 +59,8 @@ __all__ = [
     "leave_one_out",
     "loss_reduction",
     "mean_update",
+    "payout_scores",
     "proportional_share_auction",
-    "scores",
     "select_participants",
     "split_budget",
     "stackelberg_pricing",

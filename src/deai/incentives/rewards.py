@@ -85,7 +85,7 @@ def _stake_factor(stake: int, weighting: StakeWeighting) -> int:
     return 1
 
 
-def scores(
+def payout_scores(
     contributions: Sequence[float] | Tensor,
     *,
     excluded: Collection[int] = (),
@@ -123,7 +123,7 @@ def split_budget(
     """Split ``budget_wei`` in proportion to positive contribution, exactly, in integer wei."""
     if budget_wei < 0:
         raise ConfigError(f"budget_wei must be >= 0, got {budget_wei}")
-    s = scores(contributions, excluded=excluded, stakes=stakes, config=config)
+    s = payout_scores(contributions, excluded=excluded, stakes=stakes, config=config)
     total = sum(s, Fraction(0))
     if total == 0:
         return Payout(amounts=(0,) * len(s), refund=budget_wei)

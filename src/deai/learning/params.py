@@ -43,7 +43,8 @@ class FlatModel:
     def forward(self, flat: Tensor, x: Tensor) -> Tensor:
         """``flat: [d]``, ``x: [B, *shape]`` -> logits ``[B, classes]``."""
         params = self.unflatten(flat)
-        return functional_call(self.module, (params, self.buffers), (x,))  # type: ignore[no-any-return]
+        out: Tensor = functional_call(self.module, (params, self.buffers), (x,))
+        return out
 
     def load_into_module(self, flat: Tensor) -> nn.Module:
         torch.nn.utils.vector_to_parameters(

@@ -149,9 +149,20 @@ def _train_group(
     def loss_fn(flat: Tensor, xb: Tensor, yb: Tensor, mb: Tensor, anc: Tensor) -> Tensor:
         return _loss(model, flat, xb, yb, mb, anc, mu)
 
-    step_fn = torch.func.grad_and_value(loss_fn)
-    if vectorize:
-        step_fn = torch.func.vmap(step_fn, randomness="different")
+    def autograd_step(
+        flat: Tensor, xb: Tensor, yb: Tensor, mb: Tensor, anc: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        # plain autograd: modules that mutate buffers in forward (BatchNorm) work here
+        flat = flat.detach().requires_grad_(True)
+        loss = loss_fn(flat, xb, yb, mb, anc)
+        (grad,) = torch.autograd.grad(loss, flat)
+        return grad, loss.detach()
+
+    step_fn = (
+        torch.func.vmap(torch.func.grad_and_value(loss_fn), randomness="different")
+        if vectorize
+        else autograd_step
+    )
     rows = torch.arange(n)[:, None]
     loss_sum = torch.zeros(n)
     for s in range(n_steps):

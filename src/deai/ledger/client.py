@@ -88,7 +88,9 @@ class Ledger:
         for name in ("Jobs", "Tasks"):
             art = compile_contract(name)
             ctor = w3.eth.contract(abi=[], bytecode=art.blueprint).constructor()
-            blueprints.append(probe._send(sender, ctor, 0, f"deploy {name} blueprint").contractAddress)
+            blueprints.append(
+                probe._send(sender, ctor, 0, f"deploy {name} blueprint").contractAddress
+            )
         reg = compile_contract("Registry")
         ctor = w3.eth.contract(abi=reg.abi, bytecode=reg.bytecode).constructor(
             config.min_stake, config.withdrawal_delay,
@@ -210,7 +212,11 @@ class Ledger:
         fn = self.jobs.functions.create_job(spec_hash, rounds, committee_size, commit_period,
                                             reveal_period, claim_period)  # fmt: skip
         receipt = self._send(requester, fn, budget, "create_job")
-        return int(self.jobs.events.JobCreated().process_receipt(receipt, errors=DISCARD)[0]["args"]["job_id"])
+        return int(
+            self.jobs.events.JobCreated().process_receipt(receipt, errors=DISCARD)[0]["args"][
+                "job_id"
+            ]
+        )
 
     def job(self, job_id: int) -> JobView:
         return JobView.from_tuple(job_id, self._call(self.jobs.functions.jobs(job_id)))
@@ -272,8 +278,9 @@ class Ledger:
         self._send(sender, fn, 0, "claim_many")
 
     def claimed(self, job_id: int, account: str) -> int:
-        return int(self._call(self.jobs.functions.claimed(job_id,
-                                                          Web3.to_checksum_address(account))))
+        return int(
+            self._call(self.jobs.functions.claimed(job_id, Web3.to_checksum_address(account)))
+        )
 
     def sweep_job(self, sender: str, job_id: int) -> None:
         self._send(sender, self.jobs.functions.sweep(job_id), 0, "sweep")
@@ -299,7 +306,11 @@ class Ledger:
             reveal_period,
         )  # fmt: skip
         receipt = self._send(requester, fn, fee, "create_task")
-        return int(self.tasks.events.TaskCreated().process_receipt(receipt, errors=DISCARD)[0]["args"]["task_id"])
+        return int(
+            self.tasks.events.TaskCreated().process_receipt(receipt, errors=DISCARD)[0]["args"][
+                "task_id"
+            ]
+        )
 
     def task(self, task_id: int) -> TaskView:
         t = self._call(self.tasks.functions.tasks(task_id))
@@ -365,8 +376,13 @@ class Ledger:
                     from_block=start, argument_filters=dict(filters or {})
                 )
                 return [
-                    Event(name, label, int(log["blockNumber"]), log["transactionHash"].to_0x_hex(),
-                          dict(log["args"]))  # fmt: skip
+                    Event(
+                        name,
+                        label,
+                        int(log["blockNumber"]),
+                        log["transactionHash"].to_0x_hex(),
+                        dict(log["args"]),
+                    )  # fmt: skip
                     for log in logs
                 ]
         raise ChainError(f"no contract defines an event named {name!r}")

@@ -68,15 +68,17 @@ def compile_contract(name: str) -> CompiledContract:
         )
     except Exception as exc:  # vyper raises many exception types
         raise ContractCompileError(f"{name}.vy: {exc}") from exc
-    compiled = CompiledContract(
-        name, out["abi"], out["bytecode"], out["blueprint_bytecode"], key
-    )
+    compiled = CompiledContract(name, out["abi"], out["bytecode"], out["blueprint_bytecode"], key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(
             json.dumps(
-                {"abi": compiled.abi, "bytecode": compiled.bytecode, "blueprint": compiled.blueprint}
+                {
+                    "abi": compiled.abi,
+                    "bytecode": compiled.bytecode,
+                    "blueprint": compiled.blueprint,
+                }
             )
         )
         tmp.replace(path)

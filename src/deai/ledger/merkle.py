@@ -92,9 +92,7 @@ class PayoutTree:
         self.amounts = {to_checksum_address(a): int(v) for a, v in payouts.items()}
         self.accounts = sorted(self.amounts)
         self._index = {a: i for i, a in enumerate(self.accounts)}
-        self.tree = MerkleTree(
-            [payout_leaf(job_id, a, self.amounts[a]) for a in self.accounts]
-        )
+        self.tree = MerkleTree([payout_leaf(job_id, a, self.amounts[a]) for a in self.accounts])
 
     @property
     def root(self) -> bytes:

@@ -427,7 +427,10 @@ class Validator(Role):
                     str(RejectReason.WRONG_ROUND), f"round {msg.round}, open round {st.round}"
                 )
             delta = decode_update(
-                msg, round_=st.round, dim=job.model.dim, policy=job.spec.policy,
+                msg,
+                round_=st.round,
+                dim=job.model.dim,
+                policy=job.spec.policy,
                 codecs=self.codecs,
             )
         except (InvalidUpdate, InvalidMessage) as e:
@@ -474,7 +477,9 @@ class Validator(Role):
             accepted=senders,
             excluded=excluded,
             rejections=tuple(st.rejections),
-            missing=tuple(p for p in st.participants if p not in st.updates),
+            missing=tuple(
+                p for p in st.participants if p not in st.updates and p not in st.rejected
+            ),
             weights=weights,
             updates=stack,
             started_s=st.started_s,

@@ -17,6 +17,7 @@ tell: they see the same ``NodeContext`` a deployed node gives them.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 from collections import defaultdict
@@ -72,7 +73,9 @@ class Simulation:
         self.nodes: dict[str, list[Role]] = {}
         self.bytes = ByteCounter()
         # (completion time, model, request, continuation)
-        self.pending: list[tuple[float, FlatModel, TrainRequest, Callable[[TrainResult], None]]] = []
+        self.pending: list[
+            tuple[float, FlatModel, TrainRequest, Callable[[TrainResult], None]]
+        ] = []
         self.train_batches = 0
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
@@ -122,7 +125,7 @@ class Simulation:
             self.train_batches += 1
             for i, res in zip(idx, results, strict=True):
                 ready, _, _, done = batch[i]
-                self.schedule(ready, lambda done=done, res=res: done(res))
+                self.schedule(ready, functools.partial(done, res))
 
     def run(self, until: float = float("inf"), stop: Callable[[], bool] | None = None) -> None:
         for roles in self.nodes.values():

@@ -11,11 +11,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from jinja2 import Environment, PackageLoader, select_autoescape
 
-from deai.sim.runner import RunResult  # noqa: E402
+from deai.sim.runner import RunResult
 
 
 def _svg(fig: Any) -> str:
@@ -75,8 +75,12 @@ def _histograms(hist: np.ndarray, ids: list[str]) -> str:
         ax.bar(range(n), hist[:, c], bottom=bottom, color=cmap(c % cmap.N), label=str(c))
         bottom += hist[:, c]
     step = max(1, math.ceil(n / 40))
-    ax.set_xticks(range(0, n, step), [ids[i].removeprefix("provider-") for i in range(0, n, step)],
-                  rotation=90, fontsize=7)
+    ax.set_xticks(
+        range(0, n, step),
+        [ids[i].removeprefix("provider-") for i in range(0, n, step)],
+        rotation=90,
+        fontsize=7,
+    )
     ax.set_xlabel("provider")
     ax.set_ylabel("examples")
     ax.set_title("Label histogram of each provider's private data")
@@ -84,18 +88,24 @@ def _histograms(hist: np.ndarray, ids: list[str]) -> str:
     return _svg(fig)
 
 
-def write_outputs(result: RunResult, out: Path, sections: list[dict[str, Any]] | None = None) -> None:
+def write_outputs(
+    result: RunResult, out: Path, sections: list[dict[str, Any]] | None = None
+) -> None:
     """``out/metrics.json`` and ``out/report.html``; ``sections`` are extra tables
     (title, columns, rows) that other planes contribute."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result.metrics, indent=2, default=float))
     m = result.metrics
-    env = Environment(loader=PackageLoader("deai.sim", "templates"),
-                      autoescape=select_autoescape(["html"]))
+    env = Environment(
+        loader=PackageLoader("deai.sim", "templates"), autoescape=select_autoescape(["html"])
+    )
     html = env.get_template("report.html").render(
         m=m,
-        plots=[p for p in (_accuracy_loss(m["rounds"]), _bytes(m["rounds"]),
-                           _consensus(m["rounds"])) if p],
+        plots=[
+            p
+            for p in (_accuracy_loss(m["rounds"]), _bytes(m["rounds"]), _consensus(m["rounds"]))
+            if p
+        ],
         histogram=_histograms(result.histograms, result.provider_ids),
         sections=sections or [],
         rejections=result.rejections[:200],

@@ -54,12 +54,20 @@ def algorithm_spec(s: Scenario) -> AlgorithmSpec:
     if a.name is AlgorithmName.PARALLEL_SGD:
         return parallel_sgd(a.lr, a.batch_size)
     local = LocalTrainConfig(
-        epochs=a.epochs, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
-        momentum=a.momentum, prox_mu=a.prox_mu,
+        epochs=a.epochs,
+        steps=a.steps,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        momentum=a.momentum,
+        prox_mu=a.prox_mu,
     )
     return AlgorithmSpec(
-        name=a.name, local=local, server_lr=a.server_lr, weighting=a.weighting,
-        topology=a.topology, participation=a.participation,
+        name=a.name,
+        local=local,
+        server_lr=a.server_lr,
+        weighting=a.weighting,
+        topology=a.topology,
+        participation=a.participation,
     )
 
 
@@ -75,8 +83,15 @@ class RunResult:
 class MetricsCollector:
     """Observer: evaluates every round's model on the test split and snapshots bytes."""
 
-    def __init__(self, sim: Simulation, model: FlatModel, test: Dataset, providers: list[str],
-                 progress: ProgressFn | None, rounds: int) -> None:
+    def __init__(
+        self,
+        sim: Simulation,
+        model: FlatModel,
+        test: Dataset,
+        providers: list[str],
+        progress: ProgressFn | None,
+        rounds: int,
+    ) -> None:
         self.sim, self.model, self.test = sim, model, test
         self.providers = providers
         self.progress = progress
@@ -98,10 +113,18 @@ class MetricsCollector:
     def _record(self, round_: int, params: Tensor, time_s: float, **extra: Any) -> None:
         loss, acc = evaluate(self.model, params, self.test)
         up, down = self._bytes()
-        self.rounds.append({
-            "round": round_, "accuracy": acc, "loss": loss, "bytes_up": up, "bytes_down": down,
-            "sim_time_s": time_s, "round_time_s": time_s - self._last_time, **extra,
-        })
+        self.rounds.append(
+            {
+                "round": round_,
+                "accuracy": acc,
+                "loss": loss,
+                "bytes_up": up,
+                "bytes_down": down,
+                "sim_time_s": time_s,
+                "round_time_s": time_s - self._last_time,
+                **extra,
+            }
+        )  # extra may override round_time_s with the validator's own open-to-close time
         self._last_time = time_s
         if self.progress is not None:
             self.progress(round_, self.total_rounds)
@@ -110,8 +133,12 @@ class MetricsCollector:
         if outcome.validator != self.sim_coordinator:
             return
         self._record(
-            outcome.round, outcome.params, outcome.closed_s,
-            accepted=len(outcome.accepted), missing=list(outcome.missing),
+            outcome.round,
+            outcome.params,
+            outcome.closed_s,
+            round_time_s=outcome.closed_s - outcome.started_s,
+            accepted=len(outcome.accepted),
+            missing=list(outcome.missing),
             excluded=list(outcome.excluded),
             rejected=[{"sender": r.sender, "reason": r.reason} for r in outcome.rejections],
         )
@@ -124,17 +151,24 @@ class MetricsCollector:
         stack = torch.stack([got[p][0] for p in self.providers])  # [n, d]
         _, node_acc = evaluate_many(self.model, stack, self.test)
         self._record(
-            round_, stack.mean(dim=0), max(t for _, t in got.values()),
+            round_,
+            stack.mean(dim=0),
+            max(t for _, t in got.values()),
             consensus_distance=consensus_distance(stack),
             node_accuracy_mean=float(node_acc.mean()),
         )
         del self._gossip[round_]
 
     def on_rejection(self, node_id: str, rejection: Rejection) -> None:
-        self.rejections.append({
-            "at": node_id, "round": rejection.round, "sender": rejection.sender,
-            "reason": rejection.reason, "detail": rejection.detail,
-        })
+        self.rejections.append(
+            {
+                "at": node_id,
+                "round": rejection.round,
+                "sender": rejection.sender,
+                "reason": rejection.reason,
+                "detail": rejection.detail,
+            }
+        )
 
     sim_coordinator: str = ""
 
@@ -145,16 +179,18 @@ def build_spec(s: Scenario, splits: Splits, providers: list[str], validators: li
         rounds=s.rounds,
         seed=s.seed,
         algorithm=algorithm_spec(s),
-        model=ModelConfig(name=s.model.name, hidden=tuple(s.model.hidden),
-                          channels=s.model.channels),
+        model=ModelConfig(
+            name=s.model.name, hidden=tuple(s.model.hidden), channels=s.model.channels
+        ),
         input_shape=splits.train.input_shape,
         num_classes=splits.train.num_classes,
         requester="requester",
         providers=tuple(providers),
         validators=tuple(validators),
         round_timeout_s=s.network.round_timeout_s,
-        policy=UpdatePolicy(max_norm=s.validation.max_update_norm,
-                            max_examples=s.validation.max_examples),
+        policy=UpdatePolicy(
+            max_norm=s.validation.max_update_norm, max_examples=s.validation.max_examples
+        ),
     )
 
 
@@ -163,24 +199,37 @@ def run_scenario(s: Scenario, progress: ProgressFn | None = None) -> RunResult:
     wall = time.perf_counter()
     torch.manual_seed(s.seed)
     d = s.data
-    splits = load_dataset(d.dataset, seed=s.seed, test_fraction=d.test_fraction,
-                          validation_fraction=d.validation_fraction, n_samples=d.n_samples,
-                          n_features=d.n_features, n_classes=d.n_classes)
+    splits = load_dataset(
+        d.dataset,
+        seed=s.seed,
+        test_fraction=d.test_fraction,
+        validation_fraction=d.validation_fraction,
+        n_samples=d.n_samples,
+        n_features=d.n_features,
+        n_classes=d.n_classes,
+    )
     n_prov, n_val = s.count(Role.PROVIDER), s.count(Role.VALIDATOR)
     providers = [f"provider-{i:03d}" for i in range(n_prov)]
     behaviours = [g.behaviour for g in s.nodes if g.role is Role.PROVIDER for _ in range(g.count)]
     validators = [f"validator-{i}" for i in range(n_val)]
     labels = splits.train.y.numpy()
-    parts = partition(labels, n_prov, PartitionConfig(d.partition, d.alpha,
-                                                       d.shards_per_provider), s.seed)
+    parts = partition(
+        labels, n_prov, PartitionConfig(d.partition, d.alpha, d.shards_per_provider), s.seed
+    )
     spec = build_spec(s, splits, providers, validators)
     net = s.network
     profiles = draw_profiles(
-        NetworkConfig(bandwidth_mbps=net.bandwidth_mbps, latency_ms=net.latency_ms,
-                      samples_per_s=net.samples_per_s, dropout=net.dropout,
-                      straggler_fraction=net.straggler_fraction,
-                      straggler_slowdown=net.straggler_slowdown),
-        providers, [*validators, "requester"], s.seed,
+        NetworkConfig(
+            bandwidth_mbps=net.bandwidth_mbps,
+            latency_ms=net.latency_ms,
+            samples_per_s=net.samples_per_s,
+            dropout=net.dropout,
+            straggler_fraction=net.straggler_fraction,
+            straggler_slowdown=net.straggler_slowdown,
+        ),
+        providers,
+        [*validators, "requester"],
+        s.seed,
     )
     sim = Simulation(NetworkModel(profiles), FaultModel(net.dropout, s.seed, set(providers)))
     collector = MetricsCollector(sim, model_for(spec), splits.test, providers, progress, s.rounds)
@@ -189,17 +238,33 @@ def run_scenario(s: Scenario, progress: ProgressFn | None = None) -> RunResult:
     requester = Requester("requester", spec)
     sim.add_node("requester", requester)
     for v in validators:
-        sim.add_node(v, Validator(v, splits.validation, aggregator=aggregator,
-                                  codecs={s.codec: codec_by_name(s.codec)}, observer=collector))
+        sim.add_node(
+            v,
+            Validator(
+                v,
+                splits.validation,
+                aggregator=aggregator,
+                codecs={s.codec: codec_by_name(s.codec)},
+                observer=collector,
+            ),
+        )
     for i, (p, idx) in enumerate(zip(providers, parts, strict=True)):
-        sim.add_node(p, Provider(p, splits.train.subset(idx), codec=codec_by_name(s.codec),
-                                 behaviour=build_behaviour(behaviours[i], s.seed + i),
-                                 observer=collector))
+        sim.add_node(
+            p,
+            Provider(
+                p,
+                splits.train.subset(idx),
+                codec=codec_by_name(s.codec),
+                behaviour=build_behaviour(behaviours[i], s.seed + i),
+                observer=collector,
+            ),
+        )
     sim.run(stop=lambda: requester.result is not None)
     rounds = collector.rounds
     final = requester.result
-    final_loss, final_acc = (evaluate(collector.model, final, splits.test) if final is not None
-                             else (float("nan"), 0.0))
+    final_loss, final_acc = (
+        evaluate(collector.model, final, splits.test) if final is not None else (float("nan"), 0.0)
+    )
     hist = label_histograms(labels, parts, splits.train.num_classes)
     wall_s = time.perf_counter() - wall
     metrics: dict[str, Any] = {

@@ -1,0 +1,21 @@
+"""Shared test setup: one torch thread per test process, deterministic algorithms."""
+
+import os
+
+import torch
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Deterministic property tests (the project's rule: seeded by default) and no wall-clock
+# deadlines: CI machines are small and shared.
+settings.register_profile(
+    "deai",
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.load_profile("deai")

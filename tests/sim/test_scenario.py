@@ -1,0 +1,48 @@
+from pathlib import Path
+
+import pytest
+
+from deai.errors import ConfigError
+from deai.sim.scenario import load_scenario, parse_scenario
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.toml"))
+
+
+def test_examples_exist_and_validate() -> None:
+    assert len(EXAMPLES) >= 4
+    for path in EXAMPLES:
+        load_scenario(path)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"rounds": 0}, r"rounds: got 0: Input should be greater than or equal to 1"),
+        (
+            {"algorithm": {"name": "fedsgd"}},
+            r"algorithm.name: got 'fedsgd'.*'parallel_sgd', 'fedavg' or 'dpsgd'",
+        ),
+        ({"algorithm": {"lr": -1}}, r"algorithm.lr: got -1"),
+        ({"data": {"partitionn": "iid"}}, r"data.partitionn: unknown field"),
+        ({"data": {"dataset": "mnist"}}, r"data.dataset: got 'mnist'.*'digits' or 'synthetic'"),
+        ({"network": {"bandwidth_mbps": [100, 10]}}, r"bandwidth_mbps must be \[low, high\]"),
+        ({"nodes": [{"role": "validator"}]}, r"at least one provider"),
+        (
+            {"nodes": [{"role": "provider", "behaviour": "evil"}, {"role": "validator"}]},
+            r"behaviour: got 'evil'; allowed: honest, nan",
+        ),
+        ({"nodes": [{"role": "oracle"}]}, r"nodes.0.role: got 'oracle'"),
+    ],
+)
+def test_bad_fields_get_one_clear_message(data: dict, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        parse_scenario(data, "x.toml")
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("rounds = = 3")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_scenario(bad)
+    with pytest.raises(ConfigError, match="no such scenario file"):
+        load_scenario(tmp_path / "missing.toml")

@@ -1,0 +1,47 @@
+import json
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from deai.cli import app
+
+runner = CliRunner()
+
+
+def _paths(cmd: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = [prefix]
+    for name, sub in getattr(cmd, "commands", {}).items():
+        out += _paths(sub, (*prefix, name))
+    return out
+
+
+def test_every_command_has_help() -> None:
+    paths = _paths(typer.main.get_command(app))
+    assert {("demo",), ("sim",), ("check",)} <= set(paths)
+    for path in paths:
+        res = runner.invoke(app, [*path, "--help"])
+        assert res.exit_code == 0, path
+        assert "Usage" in res.output, path
+
+
+def test_sim_writes_metrics_and_report(tmp_path: Path) -> None:
+    res = runner.invoke(
+        app,
+        ["sim", "examples/synthetic_iid.toml", "--out", str(tmp_path), "--rounds", "2", "--quiet"],
+    )
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.0 <= m["final_accuracy"] <= 1.0
+    assert [r["round"] for r in m["rounds"]] == [1, 2]
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("<svg") >= 3
+
+
+def test_bad_scenario_is_one_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[algorithm]\nname = "fedsgd"\n')
+    res = runner.invoke(app, ["sim", str(bad)])
+    assert res.exit_code == 2
+    assert "algorithm.name" in res.output and "fedsgd" in res.output
+    assert "Traceback" not in res.output
