@@ -22,7 +22,14 @@ import pytest
 from conftest import ETH, World
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from deai.ledger.errors import Reverted
 from deai.ledger.merkle import PayoutTree
@@ -74,6 +81,29 @@ class LedgerMachine(RuleBasedStateMachine):
         return RoundResult(bytes([round_index + 1]) * 32, tree.root, total)
 
     # -------------------------------------------------------------------- rules
+    @initialize(rounds=st.integers(2, 3), size=st.integers(2, 3))
+    def first_job_and_task(self, rounds: int, size: int) -> None:
+        self.create_job(rounds, size, 6)
+        self.create_task(3)
+        self._play(self.jobs[0], deviant=size - 1)  # one settled round to claim from
+
+    def _play(self, job_id: int, deviant: int) -> None:
+        """Every member commits (member ``deviant`` a different model), reveals, settle."""
+        members, rnd = self.led.committee(job_id), self.led.round(job_id)
+        honest = self._honest(job_id, rnd.index)
+        for index, member in enumerate(members):
+            result = honest
+            if index == deviant:
+                result = RoundResult(b"\xee" * 32, honest.root, honest.total)
+            c = result_commitment(job_id, rnd.index, member, result, SALT)
+            if self._try(self.led.commit, member, job_id, rnd.index, c, index=index):
+                self.votes[(job_id, rnd.index, member)] = result
+        for member in members:
+            vote = self.votes.get((job_id, rnd.index, member))
+            if vote is not None:
+                self._try(self.led.reveal, member, job_id, rnd.index, vote, SALT)
+        self._try(self.led.finalize_round, self.accounts[0], job_id, rnd.index)
+
     @rule(who=st.integers(7, 9), stake=st.integers(1, 3), validator=st.booleans())
     def join(self, who: int, stake: int, validator: bool) -> None:
         roles = Role.VALIDATOR if validator else Role.WORKER
@@ -102,6 +132,7 @@ class LedgerMachine(RuleBasedStateMachine):
         )  # fmt: skip
         self.jobs.append(job_id)
 
+    @precondition(lambda self: bool(self.jobs))
     @rule(data=st.data(), honest=st.booleans())
     def commit(self, data: st.DataObject, honest: bool) -> None:
         if not self.jobs:
@@ -119,27 +150,12 @@ class LedgerMachine(RuleBasedStateMachine):
         if self._try(self.led.commit, member, job_id, rnd.index, c, index=index):
             self.votes[(job_id, rnd.index, member)] = result
 
+    @precondition(lambda self: bool(self.jobs))
     @rule(data=st.data(), deviant=st.integers(-1, 2))
     def full_round(self, data: st.DataObject, deviant: int) -> None:
-        """Every member commits (member ``deviant`` a different model), reveals, settle."""
-        if not self.jobs:
-            return
-        job_id = data.draw(st.sampled_from(self.jobs))
-        members, rnd = self.led.committee(job_id), self.led.round(job_id)
-        honest = self._honest(job_id, rnd.index)
-        for index, member in enumerate(members):
-            result = honest
-            if index == deviant:
-                result = RoundResult(b"\xee" * 32, honest.root, honest.total)
-            c = result_commitment(job_id, rnd.index, member, result, SALT)
-            if self._try(self.led.commit, member, job_id, rnd.index, c, index=index):
-                self.votes[(job_id, rnd.index, member)] = result
-        for member in members:
-            vote = self.votes.get((job_id, rnd.index, member))
-            if vote is not None:
-                self._try(self.led.reveal, member, job_id, rnd.index, vote, SALT)
-        self._try(self.led.finalize_round, self.accounts[0], job_id, rnd.index)
+        self._play(data.draw(st.sampled_from(self.jobs)), deviant)
 
+    @precondition(lambda self: bool(self.votes))
     @rule(data=st.data())
     def reveal(self, data: st.DataObject) -> None:
         if not self.votes:
@@ -148,6 +164,7 @@ class LedgerMachine(RuleBasedStateMachine):
         job_id, round_index, member = key
         self._try(self.led.reveal, member, job_id, round_index, self.votes[key], SALT)
 
+    @precondition(lambda self: bool(self.jobs))
     @rule(data=st.data())
     def finalize(self, data: st.DataObject) -> None:
         if self.jobs:
@@ -155,6 +172,7 @@ class LedgerMachine(RuleBasedStateMachine):
             self._try(self.led.finalize_round, self.accounts[0], job_id,
                       self.led.round(job_id).index)  # fmt: skip
 
+    @precondition(lambda self: bool(self.jobs))
     @rule(data=st.data(), batch=st.booleans())
     def claim(self, data: st.DataObject, batch: bool) -> None:
         if not self.jobs:
@@ -177,6 +195,7 @@ class LedgerMachine(RuleBasedStateMachine):
             self.claimed[(job_id, payee)] = tree.amount(payee)
         self.seen["claims" if ok else "refused claims"] += 1
 
+    @precondition(lambda self: bool(self.jobs))
     @rule(data=st.data())
     def sweep(self, data: st.DataObject) -> None:
         if self.jobs:
@@ -195,6 +214,7 @@ class LedgerMachine(RuleBasedStateMachine):
                      reveal_period=PERIODS[1]):  # fmt: skip
             self.tasks.append(int(self.led.tasks.functions.next_task_id().call()) - 1)
 
+    @precondition(lambda self: bool(self.tasks))
     @rule(data=st.data(), answer=st.sampled_from([b"\x01" * 32, b"\x02" * 32]))
     def task_step(self, data: st.DataObject, answer: bytes) -> None:
         if not self.tasks:
@@ -278,7 +298,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert led.balance(contract.address) == 0, "funds stuck after every deadline"
 
 
-@pytest.mark.parametrize("steps", [pytest.param(15, id="short"),
+@pytest.mark.parametrize("steps", [pytest.param(20, id="short"),
                                    pytest.param(60, id="long", marks=pytest.mark.slow)])  # fmt: skip
 def test_ledger_state_machine(deployed: World, steps: int) -> None:
     LedgerMachine.world = deployed

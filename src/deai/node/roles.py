@@ -19,14 +19,14 @@ import torch
 from torch import Tensor
 
 from deai.aggregation.base import Aggregator, RoundContext, weighted_mean
-from deai.compression.base import Codec, IdentityCodec
+from deai.compression.base import Codec, Encoded, IdentityCodec
 from deai.errors import InvalidMessage, InvalidUpdate
 from deai.learning.algorithms import Weighting
 from deai.learning.data import Dataset
 from deai.learning.models import build_model
 from deai.learning.params import FlatModel, vector_bytes, vector_from_bytes, vector_hash
 from deai.learning.topology import edges, neighbours
-from deai.learning.train import TrainRequest, TrainResult
+from deai.learning.train import TrainRequest, TrainResult, train_local
 from deai.node.hooks import (
     Behaviour,
     Honest,
@@ -64,6 +64,12 @@ class NodeContext(Protocol):
     def train(
         self, model: FlatModel, request: TrainRequest, done: Callable[[TrainResult], None]
     ) -> None: ...
+
+
+class Encoder(Protocol):
+    """What a provider encodes its update with: a codec, or a codec with error feedback."""
+
+    def encode(self, vector: Tensor) -> Encoded: ...
 
 
 class Role:
@@ -175,7 +181,7 @@ class Provider(Role):
         node_id: str,
         data: Dataset,
         *,
-        codec: Codec | None = None,
+        codec: Encoder | None = None,
         behaviour: Behaviour | None = None,
         observer: RoundObserver | None = None,
     ) -> None:
@@ -356,6 +362,7 @@ class Validator(Role):
         settlement: Settlement | None = None,
         observer: RoundObserver | None = None,
         server_step: Callable[[Tensor, Tensor, float], Tensor] | None = None,
+        root_data: Dataset | None = None,
     ) -> None:
         super().__init__(node_id)
         self.validation = validation
@@ -364,6 +371,7 @@ class Validator(Role):
         self.settlement = settlement or NoSettlement()
         self.observer = observer or NullObserver()
         self.server_step = server_step or (lambda theta, agg, lr: theta + lr * agg)
+        self.root_data = root_data  # a small trusted dataset (FLTrust's reference update)
         self.jobs: dict[str, _ValidatorJob] = {}
         self.rejections: list[Rejection] = []
         self.outcomes: list[RoundOutcome] = []
@@ -463,7 +471,8 @@ class Validator(Role):
                     for s in senders
                 ]
             )
-            agg = self.aggregator(stack, w, RoundContext(senders=senders, round=st.round))
+            ctx = RoundContext(senders=senders, round=st.round, reference=self._reference(job))
+            agg = self.aggregator(stack, w, ctx)
             job.params = self.server_step(job.params, agg.vector, spec.algorithm.server_lr)
             excluded = tuple(senders[i] for i in agg.excluded)
             weights = tuple(w.tolist())
@@ -493,6 +502,18 @@ class Validator(Role):
                 self._open_round(job, st.round + 1)
         else:
             self._deliver(job)
+
+    def _reference(self, job: _ValidatorJob) -> Tensor | None:
+        """The validator's own update on its root data (the same local training)."""
+        if self.root_data is None:
+            return None
+        st = job.round
+        assert st is not None
+        seed = derive_seed(job.spec.seed, job.spec.job_id, self.node_id, st.round)
+        req = TrainRequest(
+            job.params, self.root_data.x, self.root_data.y, job.spec.algorithm.local, seed
+        )
+        return train_local(job.model, [req])[0].params - job.params
 
     def _deliver(self, job: _ValidatorJob) -> None:
         job.done = True

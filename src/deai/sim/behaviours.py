@@ -1,7 +1,17 @@
-"""Names a scenario may give a provider group's ``behaviour``, and how to build them."""
+"""What a scenario's provider group does: honest, a fault, or a strategic attack.
+
+Faults (``deai.node.faults``) exercise peer-input validation. Attacks come from
+``deai.attacks``: their data-level part changes what the node trains on (here, through the
+``Behaviour`` hook); their update-level part is applied by the simulated adversary on the
+transport (``deai.sim.adversary``).
+"""
 
 from __future__ import annotations
 
+import torch
+from torch import Tensor
+
+from deai.attacks.spec import AttackSpec, data_attack
 from deai.node.faults import Fault, FaultyBehaviour
 from deai.node.hooks import Behaviour, Honest
 
@@ -10,7 +20,26 @@ def behaviour_names() -> list[str]:
     return ["honest", *(str(f) for f in Fault)]
 
 
-def build_behaviour(name: str, seed: int) -> Behaviour:
+class DataPoisoning:
+    """A provider that trains on poisoned data and otherwise follows the protocol."""
+
+    def __init__(self, spec: AttackSpec, seed: int) -> None:
+        self.transform = data_attack(spec)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def local_data(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return (x, y) if self.transform is None else self.transform(x, y, self.gen)
+
+    def update(self, delta: Tensor, round_: int) -> Tensor:
+        return delta
+
+    def claim(self, num_examples: int) -> int:
+        return num_examples
+
+
+def build_behaviour(name: str, seed: int, attack: AttackSpec | None = None) -> Behaviour:
+    if attack is not None:
+        return DataPoisoning(attack, seed)
     if name == "honest":
         return Honest()
     return FaultyBehaviour(Fault(name))

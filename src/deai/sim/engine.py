@@ -23,12 +23,20 @@ import itertools
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from deai.learning.params import FlatModel
 from deai.learning.train import TrainRequest, TrainResult, planned_samples, train_local
 from deai.node.messages import Message, encode
 from deai.node.roles import Role
 from deai.sim.network import FaultModel, NetworkModel
+
+
+class Interceptor(Protocol):
+    """A tap on the transport (the simulated adversary). ``intercept`` returns True when it
+    takes the message; it may put its own on the wire later with ``Simulation.transmit``."""
+
+    def intercept(self, sim: Simulation, src: str, dst: str, msg: Message) -> bool: ...
 
 
 @dataclass
@@ -66,9 +74,15 @@ class _Ctx:
 
 
 class Simulation:
-    def __init__(self, network: NetworkModel, faults: FaultModel | None = None) -> None:
+    def __init__(
+        self,
+        network: NetworkModel,
+        faults: FaultModel | None = None,
+        interceptor: Interceptor | None = None,
+    ) -> None:
         self.network = network
         self.faults = faults
+        self.interceptor = interceptor
         self.now = 0.0
         self.nodes: dict[str, list[Role]] = {}
         self.bytes = ByteCounter()
@@ -93,6 +107,12 @@ class Simulation:
     def send(self, src: str, dst: str, msg: Message) -> None:
         if dst not in self.nodes:
             raise KeyError(f"{src} sent {msg.kind} to unknown node {dst}")
+        if self.interceptor is not None and self.interceptor.intercept(self, src, dst, msg):
+            return  # taken by the simulated adversary; it transmits its own version later
+        self.transmit(src, dst, msg)
+
+    def transmit(self, src: str, dst: str, msg: Message) -> None:
+        """Put a message on the simulated wire: count it, apply faults, deliver it."""
         size = len(encode(msg))
         self.bytes.sent[src] += size
         self.bytes.by_kind[msg.kind] += size

@@ -16,9 +16,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deai.aggregation.base import Aggregator, weighted_mean
-from deai.compression.base import Codec, IdentityCodec
-from deai.errors import ConfigError
+from deai.aggregation.base import Aggregator
+from deai.aggregation.default import DefaultConfig
+from deai.aggregation.registry import AggregatorConfig, AggregatorName, build_aggregator
+from deai.attacks.data import TriggerSpec, add_trigger
+from deai.attacks.spec import AttackName
+from deai.compression.base import Codec
+from deai.compression.error_feedback import ErrorFeedback
+from deai.compression.registry import CodecConfig, CodecName, build_codec
 from deai.learning.algorithms import AlgorithmName, AlgorithmSpec, parallel_sgd
 from deai.learning.data import Dataset, Splits, load_dataset
 from deai.learning.models import ModelConfig
@@ -28,7 +33,8 @@ from deai.learning.topology import consensus_distance
 from deai.learning.train import LocalTrainConfig, evaluate, evaluate_many
 from deai.node.hooks import Rejection, RoundOutcome
 from deai.node.job import JobSpec, UpdatePolicy
-from deai.node.roles import Provider, Requester, Validator, model_for
+from deai.node.roles import Encoder, Provider, Requester, Validator, model_for
+from deai.sim.adversary import Adversary, AttackerGroup
 from deai.sim.behaviours import build_behaviour
 from deai.sim.engine import Simulation
 from deai.sim.network import FaultModel, NetworkConfig, NetworkModel, draw_profiles
@@ -37,16 +43,37 @@ from deai.sim.scenario import Role, Scenario
 ProgressFn = Callable[[int, int], None]
 
 
-def aggregator_by_name(name: str) -> Aggregator:
-    if name == "mean":
-        return weighted_mean
-    raise ConfigError(f"aggregator: unknown name {name!r}; allowed: 'mean'")
+def make_aggregator(s: Scenario) -> Aggregator:
+    """A fresh aggregator for one validator (stateful rules keep per-job history)."""
+    a = s.aggregation
+    return build_aggregator(
+        s.aggregator,
+        AggregatorConfig(
+            f=a.f,
+            multi_krum_m=a.multi_krum_m,
+            trim_fraction=a.trim_fraction,
+            norm_bound=a.norm_bound,
+            default=DefaultConfig(
+                trim_fraction=a.default_trim_fraction, use_weights=a.default_use_weights
+            ),
+        ),
+    )
 
 
-def codec_by_name(name: str) -> Codec:
-    if name == IdentityCodec.name:
-        return IdentityCodec()
-    raise ConfigError(f"codec: unknown name {name!r}; allowed: 'identity'")
+def make_codec(s: Scenario, shapes: tuple[tuple[int, ...], ...]) -> Codec:
+    c = s.compression
+    return build_codec(
+        s.codec,
+        CodecConfig(
+            ratio=c.ratio, bits=c.bits, levels=c.levels, rank=c.rank, shapes=shapes, seed=s.seed
+        ),
+    )
+
+
+def make_encoder(s: Scenario, shapes: tuple[tuple[int, ...], ...]) -> Encoder:
+    codec = make_codec(s, shapes)
+    use_ef = s.compression.error_feedback and s.codec is not CodecName.IDENTITY
+    return ErrorFeedback(codec) if use_ef else codec
 
 
 def algorithm_spec(s: Scenario) -> AlgorithmSpec:
@@ -91,7 +118,14 @@ class MetricsCollector:
         providers: list[str],
         progress: ProgressFn | None,
         rounds: int,
+        attackers: set[str] | None = None,
+        trigger: TriggerSpec | None = None,
     ) -> None:
+        self.attackers = attackers or set()
+        self.trigger = trigger
+        if trigger is not None:  # triggered test images whose true label is not the target
+            keep = test.y != trigger.target
+            self._triggered = (add_trigger(test.x[keep], trigger), trigger.target)
         self.sim, self.model, self.test = sim, model, test
         self.providers = providers
         self.progress = progress
@@ -112,6 +146,10 @@ class MetricsCollector:
 
     def _record(self, round_: int, params: Tensor, time_s: float, **extra: Any) -> None:
         loss, acc = evaluate(self.model, params, self.test)
+        if self.trigger is not None:
+            x, target = self._triggered
+            logits = self.model.forward(params, x).detach()
+            extra["backdoor_success"] = float((logits.argmax(dim=1) == target).float().mean())
         up, down = self._bytes()
         self.rounds.append(
             {
@@ -138,10 +176,23 @@ class MetricsCollector:
             outcome.closed_s,
             round_time_s=outcome.closed_s - outcome.started_s,
             accepted=len(outcome.accepted),
+            **self._detection(outcome),
             missing=list(outcome.missing),
             excluded=list(outcome.excluded),
             rejected=[{"sender": r.sender, "reason": r.reason} for r in outcome.rejections],
         )
+
+    def _detection(self, outcome: RoundOutcome) -> dict[str, Any]:
+        """Exclusions (aggregator) and rejections (validation) scored against attackers."""
+        if not self.attackers:
+            return {}
+        dropped = set(outcome.excluded) | {r.sender for r in outcome.rejections}
+        bad = {p for p in outcome.participants if p in self.attackers}
+        good = set(outcome.participants) - bad
+        return {
+            "true_positive_rate": len(dropped & bad) / len(bad) if bad else None,
+            "false_positive_rate": len(dropped & good) / len(good) if good else None,
+        }
 
     def on_gossip(self, node_id: str, round_: int, params: Tensor, time_s: float) -> None:
         got = self._gossip.setdefault(round_, {})
@@ -194,6 +245,65 @@ def build_spec(s: Scenario, splits: Splits, providers: list[str], validators: li
     )
 
 
+@dataclass(frozen=True)
+class _ProviderPlan:
+    node_id: str
+    behaviour: str  # "honest", a fault name, or "attack:<name>"
+    group: int  # index of its [[nodes]] group
+
+
+def _provider_plans(s: Scenario) -> list[_ProviderPlan]:
+    plans: list[_ProviderPlan] = []
+    for gi, g in enumerate(s.nodes):
+        if g.role is not Role.PROVIDER:
+            continue
+        label = f"attack:{g.attack}" if g.attack is not None else g.behaviour
+        for _ in range(g.count):
+            plans.append(_ProviderPlan(f"provider-{len(plans):03d}", label, gi))
+    return plans
+
+
+def _adversary(s: Scenario, plans: list[_ProviderPlan], codec: Codec) -> Adversary | None:
+    groups = []
+    for gi, g in enumerate(s.nodes):
+        spec = g.attack_spec()
+        if spec is None:
+            continue
+        nodes = tuple(p.node_id for p in plans if p.group == gi)
+        groups.append(AttackerGroup(f"group-{gi}", spec, nodes, sybil=g.sybil))
+    if not groups:
+        return None
+    return Adversary(groups, {codec.name: codec}, s.seed, hold_s=0.5 * s.network.round_timeout_s)
+
+
+def _trigger(s: Scenario) -> TriggerSpec | None:
+    for g in s.nodes:
+        spec = g.attack_spec()
+        if spec is not None and spec.name is AttackName.BACKDOOR:
+            return TriggerSpec(
+                target=int(spec.num("target")), size=int(spec.num("size")), value=spec.num("value")
+            )
+    return None
+
+
+def _network(
+    s: Scenario, providers: list[str], servers: list[str]
+) -> tuple[NetworkModel, FaultModel]:
+    net = s.network
+    config = NetworkConfig(
+        bandwidth_mbps=net.bandwidth_mbps,
+        latency_ms=net.latency_ms,
+        samples_per_s=net.samples_per_s,
+        dropout=net.dropout,
+        straggler_fraction=net.straggler_fraction,
+        straggler_slowdown=net.straggler_slowdown,
+    )
+    return (
+        NetworkModel(draw_profiles(config, providers, servers, s.seed)),
+        FaultModel(net.dropout, s.seed, set(providers)),
+    )
+
+
 def run_scenario(s: Scenario, progress: ProgressFn | None = None) -> RunResult:
     """Run one scenario to completion; deterministic given ``s.seed``."""
     wall = time.perf_counter()
@@ -208,54 +318,57 @@ def run_scenario(s: Scenario, progress: ProgressFn | None = None) -> RunResult:
         n_features=d.n_features,
         n_classes=d.n_classes,
     )
-    n_prov, n_val = s.count(Role.PROVIDER), s.count(Role.VALIDATOR)
-    providers = [f"provider-{i:03d}" for i in range(n_prov)]
-    behaviours = [g.behaviour for g in s.nodes if g.role is Role.PROVIDER for _ in range(g.count)]
-    validators = [f"validator-{i}" for i in range(n_val)]
+    plans = _provider_plans(s)
+    providers = [p.node_id for p in plans]
+    validators = [f"validator-{i}" for i in range(s.count(Role.VALIDATOR))]
     labels = splits.train.y.numpy()
     parts = partition(
-        labels, n_prov, PartitionConfig(d.partition, d.alpha, d.shards_per_provider), s.seed
+        labels, len(plans), PartitionConfig(d.partition, d.alpha, d.shards_per_provider), s.seed
     )
     spec = build_spec(s, splits, providers, validators)
-    net = s.network
-    profiles = draw_profiles(
-        NetworkConfig(
-            bandwidth_mbps=net.bandwidth_mbps,
-            latency_ms=net.latency_ms,
-            samples_per_s=net.samples_per_s,
-            dropout=net.dropout,
-            straggler_fraction=net.straggler_fraction,
-            straggler_slowdown=net.straggler_slowdown,
-        ),
+    network, faults = _network(s, providers, [*validators, "requester"])
+    model = model_for(spec)
+    shapes = tuple(tuple(sh) for sh in model.shapes)
+    codec = make_codec(s, shapes)
+    adversary = _adversary(s, plans, codec)
+    sim = Simulation(network, faults, adversary)
+    attackers = adversary.attackers if adversary is not None else set()
+    collector = MetricsCollector(
+        sim,
+        model,
+        splits.test,
         providers,
-        [*validators, "requester"],
-        s.seed,
+        progress,
+        s.rounds,
+        attackers=attackers,
+        trigger=_trigger(s),
     )
-    sim = Simulation(NetworkModel(profiles), FaultModel(net.dropout, s.seed, set(providers)))
-    collector = MetricsCollector(sim, model_for(spec), splits.test, providers, progress, s.rounds)
     collector.sim_coordinator = validators[0]
-    aggregator = aggregator_by_name(s.aggregator)
     requester = Requester("requester", spec)
     sim.add_node("requester", requester)
+    root = splits.validation if s.aggregator is AggregatorName.FLTRUST else None
     for v in validators:
         sim.add_node(
             v,
             Validator(
                 v,
                 splits.validation,
-                aggregator=aggregator,
-                codecs={s.codec: codec_by_name(s.codec)},
+                aggregator=make_aggregator(s),
+                codecs={codec.name: codec},
                 observer=collector,
+                root_data=root,
             ),
         )
-    for i, (p, idx) in enumerate(zip(providers, parts, strict=True)):
+    for i, (plan, idx) in enumerate(zip(plans, parts, strict=True)):
+        group = s.nodes[plan.group]
+        behaviour = build_behaviour(group.behaviour, s.seed + i, group.attack_spec())
         sim.add_node(
-            p,
+            plan.node_id,
             Provider(
-                p,
+                plan.node_id,
                 splits.train.subset(idx),
-                codec=codec_by_name(s.codec),
-                behaviour=build_behaviour(behaviours[i], s.seed + i),
+                codec=make_encoder(s, shapes),
+                behaviour=behaviour,
                 observer=collector,
             ),
         )
@@ -263,16 +376,17 @@ def run_scenario(s: Scenario, progress: ProgressFn | None = None) -> RunResult:
     rounds = collector.rounds
     final = requester.result
     final_loss, final_acc = (
-        evaluate(collector.model, final, splits.test) if final is not None else (float("nan"), 0.0)
+        evaluate(model, final, splits.test) if final is not None else (float("nan"), 0.0)
     )
-    hist = label_histograms(labels, parts, splits.train.num_classes)
     wall_s = time.perf_counter() - wall
     metrics: dict[str, Any] = {
         "scenario": s.name,
         "algorithm": str(s.algorithm.name),
+        "aggregator": str(s.aggregator),
+        "codec": str(s.codec),
         "seed": s.seed,
-        "providers": n_prov,
-        "validators": n_val,
+        "providers": len(plans),
+        "validators": len(validators),
         "final_accuracy": final_acc,
         "final_loss": final_loss,
         "final_model_hash": requester.result_hash,
@@ -287,7 +401,11 @@ def run_scenario(s: Scenario, progress: ProgressFn | None = None) -> RunResult:
         "rounds_per_s": len(rounds) / wall_s if wall_s > 0 else 0.0,
         "label_skew": label_skew(labels, parts, splits.train.num_classes),
         "provider_examples": [len(p) for p in parts],
-        "provider_behaviours": dict(zip(providers, behaviours, strict=True)),
+        "provider_behaviours": {p.node_id: p.behaviour for p in plans},
+        "attackers": sorted(attackers),
         "rejections": collector.rejections,
     }
+    if collector.trigger is not None and rounds:
+        metrics["backdoor_success"] = rounds[-1]["backdoor_success"]
+    hist = label_histograms(labels, parts, splits.train.num_classes)
     return RunResult(metrics, hist, providers, final, collector.rejections)

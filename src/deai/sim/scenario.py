@@ -14,6 +14,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from deai.aggregation.registry import AggregatorName
+from deai.attacks.spec import AttackName, AttackSpec
+from deai.compression.registry import CodecName
 from deai.errors import ConfigError
 from deai.learning.algorithms import AlgorithmName, Weighting
 from deai.learning.data import DatasetName
@@ -93,6 +96,10 @@ class NodeGroup(_Strict):
     role: Role
     count: Annotated[int, Field(ge=1, le=10_000)] = 1
     behaviour: str = "honest"  # providers: "honest" or a fault name (nan, huge_norm, ...)
+    attack: AttackName | None = None  # providers: a strategic attack (deai.attacks)
+    attack_params: dict[str, float | str] = {}  # overrides of the attack's defaults
+    sybil: bool = False  # the group is ONE attacker with `count` identities sending clones
+    jitter: Annotated[float, Field(ge=0)] = 0.0  # noise on each Sybil clone
 
     @model_validator(mode="after")
     def _behaviour(self) -> NodeGroup:
@@ -102,17 +109,48 @@ class NodeGroup(_Strict):
             raise ValueError(
                 f"behaviour: got {self.behaviour!r}; allowed: {', '.join(behaviour_names())}"
             )
-        if self.role is not Role.PROVIDER and self.behaviour != "honest":
-            raise ValueError(f"behaviour: only providers take a behaviour, not {self.role}")
+        if self.role is not Role.PROVIDER and (self.behaviour != "honest" or self.attack):
+            raise ValueError(f"only providers take a behaviour or attack, not {self.role}")
+        if self.attack is not None:
+            if self.behaviour != "honest":
+                raise ValueError("a group takes either a fault behaviour or an attack, not both")
+            try:
+                AttackSpec(self.attack, self.attack_params, 1, self.jitter)
+            except ConfigError as e:
+                raise ValueError(f"attack_params: {e}") from None
         return self
+
+    def attack_spec(self) -> AttackSpec | None:
+        if self.attack is None:
+            return None
+        return AttackSpec(self.attack, self.attack_params, 1, self.jitter)
+
+
+class AggregationSection(_Strict):
+    f: Annotated[int, Field(ge=0)] = 0  # attackers assumed (krum, multi_krum, bulyan, trim)
+    multi_krum_m: Annotated[int, Field(ge=1)] | None = None
+    trim_fraction: Annotated[float, Field(ge=0, lt=0.5)] | None = None  # trimmed_mean
+    norm_bound: PositiveFloat | None = None  # norm_bounding; unset: the median norm
+    default_trim_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.2  # the default rule
+    default_use_weights: bool = False  # the default rule: weight by capped example counts
+
+
+class CompressionSection(_Strict):
+    ratio: Annotated[float, Field(gt=0, le=1)] = 0.01  # top-k / random-k keep fraction
+    bits: Annotated[int, Field(ge=1, le=16)] = 4  # quantizer bits per value
+    levels: Annotated[int, Field(ge=1)] = 16  # QSGD levels
+    rank: Annotated[int, Field(ge=1)] = 4  # PowerSGD rank
+    error_feedback: bool = True  # keep what the codec dropped and add it next round
 
 
 class Scenario(_Strict):
     name: str = "scenario"
     seed: int = 0
     rounds: Annotated[int, Field(ge=1, le=100_000)] = 10
-    aggregator: str = "mean"  # a name from deai.aggregation
-    codec: str = "identity"  # a name from deai.compression
+    aggregator: AggregatorName = AggregatorName.MEAN  # the aggregation rule (deai.aggregation)
+    codec: CodecName = CodecName.IDENTITY  # the update codec (deai.compression)
+    aggregation: AggregationSection = AggregationSection()
+    compression: CompressionSection = CompressionSection()
     data: DataSection = DataSection()
     model: ModelSection = ModelSection()
     algorithm: AlgorithmSection = AlgorithmSection()

@@ -1,0 +1,182 @@
+"""``node.toml`` and ``job.toml``: TOML validated by pydantic, with one clear error.
+
+A node file says who the node is (keystore), where it listens, which roles it holds,
+where its private data shard comes from, and which chain it registers on. A job file is
+what a requester submits: the model, algorithm, data description, rounds, deadlines and
+budget. Mistakes become one :class:`~deai.errors.ConfigError` naming the field, the bad
+value and what is allowed, as :mod:`deai.sim.scenario` does. Relative paths in a node file
+are relative to the file's directory.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from deai.errors import ConfigError
+from deai.ledger.types import Role as ChainRole
+from deai.node.keystore import PasswordSource
+from deai.sim.scenario import (
+    AlgorithmSection,
+    DataSection,
+    ModelSection,
+    ValidationSection,
+    _describe,
+)
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+Wei = Annotated[int, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class NodeRole(StrEnum):
+    REQUESTER = "requester"
+    PROVIDER = "provider"
+    VALIDATOR = "validator"
+
+    @property
+    def chain_bit(self) -> ChainRole:
+        return ChainRole[self.name]
+
+
+class NodeSection(_Strict):
+    name: str = "node"  # a label for logs; the identity is the keystore's address
+    host: str = "127.0.0.1"  # interface to listen on
+    port: Port = 8700  # 0 = any free port (only useful without a chain registration)
+    public_url: str | None = None  # what peers dial; default http://host:port
+    data_dir: Path = Path("data")  # artifacts, journal, logs
+    keystore: Path = Path("key.json")
+    password_file: Path | None = None
+    password_env: str | None = None
+    roles: list[NodeRole] = [NodeRole.PROVIDER]
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024  # per request
+    replay_window_s: PositiveFloat = 120.0  # envelope timestamps older than this are stale
+    strike_limit: Annotated[int, Field(ge=1)] = 50  # refused messages before a peer is banned
+    send_timeout_s: PositiveFloat = 10.0  # per HTTP attempt
+    send_retry_s: PositiveFloat = 30.0  # keep retrying a failed send this long
+    torch_threads: Annotated[int, Field(ge=1)] = 1  # intra-op threads for local training
+
+    @model_validator(mode="after")
+    def _password(self) -> NodeSection:
+        if (self.password_file is None) == (self.password_env is None):
+            raise ValueError("node: give exactly one of password_file or password_env")
+        if not self.roles:
+            raise ValueError("node.roles: at least one role is required")
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    def password(self) -> PasswordSource:
+        return PasswordSource(self.password_file, self.password_env)
+
+
+class ChainSection(_Strict):
+    rpc_url: str = "http://127.0.0.1:8545"
+    deployment: Path = Path("deployment.json")  # written by `deai cluster up` or a deployer
+    stake_wei: Wei = 10**18  # staked when registering
+    register: bool = True  # join the Registry at start if not yet registered
+    poll_s: PositiveFloat = 0.2  # how often settlement polls the chain
+
+
+class NodeDataSection(DataSection):
+    shards: Annotated[int, Field(ge=1)] = 1  # how many providers share the training split
+    index: Annotated[int, Field(ge=0)] = 0  # which shard this node holds
+
+    @model_validator(mode="after")
+    def _index(self) -> NodeDataSection:
+        if self.index >= self.shards:
+            raise ValueError(f"data.index: {self.index} must be < data.shards = {self.shards}")
+        return self
+
+
+class FaultSection(_Strict):
+    """Fault injection for tests and demos; an honest node leaves this out."""
+
+    train_delay_s: Annotated[float, Field(ge=0)] = 0.0  # sleep before each local training
+    behaviour: str = "honest"  # a provider behaviour name from deai.sim.behaviours
+
+
+class NodeConfig(_Strict):
+    node: NodeSection
+    chain: ChainSection | None = None
+    data: NodeDataSection = NodeDataSection()
+    faults: FaultSection = FaultSection()
+    peers: dict[str, str] = {}  # static address -> URL map (used before the chain)
+    base_dir: Path = Path(".")  # filled by load_node_config: the file's directory
+
+    def path(self, p: Path) -> Path:
+        return p if p.is_absolute() else self.base_dir / p
+
+    def has(self, role: NodeRole) -> bool:
+        return role in self.node.roles
+
+
+class JobConfig(_Strict):
+    name: str = "job"
+    rounds: Annotated[int, Field(ge=1, le=100_000)] = 3
+    seed: int = 0
+    budget_wei: Annotated[int, Field(ge=1)] = 3 * 10**18  # escrowed for the whole job
+    round_timeout_s: PositiveFloat = 30.0  # wall-clock seconds a round waits for updates
+    providers: list[str] = []  # addresses; empty = every provider registered on the chain
+    validators: list[str] = []  # addresses; empty = every validator registered on the chain
+    aggregator: str = "mean"
+    codec: str = "identity"
+    commit_period_s: Annotated[int, Field(ge=1)] = 600
+    reveal_period_s: Annotated[int, Field(ge=1)] = 600
+    claim_period_s: Annotated[int, Field(ge=1)] = 7 * 24 * 3600
+    data: DataSection = DataSection()
+    model: ModelSection = ModelSection()
+    algorithm: AlgorithmSection = AlgorithmSection()
+    validation: ValidationSection = ValidationSection()
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(cls: type[M], data: dict[str, Any], source: str, what: str) -> M:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        lines = [_describe(dict(err)) for err in e.errors()]
+        raise ConfigError(f"{source}: invalid {what}\n  " + "\n  ".join(lines)) from None
+
+
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such {what} file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def parse_node_config(
+    data: dict[str, Any], source: str = "node.toml", base: Path = Path(".")
+) -> NodeConfig:
+    if "base_dir" in data:
+        raise ConfigError(f"{source}: base_dir: unknown field; check the spelling")
+    return _parse(NodeConfig, {**data, "base_dir": base}, source, "node config")
+
+
+def load_node_config(path: str | Path) -> NodeConfig:
+    path = Path(path)
+    return parse_node_config(_read_toml(path, "node config"), str(path), path.parent.resolve())
+
+
+def parse_job_config(data: dict[str, Any], source: str = "job.toml") -> JobConfig:
+    return _parse(JobConfig, data, source, "job")
+
+
+def load_job_config(path: str | Path) -> JobConfig:
+    path = Path(path)
+    return parse_job_config(_read_toml(path, "job"), str(path))

@@ -1,0 +1,307 @@
+"""The node's HTTP API (FastAPI). The OpenAPI spec is published at ``/openapi.json``.
+
+=======  =======================  ===========================================================
+method   path                     what
+=======  =======================  ===========================================================
+POST     /v1/message              a signed protocol message (body: wire bytes, envelope in
+                                  ``X-Deai-*`` headers, see :mod:`deai.node.signing`)
+GET      /v1/artifacts/{digest}   an artifact by sha256 (the receiver re-checks the hash)
+PUT      /v1/artifacts            store a signed artifact; answers its digest
+GET      /v1/health               liveness
+GET      /v1/status               roles, rounds, metrics, strikes
+POST     /v1/jobs                 submit a job (TOML body) to a requester node; must be signed
+                                  by the node's own key (the operator's CLI holds it)
+GET      /v1/jobs/{job_id}        a submitted job's status
+=======  =======================  ===========================================================
+
+Every request body is limited to ``max_body_bytes`` by :class:`BodyLimit` before any
+handler runs (413 otherwise). Refusals answer ``{"error": code, "detail": text}`` with a
+4xx status; a peer's input never produces a 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Protocol
+
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from deai.errors import ConfigError
+from deai.node.signing import RejectCode, Rejected
+from deai.node.store import (
+    ArtifactNotFound,
+    ArtifactStore,
+    ArtifactTooLarge,
+    BadDigest,
+    HashMismatch,
+)
+
+STATUS_OF: dict[RejectCode, int] = {
+    RejectCode.MALFORMED: 400,
+    RejectCode.BAD_SIGNATURE: 401,
+    RejectCode.WRONG_SIGNER: 401,
+    RejectCode.WRONG_RECIPIENT: 421,
+    RejectCode.STALE: 409,
+    RejectCode.REPLAY: 409,
+    RejectCode.STALE_ROUND: 409,
+    RejectCode.BANNED: 403,
+    RejectCode.FORBIDDEN: 403,
+    RejectCode.REJECTED: 422,
+}
+
+
+class NodeApi(Protocol):
+    """What the HTTP layer needs from a node (implemented by ``deai.node.daemon.Node``)."""
+
+    address: str
+    store: ArtifactStore
+    max_body_bytes: int
+
+    def receive(self, headers: Mapping[str, str], body: bytes) -> object: ...
+
+    def authenticate(self, headers: Mapping[str, str], body: bytes) -> str: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    async def submit_job(self, sender: str, text: str) -> dict[str, Any]: ...
+
+    def job_status(self, job_id: str) -> dict[str, Any] | None: ...
+
+    async def startup(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+def error(status: int, code: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail[:2000]}, status_code=status)
+
+
+def refused(e: Rejected) -> JSONResponse:
+    return error(STATUS_OF[e.code], str(e.code), e.detail)
+
+
+class BodyLimit:
+    """ASGI middleware: buffer at most ``max_bytes`` of a request body, else answer 413.
+
+    The body is read completely here and replayed to the app, so no handler ever sees a
+    partial or oversized body, and a client that lies in ``Content-Length`` gains nothing.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await error(400, "malformed", "bad Content-Length")(scope, receive, send)
+                return
+            if int(declared) > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await error(413, "too_large", f"request body above {self.max_bytes} bytes")(
+            scope, receive, send
+        )
+
+
+_ERR = {"content": {"application/json": {"example": {"error": "code", "detail": "why"}}}}
+_BINARY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+_TEXT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+}
+
+Hdr = Annotated[str | None, Header()]
+
+
+def create_app(node: NodeApi) -> FastAPI:
+    """The FastAPI app of one node (its lifespan starts and stops the node)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await node.startup()
+        try:
+            yield
+        finally:
+            await node.shutdown()
+
+    app = FastAPI(
+        title="deai node",
+        version="1",
+        description="A deai node's message, artifact and status endpoints.",
+        lifespan=lifespan,
+    )
+
+    async def _catching(fn: Callable[[], Awaitable[Response]]) -> Response:
+        try:
+            return await fn()
+        except Rejected as e:
+            return refused(e)
+
+    @app.post(
+        "/v1/message",
+        status_code=202,
+        openapi_extra=_BINARY_BODY,
+        responses={c: _ERR for c in (400, 401, 403, 409, 413, 421, 422)},
+    )
+    async def post_message(
+        request: Request,
+        x_deai_sender: Hdr = None,
+        x_deai_recipient: Hdr = None,
+        x_deai_nonce: Hdr = None,
+        x_deai_timestamp: Hdr = None,
+        x_deai_round: Hdr = None,
+        x_deai_signature: Hdr = None,
+    ) -> Response:
+        """Deliver one signed protocol message to this node's roles."""
+        body = await request.body()
+
+        async def run() -> Response:
+            msg = node.receive(request.headers, body)
+            return JSONResponse(
+                {"status": "accepted", "kind": getattr(msg, "kind", "")}, status_code=202
+            )
+
+        return await _catching(run)
+
+    @app.get("/v1/artifacts/{digest}", responses={c: _ERR for c in (400, 404)})
+    async def get_artifact(digest: str) -> Response:
+        """An artifact by its sha256 hex digest; the body hashes to the digest."""
+        try:
+            data = node.store.get(digest)
+        except BadDigest as e:
+            return error(400, "malformed", str(e))
+        except ArtifactNotFound as e:
+            return error(404, "not_found", str(e))
+        except HashMismatch as e:  # our own disk is corrupted: do not serve it
+            return error(404, "not_found", str(e))
+        return Response(
+            data, media_type="application/octet-stream", headers={"x-deai-digest": digest}
+        )
+
+    @app.put(
+        "/v1/artifacts",
+        status_code=201,
+        openapi_extra=_BINARY_BODY,
+        responses={c: _ERR for c in (400, 401, 403, 409, 413, 421, 422)},
+    )
+    async def put_artifact(
+        request: Request,
+        x_deai_digest: Hdr = None,
+        x_deai_sender: Hdr = None,
+        x_deai_recipient: Hdr = None,
+        x_deai_nonce: Hdr = None,
+        x_deai_timestamp: Hdr = None,
+        x_deai_round: Hdr = None,
+        x_deai_signature: Hdr = None,
+    ) -> Response:
+        """Store a signed artifact; ``X-Deai-Digest`` (optional) must match its sha256."""
+        body = await request.body()
+
+        async def run() -> Response:
+            node.authenticate(request.headers, body)
+            try:
+                digest = node.store.put(body, expected=x_deai_digest)
+            except (BadDigest, HashMismatch) as e:
+                return error(422, "bad_digest", str(e))
+            except ArtifactTooLarge as e:
+                return error(413, "too_large", str(e))
+            return JSONResponse({"digest": digest}, status_code=201)
+
+        return await _catching(run)
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, str]:
+        """Liveness and identity."""
+        return {"status": "ok", "address": node.address}
+
+    @app.get("/v1/status")
+    async def status() -> Response:
+        """Roles, jobs, rounds, metrics and peer strikes."""
+        return JSONResponse(json.loads(json.dumps(node.status(), default=str)))
+
+    @app.post(
+        "/v1/jobs",
+        status_code=201,
+        openapi_extra=_TEXT_BODY,
+        responses={c: _ERR for c in (400, 401, 403, 404, 409, 413, 421, 422)},
+    )
+    async def submit_job(
+        request: Request,
+        x_deai_sender: Hdr = None,
+        x_deai_recipient: Hdr = None,
+        x_deai_nonce: Hdr = None,
+        x_deai_timestamp: Hdr = None,
+        x_deai_round: Hdr = None,
+        x_deai_signature: Hdr = None,
+    ) -> Response:
+        """Submit a job (job.toml text). Only the node's own key may sign this request."""
+        body = await request.body()
+
+        async def run() -> Response:
+            sender = node.authenticate(request.headers, body)
+            if sender != node.address:
+                raise Rejected(RejectCode.FORBIDDEN, "only this node's operator may submit jobs")
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                return error(400, "malformed", "job file must be UTF-8 TOML")
+            try:
+                return JSONResponse(await node.submit_job(sender, text), status_code=201)
+            except ConfigError as e:
+                return error(422, "bad_job", str(e))
+
+        return await _catching(run)
+
+    @app.get("/v1/jobs/{job_id}", responses={404: _ERR})
+    async def job_status(job_id: str) -> Response:
+        """Status of a job submitted to this node."""
+        found = node.job_status(job_id)
+        if found is None:
+            return error(404, "not_found", f"no job {job_id!r} on this node")
+        return JSONResponse(json.loads(json.dumps(found, default=str)))
+
+    app.add_middleware(BodyLimit, max_bytes=node.max_body_bytes)
+    return app
