@@ -23,6 +23,15 @@ app = typer.Typer(
 console = Console()
 
 
+def _mount() -> None:
+    """Sub-command groups that live with their planes."""
+    from deai.ledger.cli import app as chain_app
+    from deai.privacy.cli import app as data_app
+
+    app.add_typer(chain_app, name="chain", help="A local anvil chain with the deai contracts.")
+    app.add_typer(data_app, name="data", help="Data providers' preprocessing (PII, dedup).")
+
+
 def _fail(e: DeaiError) -> None:
     console.print(f"[bold red]error:[/] {e}")
     raise typer.Exit(2)
@@ -139,6 +148,9 @@ def check(
         f"({s.data.partition}), {s.count(Role.PROVIDER)} providers, "
         f"{s.count(Role.VALIDATOR)} validator(s), {s.rounds} rounds, seed {s.seed}"
     )
+
+
+_mount()
 
 
 def main() -> None:  # pragma: no cover

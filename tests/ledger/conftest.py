@@ -7,33 +7,14 @@ naming the reason, only where the anvil binary is absent
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
+from ledger_helpers import BACKENDS, CONFIG, ETH, World
 
 from deai.ledger.anvil import AnvilProcess, find_anvil
 from deai.ledger.chain import Chain, EmbeddedChain, RpcChain
 from deai.ledger.client import Ledger
-from deai.ledger.types import LedgerConfig, Role
-
-ETH = 10**18
-DELAY = 1_000  # withdrawal delay, s
-CONFIG = LedgerConfig(
-    min_stake=ETH, withdrawal_delay=DELAY, job_slash=ETH // 2, task_slash=ETH // 10
-)
-BACKENDS = ["embedded", pytest.param("anvil", marks=pytest.mark.anvil)]
-
-
-@dataclass
-class World:
-    """A deployed ledger plus named accounts."""
-
-    ledger: Ledger
-    chain: Chain
-    requester: str
-    validators: list[str]  # joined with validator role, stakes 2, 3, 4 ETH
-    workers: list[str]  # joined with worker role, 2 ETH each
-    others: list[str]  # not joined
+from deai.ledger.types import Role
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

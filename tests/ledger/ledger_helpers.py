@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
+import pytest
+
+from deai.ledger.chain import Chain
 from deai.ledger.client import Ledger
 from deai.ledger.merkle import PayoutTree
-from deai.ledger.types import RoundResult, result_commitment
+from deai.ledger.types import LedgerConfig, RoundResult, result_commitment
 
 SALT = b"\x5a" * 32
+ETH = 10**18
+DELAY = 1_000  # withdrawal delay, s
+CONFIG = LedgerConfig(
+    min_stake=ETH, withdrawal_delay=DELAY, job_slash=ETH // 2, task_slash=ETH // 10
+)
+BACKENDS = ["embedded", pytest.param("anvil", marks=pytest.mark.anvil)]
+
+
+@dataclass
+class World:
+    """A deployed ledger plus named accounts."""
+
+    ledger: Ledger
+    chain: Chain
+    requester: str
+    validators: list[str]  # joined with validator role, stakes 2, 3, 4 ETH
+    workers: list[str]  # joined with worker role, 2 ETH each
+    others: list[str]  # not joined
 
 
 def result_for(
@@ -22,8 +44,12 @@ def commit_all(
     ledger: Ledger, job_id: int, round_index: int, votes: Mapping[str, RoundResult]
 ) -> None:
     for member, result in votes.items():
-        ledger.commit(member, job_id, round_index,
-                      result_commitment(job_id, round_index, member, result, SALT))  # fmt: skip
+        ledger.commit(
+            member,
+            job_id,
+            round_index,
+            result_commitment(job_id, round_index, member, result, SALT),
+        )
 
 
 def reveal_all(
@@ -34,9 +60,12 @@ def reveal_all(
 
 
 def play_round(
-    ledger: Ledger, job_id: int, round_index: int, votes: Mapping[str, RoundResult],
+    ledger: Ledger,
+    job_id: int,
+    round_index: int,
+    votes: Mapping[str, RoundResult],
     finalizer: str,
-) -> None:  # fmt: skip
+) -> None:
     """Commit, reveal and finalize with the given per-member votes."""
     commit_all(ledger, job_id, round_index, votes)
     reveal_all(ledger, job_id, round_index, votes)

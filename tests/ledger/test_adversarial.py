@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import DELAY, ETH, World
-from ledger_helpers import SALT, commit_all, play_round, result_for
+from ledger_helpers import DELAY, ETH, SALT, World, commit_all, play_round, result_for
 from vyper.compiler import compile_code
 from web3 import Web3
 from web3.contract import Contract
@@ -21,14 +20,21 @@ PERIOD = 100
 
 def new_job(world: World, rounds: int = 1) -> int:
     return world.ledger.create_job(
-        world.requester, budget=10 * ETH, spec_hash=b"\x33" * 32, rounds=rounds,
-        committee_size=3, commit_period=PERIOD, reveal_period=PERIOD, claim_period=PERIOD,
-    )  # fmt: skip
+        world.requester,
+        budget=10 * ETH,
+        spec_hash=b"\x33" * 32,
+        rounds=rounds,
+        committee_size=3,
+        commit_period=PERIOD,
+        reveal_period=PERIOD,
+        claim_period=PERIOD,
+    )
 
 
 def deploy_attacker(world: World) -> Contract:
-    out = compile_code((Path(__file__).parent / "Attacker.vy").read_text(),
-                       output_formats=["abi", "bytecode"])  # fmt: skip
+    out = compile_code(
+        (Path(__file__).parent / "Attacker.vy").read_text(), output_formats=["abi", "bytecode"]
+    )
     ctor = world.chain.w3.eth.contract(abi=out["abi"], bytecode=out["bytecode"]).constructor()
     receipt = world.ledger._send(world.others[2], ctor, 0, "deploy Attacker")
     return world.chain.w3.eth.contract(address=receipt["contractAddress"], abi=out["abi"])
@@ -69,8 +75,9 @@ def test_commit_by_non_member(world: World) -> None:
     good, _ = result_for(job_id, {outsider: ETH})
     for index in range(3):
         with pytest.raises(Reverted, match="jobs: not a member"):
-            led.commit(outsider, job_id, 0, result_commitment(job_id, 0, outsider, good, SALT),
-                       index=index)  # fmt: skip
+            led.commit(
+                outsider, job_id, 0, result_commitment(job_id, 0, outsider, good, SALT), index=index
+            )
 
 
 def test_double_commit(world: World) -> None:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ETH, World
-from ledger_helpers import SALT, commit_all, play_round, result_for, reveal_all
+from ledger_helpers import ETH, SALT, World, commit_all, play_round, result_for, reveal_all
 
 from deai.ledger.errors import Reverted
 from deai.ledger.merkle import PayoutTree
@@ -16,9 +15,15 @@ PERIOD = 100
 
 def new_job(world: World, budget: int = 10 * ETH, rounds: int = 2, size: int = 3) -> int:
     return world.ledger.create_job(
-        world.requester, budget=budget, spec_hash=SPEC, rounds=rounds, committee_size=size,
-        commit_period=PERIOD, reveal_period=PERIOD, claim_period=10 * PERIOD,
-    )  # fmt: skip
+        world.requester,
+        budget=budget,
+        spec_hash=SPEC,
+        rounds=rounds,
+        committee_size=size,
+        commit_period=PERIOD,
+        reveal_period=PERIOD,
+        claim_period=10 * PERIOD,
+    )
 
 
 @pytest.mark.parametrize(
@@ -35,8 +40,14 @@ def new_job(world: World, budget: int = 10 * ETH, rounds: int = 2, size: int = 3
     ],
 )
 def test_create_job_reverts(world: World, kwargs: dict[str, int], reason: str) -> None:
-    args = {"budget": ETH, "rounds": 2, "committee_size": 3, "commit_period": PERIOD,
-            "reveal_period": PERIOD, "claim_period": PERIOD} | kwargs  # fmt: skip
+    args = {
+        "budget": ETH,
+        "rounds": 2,
+        "committee_size": 3,
+        "commit_period": PERIOD,
+        "reveal_period": PERIOD,
+        "claim_period": PERIOD,
+    } | kwargs
     with pytest.raises(Reverted) as info:
         world.ledger.create_job(world.requester, spec_hash=SPEC, **args)
     assert info.value.reason == reason
@@ -44,9 +55,16 @@ def test_create_job_reverts(world: World, kwargs: dict[str, int], reason: str) -
 
 def test_create_job_opens_round_with_drawn_committee(world: World) -> None:
     led = world.ledger
-    job_id = led.create_job(world.requester, budget=10 * ETH + 1, spec_hash=SPEC, rounds=3,
-                            committee_size=2, commit_period=PERIOD, reveal_period=PERIOD,
-                            claim_period=PERIOD)  # fmt: skip
+    job_id = led.create_job(
+        world.requester,
+        budget=10 * ETH + 1,
+        spec_hash=SPEC,
+        rounds=3,
+        committee_size=2,
+        commit_period=PERIOD,
+        reveal_period=PERIOD,
+        claim_period=PERIOD,
+    )
     job, rnd = led.job(job_id), led.round(job_id)
     deposit = 10 * ETH + 1
     assert (job.deposit, job.round_budget, job.state) == (deposit, deposit // 3, JobState.OPEN)
@@ -67,8 +85,9 @@ def test_round_settles_by_majority_slashes_dissenter_and_pays_claims(world: Worl
     good, tree = result_for(job_id, {payee_a: 3 * ETH, payee_b: ETH})
     bad, _ = result_for(job_id, {payee_a: 5 * ETH}, tag=9)
     stake_before = led.node(members[2]).stake
-    play_round(led, job_id, 0, {members[0]: good, members[1]: good, members[2]: bad},
-               world.requester)  # fmt: skip
+    play_round(
+        led, job_id, 0, {members[0]: good, members[1]: good, members[2]: bad}, world.requester
+    )
     job = led.job(job_id)
     assert (job.root, job.model_hash, job.payable_total) == (good.root, good.model_hash, 4 * ETH)
     assert job.refunded == ETH  # budget 5 ETH per round, 4 paid

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DELAY, ETH, World
 from eth_utils import keccak
+from ledger_helpers import DELAY, ETH, World
 
 from deai.errors import ChainError
 from deai.ledger.committee import draw_committee
@@ -16,8 +16,11 @@ def test_join_records_node_and_validator_list(world: World) -> None:
     led, new = world.ledger, world.others[0]
     led.register(new, 5 * ETH, "http://new:8000", Role.VALIDATOR | Role.PROVIDER)
     node = led.node(new)
-    assert (node.stake, node.roles, node.endpoint) == (5 * ETH, Role.VALIDATOR | Role.PROVIDER,
-                                                       "http://new:8000")  # fmt: skip
+    assert (node.stake, node.roles, node.endpoint) == (
+        5 * ETH,
+        Role.VALIDATOR | Role.PROVIDER,
+        "http://new:8000",
+    )
     assert led.validators() == [*world.validators, new]
     (ev,) = led.events("Joined", filters={"node": new})
     assert ev.args["stake"] == 5 * ETH
@@ -25,9 +28,12 @@ def test_join_records_node_and_validator_list(world: World) -> None:
 
 @pytest.mark.parametrize(
     ("stake", "roles", "reason"),
-    [(ETH - 1, 8, "registry: stake below minimum"), (ETH, 0, "registry: bad roles"),
-     (ETH, 16, "registry: bad roles")],
-)  # fmt: skip
+    [
+        (ETH - 1, 8, "registry: stake below minimum"),
+        (ETH, 0, "registry: bad roles"),
+        (ETH, 16, "registry: bad roles"),
+    ],
+)
 def test_join_reverts(world: World, stake: int, roles: int, reason: str) -> None:
     with pytest.raises(Reverted) as info:
         world.ledger.register(world.others[0], stake, "x", Role(roles))
@@ -114,8 +120,11 @@ def test_draw_matches_python_and_is_stake_weighted(world: World) -> None:
             assert led.draw(seed, size) == draw_committee(seed, cands, size, ETH)
     assert sorted(led.draw(seed, 5)) == sorted(world.validators)  # capped at eligible
     # frequency over many seeds (pure Python, proven equal above): heavier stake drawn more
-    firsts = [draw_committee(keccak(bytes([i, j])), cands, 1, ETH)[0]
-              for i in range(40) for j in range(10)]  # fmt: skip
+    firsts = [
+        draw_committee(keccak(bytes([i, j])), cands, 1, ETH)[0]
+        for i in range(40)
+        for j in range(10)
+    ]
     counts = [firsts.count(v) for v in world.validators]  # stakes 2, 3, 4
     assert counts[0] < counts[2]
     assert abs(counts[2] / len(firsts) - 4 / 9) < 0.08

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ETH, World
-from ledger_helpers import SALT
+from ledger_helpers import ETH, SALT, World
 
 from deai.ledger.client import Ledger
 from deai.ledger.errors import Reverted
@@ -16,9 +15,14 @@ R1, R2, R3 = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
 
 
 def new_task(world: World, fee: int = 3 * ETH) -> int:
-    return world.ledger.create_task(world.requester, fee=fee, spec_hash=SPEC,
-                                    workers=world.workers, commit_period=PERIOD,
-                                    reveal_period=PERIOD)  # fmt: skip
+    return world.ledger.create_task(
+        world.requester,
+        fee=fee,
+        spec_hash=SPEC,
+        workers=world.workers,
+        commit_period=PERIOD,
+        reveal_period=PERIOD,
+    )
 
 
 def commit_reveal(led: Ledger, task_id: int, answers: dict[str, bytes]) -> None:
@@ -43,11 +47,21 @@ def test_create_task_reverts(
     world: World, which: str, fee: int, periods: tuple[int, int], reason: str
 ) -> None:
     w = world.workers
-    workers = {"none": [], "assigned": w, "validator": [world.validators[0]],
-               "duplicate": [w[0], w[1], w[0]]}[which]  # fmt: skip
+    workers = {
+        "none": [],
+        "assigned": w,
+        "validator": [world.validators[0]],
+        "duplicate": [w[0], w[1], w[0]],
+    }[which]
     with pytest.raises(Reverted) as info:
-        world.ledger.create_task(world.requester, fee=fee, spec_hash=SPEC, workers=workers,
-                                 commit_period=periods[0], reveal_period=periods[1])  # fmt: skip
+        world.ledger.create_task(
+            world.requester,
+            fee=fee,
+            spec_hash=SPEC,
+            workers=workers,
+            commit_period=periods[0],
+            reveal_period=periods[1],
+        )
     assert info.value.reason == reason
 
 

@@ -122,6 +122,11 @@ class BucketQuantizer(Codec):
         return torch.from_numpy(out.astype(np.float32))
 
 
+def _as_f32(stat: F64) -> F64:
+    """Round to the fp32 value that goes on the wire (kept as float64 for arithmetic)."""
+    return stat.astype(np.float32).astype(np.float64)
+
+
 def _per_coord(stat: F64, bucket: int, dim: int) -> F64:
     return np.repeat(stat, bucket)[:dim]
 
@@ -147,8 +152,7 @@ class StochasticUniform(BucketQuantizer):
         lo = _bucket_stat(x, bucket, "min")
         step = (_bucket_stat(x, bucket, "max") - lo) / top
         # Round the statistics to fp32 first so encoder and decoder use the same grid.
-        lo, step = lo.astype(np.float32).astype(np.float64), step.astype(np.float32)
-        step = step.astype(np.float64)
+        lo, step = _as_f32(lo), _as_f32(step)
         lo_c, step_c = _per_coord(lo, bucket, x.size), _per_coord(step, bucket, x.size)
         t = np.divide(x - lo_c, step_c, out=np.zeros_like(x), where=step_c > 0)
         levels = np.floor(t + self._rng.random(x.size))
@@ -180,7 +184,7 @@ class QSGD(BucketQuantizer):
         return 1 + self.levels.bit_length()
 
     def _quantize(self, x: F64, bucket: int) -> tuple[F64, NDArray[np.int64]]:
-        norm = _bucket_stat(x, bucket, "norm").astype(np.float32).astype(np.float64)
+        norm = _as_f32(_bucket_stat(x, bucket, "norm"))
         norm_c = _per_coord(norm, bucket, x.size)
         t = np.divide(np.abs(x) * self.levels, norm_c, out=np.zeros_like(x), where=norm_c > 0)
         level = np.clip(np.floor(t + self._rng.random(x.size)), 0, self.levels).astype(np.int64)

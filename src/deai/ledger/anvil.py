@@ -72,14 +72,20 @@ class AnvilProcess:
         self.port = port or free_port()
         self.args = [
             str(found),
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--accounts", str(accounts),
-            "--balance", str(balance_eth),
-            "--gas-limit", str(gas_limit),
-            "--chain-id", str(chain_id),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--accounts",
+            str(accounts),
+            "--balance",
+            str(balance_eth),
+            "--gas-limit",
+            str(gas_limit),
+            "--chain-id",
+            str(chain_id),
             "--silent",
-        ]  # fmt: skip
+        ]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -10,6 +10,7 @@ code is the same on each; only test-chain controls (time travel, snapshots) diff
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
@@ -55,10 +56,18 @@ class Chain(ABC):
 class EmbeddedChain(Chain):
     """In-process EVM: eth-tester over py-evm, reached through web3's tester provider."""
 
-    def __init__(self) -> None:
+    def __init__(self, funded: Mapping[str, int] | None = None) -> None:
+        """``funded``: extra addresses and their genesis balances in wei (the 10 default
+        accounts always get 1,000,000 ETH each)."""
         from eth_tester import EthereumTester, PyEVMBackend
 
-        self.tester = EthereumTester(PyEVMBackend())
+        genesis = None
+        if funded:
+            genesis = PyEVMBackend.generate_genesis_state(num_accounts=10)
+            for address, balance in funded.items():
+                key = bytes.fromhex(Web3.to_checksum_address(address)[2:])
+                genesis[key] = {"balance": int(balance), "storage": {}, "code": b"", "nonce": 0}
+        self.tester = EthereumTester(PyEVMBackend(genesis_state=genesis))
         self.w3 = Web3(EthereumTesterProvider(self.tester))
         # py-evm estimates gas by a binary search of ~13 executions; a fixed limit is 3x
         # faster and the receipt still reports the gas actually used

@@ -46,8 +46,13 @@ def revert_reason(exc: BaseException) -> str | None:
     """The revert string inside a web3 / eth-tester exception, or None if it is not a
     revert."""
     name = type(exc).__name__
-    if name not in {"TransactionFailed", "ContractLogicError", "ContractCustomError",
-                    "ContractPanicError", "Web3RPCError"}:  # fmt: skip
+    if name not in {
+        "TransactionFailed",
+        "ContractLogicError",
+        "ContractCustomError",
+        "ContractPanicError",
+        "Web3RPCError",
+    }:
         return None
     text = getattr(exc, "message", None) or (str(exc.args[0]) if exc.args else str(exc))
     match = _REASON.search(text)
@@ -73,9 +78,12 @@ class Ledger:
     # ------------------------------------------------------------------ setup
     @classmethod
     def deploy(
-        cls, chain: Chain, config: LedgerConfig | None = None, deployer: str | None = None,
+        cls,
+        chain: Chain,
+        config: LedgerConfig | None = None,
+        deployer: str | None = None,
         key: str | None = None,
-    ) -> Ledger:  # fmt: skip
+    ) -> Ledger:
         """Deploy the blueprints of Jobs and Tasks, then the Registry, which creates both.
         ``key``: a private key to deploy from instead of a chain-managed account."""
         config = config or LedgerConfig()
@@ -89,22 +97,26 @@ class Ledger:
             art = compile_contract(name)
             ctor = w3.eth.contract(abi=[], bytecode=art.blueprint).constructor()
             blueprints.append(
-                probe._send(sender, ctor, 0, f"deploy {name} blueprint").contractAddress
+                probe._send(sender, ctor, 0, f"deploy {name} blueprint")["contractAddress"]
             )
         reg = compile_contract("Registry")
         ctor = w3.eth.contract(abi=reg.abi, bytecode=reg.bytecode).constructor(
-            config.min_stake, config.withdrawal_delay,
+            config.min_stake,
+            config.withdrawal_delay,
             Web3.to_checksum_address(config.slash_recipient),
-            blueprints[0], blueprints[1], config.job_slash, config.task_slash,
-        )  # fmt: skip
+            blueprints[0],
+            blueprints[1],
+            config.job_slash,
+            config.task_slash,
+        )
         receipt = probe._send(sender, ctor, 0, "deploy Registry")
-        registry = w3.eth.contract(address=receipt.contractAddress, abi=reg.abi)
+        registry = w3.eth.contract(address=receipt["contractAddress"], abi=reg.abi)
         deployment = Deployment(
-            registry=str(receipt.contractAddress),
+            registry=str(receipt["contractAddress"]),
             jobs=registry.functions.JOBS().call(),
             tasks=registry.functions.TASKS().call(),
             chain_id=int(w3.eth.chain_id),
-            block=int(receipt.blockNumber),
+            block=int(receipt["blockNumber"]),
         )
         ledger = cls(chain, deployment)
         ledger._keys = dict(probe._keys)
@@ -118,8 +130,9 @@ class Ledger:
         return address
 
     def _contract(self, name: str, address: str) -> Contract:
-        return self.w3.eth.contract(address=Web3.to_checksum_address(address),
-                                    abi=compile_contract(name).abi)  # fmt: skip
+        return self.w3.eth.contract(
+            address=Web3.to_checksum_address(address), abi=compile_contract(name).abi
+        )
 
     # ------------------------------------------------------------ transactions
     def _send(self, sender: str, fn: Any, value: int, label: str) -> TxReceipt:
@@ -205,12 +218,21 @@ class Ledger:
 
     # -------------------------------------------------------------------- jobs
     def create_job(
-        self, requester: str, *, budget: int, spec_hash: bytes, rounds: int,
-        committee_size: int, commit_period: int, reveal_period: int, claim_period: int,
-    ) -> int:  # fmt: skip
+        self,
+        requester: str,
+        *,
+        budget: int,
+        spec_hash: bytes,
+        rounds: int,
+        committee_size: int,
+        commit_period: int,
+        reveal_period: int,
+        claim_period: int,
+    ) -> int:
         """Escrow ``budget`` wei for a job; round 0 opens at once. Returns the job id."""
-        fn = self.jobs.functions.create_job(spec_hash, rounds, committee_size, commit_period,
-                                            reveal_period, claim_period)  # fmt: skip
+        fn = self.jobs.functions.create_job(
+            spec_hash, rounds, committee_size, commit_period, reveal_period, claim_period
+        )
         receipt = self._send(requester, fn, budget, "create_job")
         return int(
             self.jobs.events.JobCreated().process_receipt(receipt, errors=DISCARD)[0]["args"][
@@ -224,8 +246,16 @@ class Ledger:
     def round(self, job_id: int) -> RoundView:
         t = self._call(self.jobs.functions.rounds(job_id))
         size = int(t[2])
-        return RoundView(job_id, t[0], bytes(t[1]), size, t[3], t[4],
-                         mask_bits(t[5], 0, size), mask_bits(t[5], 16, size))  # fmt: skip
+        return RoundView(
+            job_id,
+            t[0],
+            bytes(t[1]),
+            size,
+            t[3],
+            t[4],
+            mask_bits(t[5], 0, size),
+            mask_bits(t[5], 16, size),
+        )
 
     def committee(self, job_id: int) -> list[str]:
         """The current round's committee, in index order."""
@@ -239,21 +269,31 @@ class Ledger:
         return members.index(account)
 
     def commit(
-        self, account: str, job_id: int, round_index: int, commitment: bytes,
+        self,
+        account: str,
+        job_id: int,
+        round_index: int,
+        commitment: bytes,
         index: int | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Commit as a committee member (``index`` defaults to the account's position)."""
         idx = self.member_index(job_id, account) if index is None else index
         fn = self.jobs.functions.commit(job_id, round_index, idx, commitment)
         self._send(account, fn, 0, "commit")
 
     def reveal(
-        self, account: str, job_id: int, round_index: int, result: RoundResult, salt: bytes,
+        self,
+        account: str,
+        job_id: int,
+        round_index: int,
+        result: RoundResult,
+        salt: bytes,
         index: int | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         idx = self.member_index(job_id, account) if index is None else index
-        fn = self.jobs.functions.reveal(job_id, round_index, idx, result.model_hash,
-                                        result.root, result.total, salt)  # fmt: skip
+        fn = self.jobs.functions.reveal(
+            job_id, round_index, idx, result.model_hash, result.root, result.total, salt
+        )
         self._send(account, fn, 0, "reveal")
 
     def finalize_round(self, account: str, job_id: int, round_index: int) -> None:
@@ -264,8 +304,9 @@ class Ledger:
         self, sender: str, job_id: int, payee: str, cumulative: int, proof: Sequence[bytes]
     ) -> None:
         """Claim ``payee``'s cumulative payout (any sender; the money goes to ``payee``)."""
-        fn = self.jobs.functions.claim(job_id, Web3.to_checksum_address(payee), cumulative,
-                                       list(proof))  # fmt: skip
+        fn = self.jobs.functions.claim(
+            job_id, Web3.to_checksum_address(payee), cumulative, list(proof)
+        )
         self._send(sender, fn, 0, "claim")
 
     def claim_many(
@@ -273,8 +314,9 @@ class Ledger:
     ) -> None:
         """Claim for several payees of one job in one transaction (at most 64)."""
         payees = [Web3.to_checksum_address(a) for a in accounts]
-        fn = self.jobs.functions.claim_many(job_id, payees, [tree.amount(a) for a in payees],
-                                            [tree.proof(a) for a in payees])  # fmt: skip
+        fn = self.jobs.functions.claim_many(
+            job_id, payees, [tree.amount(a) for a in payees], [tree.proof(a) for a in payees]
+        )
         self._send(sender, fn, 0, "claim_many")
 
     def claimed(self, job_id: int, account: str) -> int:
@@ -298,13 +340,21 @@ class Ledger:
 
     # ------------------------------------------------------------------- tasks
     def create_task(
-        self, requester: str, *, fee: int, spec_hash: bytes, workers: Sequence[str],
-        commit_period: int, reveal_period: int,
-    ) -> int:  # fmt: skip
+        self,
+        requester: str,
+        *,
+        fee: int,
+        spec_hash: bytes,
+        workers: Sequence[str],
+        commit_period: int,
+        reveal_period: int,
+    ) -> int:
         fn = self.tasks.functions.create_task(
-            spec_hash, [Web3.to_checksum_address(w) for w in workers], commit_period,
+            spec_hash,
+            [Web3.to_checksum_address(w) for w in workers],
+            commit_period,
             reveal_period,
-        )  # fmt: skip
+        )
         receipt = self._send(requester, fn, fee, "create_task")
         return int(
             self.tasks.events.TaskCreated().process_receipt(receipt, errors=DISCARD)[0]["args"][
@@ -315,9 +365,22 @@ class Ledger:
     def task(self, task_id: int) -> TaskView:
         t = self._call(self.tasks.functions.tasks(task_id))
         k = int(t[3])
-        return TaskView(task_id, t[0], bytes(t[1]), t[2], k, t[4], t[5],
-                        mask_bits(t[6], 0, k), mask_bits(t[6], 8, k), TaskState(t[7]),
-                        bytes(t[8]), t[9], t[10], t[11])  # fmt: skip
+        return TaskView(
+            task_id,
+            t[0],
+            bytes(t[1]),
+            t[2],
+            k,
+            t[4],
+            t[5],
+            mask_bits(t[6], 0, k),
+            mask_bits(t[6], 8, k),
+            TaskState(t[7]),
+            bytes(t[8]),
+            t[9],
+            t[10],
+            t[11],
+        )
 
     def task_workers(self, task_id: int) -> list[str]:
         return list(self._call(self.tasks.functions.task_workers(task_id)))
@@ -335,13 +398,16 @@ class Ledger:
         self, account: str, task_id: int, commitment: bytes, index: int | None = None
     ) -> None:
         idx = self._worker_index(task_id, account, index)
-        self._send(account, self.tasks.functions.commit(task_id, idx, commitment), 0,
-                   "task_commit")  # fmt: skip
+        self._send(account, self.tasks.functions.commit(task_id, idx, commitment), 0, "task_commit")
 
     def task_reveal(
-        self, account: str, task_id: int, result_hash: bytes, salt: bytes,
+        self,
+        account: str,
+        task_id: int,
+        result_hash: bytes,
+        salt: bytes,
         index: int | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         idx = self._worker_index(task_id, account, index)
         fn = self.tasks.functions.reveal(task_id, idx, result_hash, salt)
         self._send(account, fn, 0, "task_reveal")
@@ -369,8 +435,11 @@ class Ledger:
         """Decoded events called ``name`` from whichever contract defines it (Registry
         first, then Jobs, then Tasks), oldest first."""
         start = self.deployment.block if from_block is None else from_block
-        for label, contract in (("Registry", self.registry), ("Jobs", self.jobs),
-                                ("Tasks", self.tasks)):  # fmt: skip
+        for label, contract in (
+            ("Registry", self.registry),
+            ("Jobs", self.jobs),
+            ("Tasks", self.tasks),
+        ):
             if any(e.get("type") == "event" and e.get("name") == name for e in contract.abi):
                 logs = contract.events[name]().get_logs(
                     from_block=start, argument_filters=dict(filters or {})
@@ -382,7 +451,7 @@ class Ledger:
                         int(log["blockNumber"]),
                         log["transactionHash"].to_0x_hex(),
                         dict(log["args"]),
-                    )  # fmt: skip
+                    )
                     for log in logs
                 ]
         raise ChainError(f"no contract defines an event named {name!r}")

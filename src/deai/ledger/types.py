@@ -157,8 +157,11 @@ class JobView:
 
     @classmethod
     def from_tuple(cls, job_id: int, t: Any) -> JobView:
-        return cls(job_id, t[0], bytes(t[1]), *t[2:9], JobState(t[9]), t[10],
-                   bytes(t[11]), bytes(t[12]), *t[13:17])  # fmt: skip
+        (requester, spec, rounds, size, commit_p, reveal_p, claim_p, deposit, budget, state,
+         done_at, model, root, payable, claimed, refunded, slashed) = t  # fmt: skip
+        return cls(job_id, requester, bytes(spec), rounds, size, commit_p, reveal_p, claim_p,
+                   deposit, budget, JobState(state), done_at, bytes(model), bytes(root),
+                   payable, claimed, refunded, slashed)  # fmt: skip
 
 
 @dataclass(frozen=True)

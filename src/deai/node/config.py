@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from deai.aggregation.registry import AggregatorName
 from deai.errors import ConfigError
 from deai.ledger.types import Role as ChainRole
 from deai.node.keystore import PasswordSource
@@ -76,19 +77,17 @@ class NodeSection(_Strict):
     def url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
 
-    def password(self) -> PasswordSource:
-        return PasswordSource(self.password_file, self.password_env)
-
 
 class ChainSection(_Strict):
     rpc_url: str = "http://127.0.0.1:8545"
     deployment: Path = Path("deployment.json")  # written by `deai cluster up` or a deployer
     stake_wei: Wei = 10**18  # staked when registering
-    register: bool = True  # join the Registry at start if not yet registered
+    join: bool = True  # join the Registry at start if not yet registered
     poll_s: PositiveFloat = 0.2  # how often settlement polls the chain
 
 
 class NodeDataSection(DataSection):
+    seed: int = 0  # seeds the split and the partition; equal on every node of a network
     shards: Annotated[int, Field(ge=1)] = 1  # how many providers share the training split
     index: Annotated[int, Field(ge=0)] = 0  # which shard this node holds
 
@@ -97,6 +96,10 @@ class NodeDataSection(DataSection):
         if self.index >= self.shards:
             raise ValueError(f"data.index: {self.index} must be < data.shards = {self.shards}")
         return self
+
+
+class ValidatorSection(_Strict):
+    aggregator: AggregatorName = AggregatorName.MEAN  # robust rule, deai.aggregation
 
 
 class FaultSection(_Strict):
@@ -110,12 +113,17 @@ class NodeConfig(_Strict):
     node: NodeSection
     chain: ChainSection | None = None
     data: NodeDataSection = NodeDataSection()
+    validator: ValidatorSection = ValidatorSection()
     faults: FaultSection = FaultSection()
     peers: dict[str, str] = {}  # static address -> URL map (used before the chain)
     base_dir: Path = Path(".")  # filled by load_node_config: the file's directory
 
     def path(self, p: Path) -> Path:
         return p if p.is_absolute() else self.base_dir / p
+
+    def password(self) -> PasswordSource:
+        f = self.node.password_file
+        return PasswordSource(self.path(f) if f is not None else None, self.node.password_env)
 
     def has(self, role: NodeRole) -> bool:
         return role in self.node.roles
@@ -129,8 +137,6 @@ class JobConfig(_Strict):
     round_timeout_s: PositiveFloat = 30.0  # wall-clock seconds a round waits for updates
     providers: list[str] = []  # addresses; empty = every provider registered on the chain
     validators: list[str] = []  # addresses; empty = every validator registered on the chain
-    aggregator: str = "mean"
-    codec: str = "identity"
     commit_period_s: Annotated[int, Field(ge=1)] = 600
     reveal_period_s: Annotated[int, Field(ge=1)] = 600
     claim_period_s: Annotated[int, Field(ge=1)] = 7 * 24 * 3600

@@ -40,6 +40,7 @@ class RoundOutcome:
     updates: Tensor | None  # [len(accepted), d] the accepted updates (for evaluators)
     started_s: float
     closed_s: float
+    epsilon: float | None = None  # privacy spent so far (DP jobs)
 
 
 class Behaviour(Protocol):
@@ -93,3 +94,10 @@ class NullObserver:
 
     def on_rejection(self, node_id: str, rejection: Rejection) -> None:
         return None
+
+
+class SecureUploader(Protocol):
+    """Where a provider hands its (clipped, noised) update when the job uses secure
+    aggregation, instead of sending it in the clear."""
+
+    def submit(self, job_id: str, round_: int, delta: Tensor, num_examples: int) -> None: ...

@@ -22,6 +22,27 @@ class UpdatePolicy:
 
 
 @dataclass(frozen=True)
+class PrivacySpec:
+    """User-level DP-FedAvg (McMahan et al. 2018) with noise placed by the providers.
+
+    Each provider clips its update to ``clip`` and adds ``N(0, (z * clip)^2 / m)`` where
+    ``m`` is the number of providers drawn for the round, so the sum carries the central
+    noise without trusting any validator (``NoisePlacement.DISTRIBUTED`` in
+    ``deai.privacy.dp_fedavg``). With ``secure_aggregation`` the validators see only that
+    sum. Validators account every round with Opacus (RDP) at the *effective* noise of the
+    updates that actually arrived, and pre-check each round at the worst case the round
+    may close with, so the budget is never exceeded.
+    """
+
+    clip: float = 1.0  # L2 bound on one provider's update: the sensitivity of the sum
+    noise_multiplier: float = 0.0  # z: std of the noise on the sum is z * clip
+    epsilon: float | None = None  # the job's budget; None: account but never stop
+    delta: float = 1e-5
+    secure_aggregation: bool = False  # masked updates: validators learn only the sum
+    min_survivors: int = 1  # a round closes only with at least this many updates
+
+
+@dataclass(frozen=True)
 class JobSpec:
     job_id: str
     rounds: int
@@ -35,6 +56,7 @@ class JobSpec:
     validators: tuple[str, ...]
     round_timeout_s: float = 600.0  # simulated seconds a round may wait for stragglers
     policy: UpdatePolicy = field(default_factory=UpdatePolicy)
+    privacy: PrivacySpec | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
@@ -71,6 +93,7 @@ class JobSpec:
                 validators=tuple(d["validators"]),
                 round_timeout_s=float(d["round_timeout_s"]),
                 policy=UpdatePolicy(**d["policy"]),
+                privacy=PrivacySpec(**d["privacy"]) if d.get("privacy") else None,
             )
         except (ValueError, KeyError, TypeError) as e:
             raise InvalidMessage(f"job spec does not parse: {e}") from e

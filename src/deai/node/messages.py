@@ -109,9 +109,15 @@ class JobResult(Message):
 _SCALARS: dict[Any, type] = {str: str, int: int, float: float, bytes: bytes}
 
 
+_FIELDS: dict[type[Message], list[tuple[str, type]]] = {}
+
+
 def _fields(cls: type[Message]) -> list[tuple[str, type]]:
+    if cls in _FIELDS:
+        return _FIELDS[cls]
     hints = get_type_hints(cls)
-    return [(f.name, hints[f.name]) for f in dataclasses.fields(cls)]
+    _FIELDS[cls] = [(f.name, hints[f.name]) for f in dataclasses.fields(cls)]
+    return _FIELDS[cls]
 
 
 def encode(msg: Message) -> bytes:

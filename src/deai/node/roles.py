@@ -20,7 +20,7 @@ from torch import Tensor
 
 from deai.aggregation.base import Aggregator, RoundContext, weighted_mean
 from deai.compression.base import Codec, Encoded, IdentityCodec
-from deai.errors import InvalidMessage, InvalidUpdate
+from deai.errors import CodecError, InvalidMessage, InvalidUpdate
 from deai.learning.algorithms import Weighting
 from deai.learning.data import Dataset
 from deai.learning.models import build_model
@@ -35,6 +35,7 @@ from deai.node.hooks import (
     Rejection,
     RoundObserver,
     RoundOutcome,
+    SecureUploader,
     Settlement,
 )
 from deai.node.job import JobSpec, UpdatePolicy, derive_seed
@@ -48,6 +49,8 @@ from deai.node.messages import (
     Update,
 )
 from deai.node.validation import RejectReason, check_vector, decode_update
+from deai.privacy.accounting import AccountantKind, PrivacyAccountant, PrivacyBudget
+from deai.privacy.dp_fedavg import clip_update, gaussian_noise
 
 
 class NodeContext(Protocol):
@@ -190,6 +193,7 @@ class Provider(Role):
         self.x, self.y = self.behaviour.local_data(data.x, data.y)
         self.codec = codec or IdentityCodec()
         self.observer = observer or NullObserver()
+        self.uploader: SecureUploader | None = None  # set when secure aggregation is on
         self.jobs: dict[str, tuple[JobSpec, str, FlatModel]] = {}
         self.gossip: dict[str, _GossipState] = {}
         self.rejections: list[Rejection] = []
@@ -224,7 +228,15 @@ class Provider(Role):
 
         def done(result: TrainResult) -> None:
             delta = self.behaviour.update(result.params - params, msg.round)
-            enc = self.codec.encode(delta)
+            if spec.privacy is not None:
+                delta = self._privatize(spec, msg.round, delta)
+                if spec.privacy.secure_aggregation and self.uploader is not None:
+                    self.uploader.submit(spec.job_id, msg.round, delta, self.num_examples)
+                    return
+            try:
+                enc = self.codec.encode(delta)
+            except CodecError:  # e.g. non-finite values: send raw, validators will judge
+                enc = IdentityCodec().encode(delta)
             update = Update(
                 spec.job_id,
                 msg.round,
@@ -238,6 +250,21 @@ class Provider(Role):
                 self.ctx.send(v, update)
 
         self.ctx.train(model, self._request(spec, params, msg.round), done)
+
+    def _privatize(self, spec: JobSpec, round_: int, delta: Tensor) -> Tensor:
+        """Clip to the sensitivity and add this provider's share of the noise."""
+        p = spec.privacy
+        assert p is not None
+        delta = clip_update(delta, p.clip).vector
+        if p.noise_multiplier > 0:
+            m = len(participants(spec, round_))
+            # in simulation the noise seed is derived; a deployed node draws it from the OS
+            gen = torch.Generator().manual_seed(
+                derive_seed(spec.seed, spec.job_id, self.node_id, round_, "dp-noise")
+            )
+            std = p.noise_multiplier * p.clip / math.sqrt(m)
+            delta = delta + gaussian_noise(delta.shape[0], std, gen)
+        return delta
 
     # D-PSGD -----------------------------------------------------------------------
     def _start_gossip_round(self, job_id: str, round_: int) -> None:
@@ -342,6 +369,8 @@ class _ValidatorJob:
     round: _RoundState | None = None
     finals: dict[str, tuple[Tensor, int]] = field(default_factory=dict)
     done: bool = False
+    accountant: PrivacyAccountant | None = None  # DP jobs
+    stopped: str | None = None  # why the job ended early, if it did
 
 
 class Validator(Role):
@@ -394,6 +423,9 @@ class Validator(Role):
 
     def _open_round(self, job: _ValidatorJob, round_: int) -> None:
         spec = job.spec
+        if not self._budget_allows_next_round(job):
+            self._deliver(job)
+            return
         st = _RoundState(round_, participants(spec, round_), self.ctx.now())
         job.round = st
         if self._coordinator(job):
@@ -452,7 +484,9 @@ class Validator(Role):
         if st.complete():
             self._close_round(job)
 
-    def _close_round(self, job: _ValidatorJob) -> None:
+    def _close_round(
+        self, job: _ValidatorJob, secure_sum: tuple[Tensor, tuple[str, ...]] | None = None
+    ) -> None:
         st = job.round
         assert st is not None and not st.closed
         st.closed = True
@@ -461,7 +495,13 @@ class Validator(Role):
         excluded: tuple[str, ...] = ()
         stack: Tensor | None = None
         weights: tuple[float, ...] = ()
-        if senders:
+        if secure_sum is not None:  # only the sum of the survivors' updates is known
+            total, senders = secure_sum
+            if senders:
+                job.params = self.server_step(
+                    job.params, total / len(st.participants), spec.algorithm.server_lr
+                )
+        elif senders:
             stack = torch.stack([st.updates[s][0] for s in senders])
             w = torch.tensor(
                 [
@@ -471,11 +511,19 @@ class Validator(Role):
                     for s in senders
                 ]
             )
-            ctx = RoundContext(senders=senders, round=st.round, reference=self._reference(job))
-            agg = self.aggregator(stack, w, ctx)
-            job.params = self.server_step(job.params, agg.vector, spec.algorithm.server_lr)
-            excluded = tuple(senders[i] for i in agg.excluded)
+            if spec.privacy is not None:
+                # DP-FedAvg: clipped updates (providers clipped and noised them; clipping
+                # again bounds a dishonest one), fixed denominator: the drawn count
+                clipped = torch.stack([clip_update(u, spec.privacy.clip).vector for u in stack])
+                agg_vector = clipped.sum(dim=0) / len(st.participants)
+            else:
+                ctx = RoundContext(senders=senders, round=st.round, reference=self._reference(job))
+                agg = self.aggregator(stack, w, ctx)
+                agg_vector = agg.vector
+                excluded = tuple(senders[i] for i in agg.excluded)
+            job.params = self.server_step(job.params, agg_vector, spec.algorithm.server_lr)
             weights = tuple(w.tolist())
+        epsilon = self._account(job, len(senders))
         outcome = RoundOutcome(
             job_id=spec.job_id,
             round=st.round,
@@ -487,12 +535,15 @@ class Validator(Role):
             excluded=excluded,
             rejections=tuple(st.rejections),
             missing=tuple(
-                p for p in st.participants if p not in st.updates and p not in st.rejected
+                p
+                for p in st.participants
+                if p not in st.updates and p not in st.rejected and p not in senders
             ),
             weights=weights,
             updates=stack,
             started_s=st.started_s,
             closed_s=self.ctx.now(),
+            epsilon=epsilon,
         )
         self.outcomes.append(outcome)
         self.settlement.settle(outcome)
@@ -502,6 +553,66 @@ class Validator(Role):
                 self._open_round(job, st.round + 1)
         else:
             self._deliver(job)
+
+    def accept_sum(
+        self, job_id: str, round_: int, total: Tensor, contributors: tuple[str, ...]
+    ) -> None:
+        """Close a secure-aggregation round with the unmasked sum of ``contributors``."""
+        job = self.jobs.get(job_id)
+        if (
+            job is not None
+            and not job.done
+            and job.round is not None
+            and job.round.closed
+            and not self._coordinator(job)
+            and round_ == job.round.round + 1
+        ):
+            self._open_round(job, round_)  # followers open rounds as relayed sums arrive
+        if job is None or job.round is None or job.round.round != round_ or job.round.closed:
+            return
+        self._close_round(job, secure_sum=(total, contributors))
+
+    # differential privacy ----------------------------------------------------------
+    def _effective_noise(self, spec: JobSpec, arrived: int) -> float:
+        """Noise multiplier the sum actually carries when ``arrived`` of the ``m`` drawn
+        providers each added their ``1/m`` share of the variance."""
+        p = spec.privacy
+        assert p is not None
+        m = len(participants(spec, 1)) if spec.algorithm.participation < 1 else len(spec.providers)
+        return p.noise_multiplier * math.sqrt(max(arrived, 1) / m)
+
+    def _sample_rate(self, spec: JobSpec) -> float:
+        return len(participants(spec, 1)) / len(spec.providers)
+
+    def _budget_allows_next_round(self, job: _ValidatorJob) -> bool:
+        p = job.spec.privacy
+        if p is None or p.epsilon is None or p.noise_multiplier <= 0:
+            return p is None or p.epsilon is None
+        if job.accountant is None:
+            job.accountant = PrivacyAccountant(AccountantKind.RDP)
+        worst = self._effective_noise(job.spec, p.min_survivors)  # fewest allowed arrivals
+        budget = PrivacyBudget(p.epsilon, p.delta)
+        if job.accountant.would_exceed(budget, worst, self._sample_rate(job.spec)):
+            spent = job.accountant.epsilon(p.delta)
+            job.stopped = (
+                f"privacy budget: round {job.round.round + 1 if job.round else 1} could raise "
+                f"epsilon above {p.epsilon} (spent {spent:.3f} at delta={p.delta}); "
+                "training stopped and the current model was delivered"
+            )
+            return False
+        return True
+
+    def _account(self, job: _ValidatorJob, arrived: int) -> float | None:
+        p = job.spec.privacy
+        if p is None or p.noise_multiplier <= 0:
+            return None
+        if job.accountant is None:
+            job.accountant = PrivacyAccountant(AccountantKind.RDP)
+        if arrived > 0:
+            job.accountant.step(
+                self._effective_noise(job.spec, arrived), self._sample_rate(job.spec)
+            )
+        return job.accountant.epsilon(p.delta) if job.accountant.history else 0.0
 
     def _reference(self, job: _ValidatorJob) -> Tensor | None:
         """The validator's own update on its root data (the same local training)."""

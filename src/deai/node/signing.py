@@ -134,9 +134,13 @@ class Envelope:
         if not _SIGNATURE.match(sig):
             raise Rejected(RejectCode.MALFORMED, "signature must be 0x + 130 hex digits")
         return Envelope(
-            to_checksum_address(sender), to_checksum_address(recipient), nonce, timestamp,
-            round_, sig,
-        )  # fmt: skip
+            to_checksum_address(sender),
+            to_checksum_address(recipient),
+            nonce,
+            timestamp,
+            round_,
+            sig,
+        )
 
 
 class Signer:

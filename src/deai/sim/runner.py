@@ -7,6 +7,7 @@ model on the held-out test split.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,8 +33,10 @@ from deai.learning.partition import PartitionConfig, label_histograms, label_ske
 from deai.learning.topology import consensus_distance
 from deai.learning.train import LocalTrainConfig, evaluate, evaluate_many
 from deai.node.hooks import Rejection, RoundOutcome
-from deai.node.job import JobSpec, UpdatePolicy
+from deai.node.job import JobSpec, PrivacySpec, UpdatePolicy
 from deai.node.roles import Encoder, Provider, Requester, Validator, model_for
+from deai.privacy.secagg.roles import SecAggServerRole
+from deai.privacy.secagg.roles import install as install_secagg
 from deai.sim.adversary import Adversary, AttackerGroup
 from deai.sim.behaviours import build_behaviour
 from deai.sim.engine import Simulation
@@ -175,6 +178,7 @@ class MetricsCollector:
             outcome.params,
             outcome.closed_s,
             round_time_s=outcome.closed_s - outcome.started_s,
+            epsilon=outcome.epsilon,
             accepted=len(outcome.accepted),
             **self._detection(outcome),
             missing=list(outcome.missing),
@@ -224,6 +228,21 @@ class MetricsCollector:
     sim_coordinator: str = ""
 
 
+def _privacy_spec(s: Scenario, n_providers: int) -> PrivacySpec | None:
+    p = s.privacy
+    if p is None:
+        return None
+    drawn = max(1, math.ceil(s.algorithm.participation * n_providers))
+    return PrivacySpec(
+        clip=p.clip,
+        noise_multiplier=p.noise_multiplier,
+        epsilon=p.epsilon,
+        delta=p.delta,
+        secure_aggregation=p.secure_aggregation,
+        min_survivors=max(1, math.ceil(p.threshold * drawn)) if p.secure_aggregation else 1,
+    )
+
+
 def build_spec(s: Scenario, splits: Splits, providers: list[str], validators: list[str]) -> JobSpec:
     return JobSpec(
         job_id=f"{s.name}-{s.seed}",
@@ -239,6 +258,7 @@ def build_spec(s: Scenario, splits: Splits, providers: list[str], validators: li
         providers=tuple(providers),
         validators=tuple(validators),
         round_timeout_s=s.network.round_timeout_s,
+        privacy=_privacy_spec(s, len(providers)),
         policy=UpdatePolicy(
             max_norm=s.validation.max_update_norm, max_examples=s.validation.max_examples
         ),
@@ -323,7 +343,10 @@ def run_scenario(s: Scenario, progress: ProgressFn | None = None) -> RunResult:
     validators = [f"validator-{i}" for i in range(s.count(Role.VALIDATOR))]
     labels = splits.train.y.numpy()
     parts = partition(
-        labels, len(plans), PartitionConfig(d.partition, d.alpha, d.shards_per_provider), s.seed
+        labels,
+        len(plans),
+        PartitionConfig(d.partition, d.alpha, d.shards_per_provider, d.min_examples),
+        s.seed,
     )
     spec = build_spec(s, splits, providers, validators)
     network, faults = _network(s, providers, [*validators, "requester"])
@@ -347,9 +370,10 @@ def run_scenario(s: Scenario, progress: ProgressFn | None = None) -> RunResult:
     requester = Requester("requester", spec)
     sim.add_node("requester", requester)
     root = splits.validation if s.aggregator is AggregatorName.FLTRUST else None
+    secure = spec.privacy is not None and spec.privacy.secure_aggregation
+    validator_roles: list[Validator] = []
     for v in validators:
-        sim.add_node(
-            v,
+        validator_roles.append(
             Validator(
                 v,
                 splits.validation,
@@ -357,21 +381,22 @@ def run_scenario(s: Scenario, progress: ProgressFn | None = None) -> RunResult:
                 codecs={codec.name: codec},
                 observer=collector,
                 root_data=root,
-            ),
+            )
+        )
+        sim.add_node(
+            v, validator_roles[-1], *(install_secagg(None, validator_roles[-1]) if secure else [])
         )
     for i, (plan, idx) in enumerate(zip(plans, parts, strict=True)):
         group = s.nodes[plan.group]
         behaviour = build_behaviour(group.behaviour, s.seed + i, group.attack_spec())
-        sim.add_node(
+        provider = Provider(
             plan.node_id,
-            Provider(
-                plan.node_id,
-                splits.train.subset(idx),
-                codec=make_encoder(s, shapes),
-                behaviour=behaviour,
-                observer=collector,
-            ),
+            splits.train.subset(idx),
+            codec=make_encoder(s, shapes),
+            behaviour=behaviour,
+            observer=collector,
         )
+        sim.add_node(plan.node_id, provider, *(install_secagg(provider, None) if secure else []))
     sim.run(stop=lambda: requester.result is not None)
     rounds = collector.rounds
     final = requester.result
@@ -405,6 +430,21 @@ def run_scenario(s: Scenario, progress: ProgressFn | None = None) -> RunResult:
         "attackers": sorted(attackers),
         "rejections": collector.rejections,
     }
+    metrics["secagg_aborts"] = [
+        {"round": a.round, "stage": a.stage.name, "reason": a.reason}
+        for r in sim.nodes[validators[0]]
+        if isinstance(r, SecAggServerRole)
+        for a in r.aborts
+    ]
+    job = validator_roles[0].jobs.get(spec.job_id)
+    metrics["stopped"] = job.stopped if job is not None else None
+    if s.privacy is not None:
+        metrics["privacy"] = {
+            **s.privacy.model_dump(),
+            "epsilon_spent": next(
+                (r["epsilon"] for r in reversed(rounds) if r.get("epsilon") is not None), 0.0
+            ),
+        }
     if collector.trigger is not None and rounds:
         metrics["backdoor_success"] = rounds[-1]["backdoor_success"]
     hist = label_histograms(labels, parts, splits.train.num_classes)

@@ -42,6 +42,7 @@ class DataSection(_Strict):
     partition: PartitionName = PartitionName.DIRICHLET
     alpha: PositiveFloat = 0.5  # Dirichlet concentration for label / quantity skew
     shards_per_provider: Annotated[int, Field(ge=1)] = 2
+    min_examples: Annotated[int, Field(ge=1)] = 2  # every provider holds at least this many
     test_fraction: Annotated[float, Field(gt=0, lt=0.8)] = 0.2
     validation_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.1  # the requester's data
     n_samples: Annotated[int, Field(ge=40)] = 2000  # synthetic only
@@ -143,6 +144,15 @@ class CompressionSection(_Strict):
     error_feedback: bool = True  # keep what the codec dropped and add it next round
 
 
+class PrivacySection(_Strict):
+    clip: PositiveFloat = 1.0  # L2 bound on each provider's update
+    noise_multiplier: Annotated[float, Field(ge=0)] = 0.0  # z: noise std on the sum = z * clip
+    epsilon: PositiveFloat | None = None  # the job's budget; unset: account, never stop
+    delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+    secure_aggregation: bool = False  # masked updates: validators learn only the sum
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.6  # SecAgg: share of providers needed
+
+
 class Scenario(_Strict):
     name: str = "scenario"
     seed: int = 0
@@ -151,6 +161,7 @@ class Scenario(_Strict):
     codec: CodecName = CodecName.IDENTITY  # the update codec (deai.compression)
     aggregation: AggregationSection = AggregationSection()
     compression: CompressionSection = CompressionSection()
+    privacy: PrivacySection | None = None  # user-level DP-FedAvg (and secure aggregation)
     data: DataSection = DataSection()
     model: ModelSection = ModelSection()
     algorithm: AlgorithmSection = AlgorithmSection()
@@ -169,6 +180,8 @@ class Scenario(_Strict):
             raise ValueError("nodes: at least one validator group is required")
         if self.algorithm.name is AlgorithmName.DPSGD and self.count(Role.PROVIDER) < 2:
             raise ValueError("dpsgd needs at least 2 providers")
+        if self.privacy is not None and self.algorithm.name is AlgorithmName.DPSGD:
+            raise ValueError("privacy: DP-FedAvg needs a server algorithm, not dpsgd")
         return self
 
     def count(self, role: Role) -> int:

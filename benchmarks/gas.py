@@ -1,0 +1,181 @@
+"""Gas of the deai ledger on the embedded EVM (py-evm, Prague rules, same bytecode as any
+chain): gas per committee round for committees of 3, 5 and 7, gas per claim, and whole-job
+totals for 10, 100 and 1000 providers.
+
+A "round" is every commit and reveal of its committee plus the ``finalize_round`` that
+settles it and opens the next round (steady state: a middle round of the job). A "job" is
+``create_job`` + ROUNDS rounds + every provider claiming its cumulative payout once at the
+end, in batches of 64 through ``claim_many`` (single ``claim`` numbers are reported too).
+Providers are funded genesis accounts (a payout to an empty account would cost 25,000 more
+for account creation, which no real provider incurs since it pays its own gas).
+
+Run: ``python benchmarks/gas.py`` (about a minute); writes benchmarks/results/gas.json.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from eth_utils import keccak, to_checksum_address
+
+from deai.ledger.chain import EmbeddedChain
+from deai.ledger.client import Ledger
+from deai.ledger.merkle import PayoutTree
+from deai.ledger.types import LedgerConfig, Role, RoundResult, result_commitment
+
+ETH = 10**18
+ROUNDS = 10  # rounds per job in the totals
+TOTALS_COMMITTEE = 5  # committee size in the totals
+PROVIDER_COUNTS = (10, 100, 1000)
+COMMITTEES = (3, 5, 7)
+BATCH = 64
+SINGLE_SAMPLE = 20  # single claims measured per provider count
+SALT = b"\x42" * 32
+OUT = Path(__file__).parent / "results" / "gas.json"
+
+
+def providers(n: int) -> list[str]:
+    return [to_checksum_address(keccak(b"provider" + i.to_bytes(4, "big"))[-20:]) for i in range(n)]
+
+
+def setup() -> tuple[Ledger, list[str]]:
+    funded = dict.fromkeys(providers(max(PROVIDER_COUNTS)), ETH)
+    chain = EmbeddedChain(funded)
+    acc = chain.accounts[:10]
+    ledger = Ledger.deploy(chain, LedgerConfig(min_stake=ETH, withdrawal_delay=10_000))
+    for i, v in enumerate(acc[1:8]):
+        ledger.register(v, (2 + i) * ETH, f"http://validator-{i}", Role.VALIDATOR)
+    return ledger, acc
+
+
+def play_round(
+    ledger: Ledger, job_id: int, payees: list[str], round_index: int
+) -> tuple[int, PayoutTree]:
+    """Play one honest round; returns its gas and the payout tree."""
+    budget = ledger.job(job_id).round_budget
+    per = budget // len(payees)
+    tree = PayoutTree(job_id, {p: per * (round_index + 1) for p in payees})
+    result = RoundResult(keccak(round_index.to_bytes(32, "big")), tree.root, per * len(payees))
+    start = len(ledger.gas_log)
+    members = ledger.committee(job_id)
+    for i, m in enumerate(members):
+        ledger.commit(
+            m, job_id, round_index, result_commitment(job_id, round_index, m, result, SALT), index=i
+        )
+    for i, m in enumerate(members):
+        ledger.reveal(m, job_id, round_index, result, SALT, index=i)
+    ledger.finalize_round(m, job_id, round_index)
+    return sum(g for _, g in ledger.gas_log[start:]), tree
+
+
+def run_job(
+    ledger: Ledger, requester: str, n_providers: int, committee: int, rounds: int, claims: bool
+) -> dict[str, float]:
+    payees = providers(n_providers)
+    start = len(ledger.gas_log)
+    job_id = ledger.create_job(
+        requester,
+        budget=rounds * ETH,
+        spec_hash=b"\x01" * 32,
+        rounds=rounds,
+        committee_size=committee,
+        commit_period=3600,
+        reveal_period=3600,
+        claim_period=86400,
+    )
+    create = ledger.last_gas
+    round_gas = []
+    for r in range(rounds):
+        gas, tree = play_round(ledger, job_id, payees, r)
+        round_gas.append(gas)
+    out: dict[str, float] = {
+        "create_job": create,
+        "round_gas": round_gas[rounds // 2],
+        "rounds_total": sum(round_gas),
+    }
+    if not claims:
+        return out
+    relayer = requester
+    singles = []
+    for p in payees[:SINGLE_SAMPLE]:
+        ledger.claim(relayer, job_id, p, tree.amount(p), tree.proof(p))
+        singles.append(ledger.last_gas)
+    batched_start = len(ledger.gas_log)
+    rest = payees[SINGLE_SAMPLE:] if n_providers > SINGLE_SAMPLE else []
+    for i in range(0, len(rest), BATCH):
+        ledger.claim_many(relayer, job_id, tree, rest[i : i + BATCH])
+    batched = [g for _, g in ledger.gas_log[batched_start:]]
+    job_total = sum(g for _, g in ledger.gas_log[start:])
+    out |= {
+        "claim_single_mean": sum(singles) / len(singles),
+        "claim_batched_per_provider": sum(batched) / len(rest) if rest else float("nan"),
+        "claims_total": sum(singles) + sum(batched),
+        "job_total": job_total,
+        "job_total_per_provider": job_total / n_providers,
+    }
+    assert ledger.job(job_id).claimed_total == tree.total
+    return out
+
+
+def main() -> None:
+    t0 = time.time()
+    ledger, acc = setup()
+    requester = acc[0]
+    by_committee = {}
+    for c in COMMITTEES:
+        snap = ledger.chain.snapshot()
+        r = run_job(ledger, requester, 10, c, 3, claims=False)
+        by_committee[str(c)] = r["round_gas"]
+        ledger.chain.revert(snap)
+    by_providers, totals = {}, {}
+    for n in PROVIDER_COUNTS:
+        snap = ledger.chain.snapshot()
+        r = run_job(ledger, requester, n, TOTALS_COMMITTEE, ROUNDS, claims=True)
+        ledger.chain.revert(snap)
+        by_providers[str(n)] = r["round_gas"]
+        totals[str(n)] = r
+        print(f"{n} providers: {r}", file=sys.stderr)
+    at_1000 = totals["1000"]
+    result = {
+        "description": __doc__.strip().splitlines()[0],
+        "chain": "embedded (eth-tester + py-evm)",
+        "rounds_per_job": ROUNDS,
+        "committee_in_totals": TOTALS_COMMITTEE,
+        "claim_batch": BATCH,
+        "round_gas_by_committee": by_committee,
+        "round_gas_by_providers": by_providers,
+        "gas_per_claim_single": {n: t["claim_single_mean"] for n, t in totals.items()},
+        "gas_per_claim_batched": {
+            n: t["claim_batched_per_provider"]
+            for n, t in totals.items()
+            if t["claim_batched_per_provider"] == t["claim_batched_per_provider"]
+        },
+        "totals_by_providers": {
+            n: {
+                k: t[k]
+                for k in (
+                    "create_job",
+                    "rounds_total",
+                    "claims_total",
+                    "job_total",
+                    "job_total_per_provider",
+                )
+            }
+            for n, t in totals.items()
+        },
+        "gas_per_provider_per_job_at_1000": at_1000["job_total_per_provider"],
+        "goal_gas_per_provider_per_job": 60_000,
+        "python": platform.python_version(),
+        "seconds": round(time.time() - t0, 1),
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
