@@ -143,7 +143,7 @@ validators = ["{net.nodes[1].address}"]
 hidden = [{hidden}]
 [algorithm]
 name = "fedavg"
-epochs = 1
+epochs = 3
 lr = 0.1
 """
 

@@ -47,7 +47,7 @@ round_timeout_s = 25
 hidden = [32]
 [algorithm]
 name = "fedavg"
-epochs = 1
+epochs = 3
 lr = 0.1
 """
 

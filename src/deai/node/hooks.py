@@ -41,6 +41,7 @@ class RoundOutcome:
     started_s: float
     closed_s: float
     epsilon: float | None = None  # privacy spent so far (DP jobs)
+    start_params: Tensor | None = None  # [d] global parameters the round started from
 
 
 class Behaviour(Protocol):

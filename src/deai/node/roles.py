@@ -491,6 +491,7 @@ class Validator(Role):
         assert st is not None and not st.closed
         st.closed = True
         spec = job.spec
+        start_params = job.params.clone()
         senders = tuple(s for s in st.participants if s in st.updates)
         excluded: tuple[str, ...] = ()
         stack: Tensor | None = None
@@ -544,6 +545,7 @@ class Validator(Role):
             started_s=st.started_s,
             closed_s=self.ctx.now(),
             epsilon=epsilon,
+            start_params=start_params,
         )
         self.outcomes.append(outcome)
         self.settlement.settle(outcome)

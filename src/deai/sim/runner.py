@@ -39,6 +39,7 @@ from deai.privacy.secagg.roles import SecAggServerRole
 from deai.privacy.secagg.roles import install as install_secagg
 from deai.sim.adversary import Adversary, AttackerGroup
 from deai.sim.behaviours import build_behaviour
+from deai.sim.chain_job import ChainSetup, SimChain
 from deai.sim.engine import Simulation
 from deai.sim.network import FaultModel, NetworkConfig, NetworkModel, draw_profiles
 from deai.sim.scenario import Role, Scenario
@@ -340,7 +341,10 @@ def run_scenario(s: Scenario, progress: ProgressFn | None = None) -> RunResult:
     )
     plans = _provider_plans(s)
     providers = [p.node_id for p in plans]
-    validators = [f"validator-{i}" for i in range(s.count(Role.VALIDATOR))]
+    validator_liar = [
+        g.behaviour == "liar" for g in s.nodes if g.role is Role.VALIDATOR for _ in range(g.count)
+    ]
+    validators = [f"validator-{i}" for i in range(len(validator_liar))]
     labels = splits.train.y.numpy()
     parts = partition(
         labels,
@@ -371,14 +375,32 @@ def run_scenario(s: Scenario, progress: ProgressFn | None = None) -> RunResult:
     sim.add_node("requester", requester)
     root = splits.validation if s.aggregator is AggregatorName.FLTRUST else None
     secure = spec.privacy is not None and spec.privacy.secure_aggregation
+    chain = (
+        SimChain(
+            ChainSetup(
+                s.ledger.budget_eth, s.ledger.stake_eth, s.ledger.committee, s.ledger.evaluator
+            ),
+            spec,
+            validators,
+            providers,
+        )
+        if s.ledger
+        else None
+    )
     validator_roles: list[Validator] = []
-    for v in validators:
+    for v, liar in zip(validators, validator_liar, strict=True):
+        settlement = (
+            chain.member(v, model_for(spec), splits.validation, spec.algorithm.server_lr, liar)
+            if chain
+            else None
+        )
         validator_roles.append(
             Validator(
                 v,
                 splits.validation,
                 aggregator=make_aggregator(s),
                 codecs={codec.name: codec},
+                settlement=settlement,
                 observer=collector,
                 root_data=root,
             )
@@ -436,6 +458,8 @@ def run_scenario(s: Scenario, progress: ProgressFn | None = None) -> RunResult:
         if isinstance(r, SecAggServerRole)
         for a in r.aborts
     ]
+    if chain is not None:
+        metrics["ledger"] = chain.finish()
     job = validator_roles[0].jobs.get(spec.job_id)
     metrics["stopped"] = job.stopped if job is not None else None
     if s.privacy is not None:

@@ -18,6 +18,7 @@ from deai.aggregation.registry import AggregatorName
 from deai.attacks.spec import AttackName, AttackSpec
 from deai.compression.registry import CodecName
 from deai.errors import ConfigError
+from deai.incentives.evaluators import EvaluatorName
 from deai.learning.algorithms import AlgorithmName, Weighting
 from deai.learning.data import DatasetName
 from deai.learning.models import ModelName
@@ -106,12 +107,16 @@ class NodeGroup(_Strict):
     def _behaviour(self) -> NodeGroup:
         from deai.sim.behaviours import behaviour_names
 
-        if self.behaviour not in behaviour_names():
+        if self.role is Role.PROVIDER and self.behaviour not in behaviour_names():
             raise ValueError(
                 f"behaviour: got {self.behaviour!r}; allowed: {', '.join(behaviour_names())}"
             )
-        if self.role is not Role.PROVIDER and (self.behaviour != "honest" or self.attack):
-            raise ValueError(f"only providers take a behaviour or attack, not {self.role}")
+        if self.role is Role.VALIDATOR and self.behaviour not in ("honest", "liar"):
+            raise ValueError(
+                f"behaviour: a validator is 'honest' or 'liar', not {self.behaviour!r}"
+            )
+        if self.role is Role.VALIDATOR and self.attack is not None:
+            raise ValueError("attack: only providers take an attack")
         if self.attack is not None:
             if self.behaviour != "honest":
                 raise ValueError("a group takes either a fault behaviour or an attack, not both")
@@ -153,6 +158,13 @@ class PrivacySection(_Strict):
     threshold: Annotated[float, Field(gt=0, le=1)] = 0.6  # SecAgg: share of providers needed
 
 
+class LedgerSection(_Strict):
+    budget_eth: PositiveFloat = 10.0  # the requester's escrow for the job
+    stake_eth: PositiveFloat = 5.0  # each validator's stake
+    committee: Annotated[int, Field(ge=1, le=9)] = 3  # validators per round's committee
+    evaluator: EvaluatorName = EvaluatorName.LOO  # contribution evaluator for payouts
+
+
 class Scenario(_Strict):
     name: str = "scenario"
     seed: int = 0
@@ -162,6 +174,7 @@ class Scenario(_Strict):
     aggregation: AggregationSection = AggregationSection()
     compression: CompressionSection = CompressionSection()
     privacy: PrivacySection | None = None  # user-level DP-FedAvg (and secure aggregation)
+    ledger: LedgerSection | None = None  # settle every round on an embedded chain
     data: DataSection = DataSection()
     model: ModelSection = ModelSection()
     algorithm: AlgorithmSection = AlgorithmSection()
@@ -180,6 +193,10 @@ class Scenario(_Strict):
             raise ValueError("nodes: at least one validator group is required")
         if self.algorithm.name is AlgorithmName.DPSGD and self.count(Role.PROVIDER) < 2:
             raise ValueError("dpsgd needs at least 2 providers")
+        if self.ledger is not None and self.count(Role.VALIDATOR) > 9:
+            raise ValueError("ledger: the embedded chain funds at most 9 validators")
+        if self.ledger is not None and self.algorithm.name is AlgorithmName.DPSGD:
+            raise ValueError("ledger: on-chain settlement needs a server algorithm, not dpsgd")
         if self.privacy is not None and self.algorithm.name is AlgorithmName.DPSGD:
             raise ValueError("privacy: DP-FedAvg needs a server algorithm, not dpsgd")
         return self
