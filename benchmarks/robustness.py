@@ -323,12 +323,19 @@ def headline(c: dict[tuple[int, str, str], dict[str, Any]]) -> dict[str, Any]:
         "accuracy_drop_default_20pct": d,
         "accuracy_drop_default_vs_clean_fedavg_20pct": default_vs_fedavg,
         "sybil_accuracy_drop": sybil,
+        "min_max_accuracy_20pct": {
+            g: acc
+            for g in ("multi_krum", "median", "trimmed_mean", DEFAULT)
+            if (acc := _acc(c, (20, "min_max", g))) is not None
+        },
     }
     h["goal_met"] = {
         "default_within_3_points_every_attack_20pct": bool(d)
         and all(v <= GOAL_DROP_POINTS for v in d.values()),
         "default_backdoor_at_most_5pct": bd is not None and bd["mean"] <= GOAL_BACKDOOR,
-        "sybil_within_3_points": any(v <= GOAL_DROP_POINTS for v in sybil.values()),
+        "sybil_within_3_points": (
+            any(v <= GOAL_DROP_POINTS for v in sybil.values()) if sybil else None
+        ),
     }
     return h
 
@@ -432,7 +439,8 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 def _headline_lines(h: dict[str, Any]) -> list[str]:
-    g = {k: "met" if v else "NOT met" for k, v in h["goal_met"].items()}
+    verdict = {True: "met", False: "NOT met", None: "not measured"}
+    g = {k: verdict[v] for k, v in h["goal_met"].items()}
     worst, bd = h["worst_accuracy_drop_default_20pct"], h["backdoor_success_default"]
     lines = [
         f"- `worst_accuracy_drop_default_20pct` = **{_num(worst)} points**"
@@ -448,6 +456,13 @@ def _headline_lines(h: dict[str, Any]) -> list[str]:
         f" goal ≤ {GOAL_DROP_POINTS:g} for FoolsGold or the default:"
         f" **{g['sybil_within_3_points']}**."
     )
+    mm = ", ".join(f"{k} {100 * v:.1f}%" for k, v in h.get("min_max_accuracy_20pct", {}).items())
+    if mm:
+        lines.append(
+            "- Min-max at 20%, for comparison with the 28–38% that Multi-Krum, median and"
+            " trimmed mean fall to on CIFAR-10 (Shejwalkar & Houmansadr, NDSS 2021):"
+            f" {mm} on digits here (an easier task; the numbers do not transfer)."
+        )
     over = {a: v for a, v in h["accuracy_drop_default_20pct"].items() if v > GOAL_DROP_POINTS}
     if over:
         lines.append(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,10 +25,14 @@ console = Console()
 def _mount() -> None:
     """Sub-command groups that live with their planes."""
     from deai.ledger.cli import app as chain_app
+    from deai.node.cli import cluster_app, job_app, node_app
     from deai.privacy.cli import app as data_app
 
     app.add_typer(chain_app, name="chain", help="A local anvil chain with the deai contracts.")
     app.add_typer(data_app, name="data", help="Data providers' preprocessing (PII, dedup).")
+    app.add_typer(node_app, name="node", help="Run a deployed node (HTTP, keystore, chain).")
+    app.add_typer(job_app, name="job", help="Submit and follow training jobs as a requester.")
+    app.add_typer(cluster_app, name="cluster", help="A local network: anvil plus N nodes.")
 
 
 def _fail(e: DeaiError) -> None:
@@ -40,6 +43,7 @@ def _fail(e: DeaiError) -> None:
 def _run(scenario: Any, out: Path, quiet: bool) -> dict[str, Any]:
     from deai.sim.report import write_outputs
     from deai.sim.runner import run_scenario
+    from deai.sim.sections import sections_for
 
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -52,30 +56,33 @@ def _run(scenario: Any, out: Path, quiet: bool) -> dict[str, Any]:
     ) as bar:
         task = bar.add_task(f"{scenario.name}: rounds", total=scenario.rounds)
         result = run_scenario(scenario, progress=lambda r, n: bar.update(task, completed=r))
-    write_outputs(result, out)
-    m = result.metrics
+    write_outputs(result, out, sections_for(result.metrics))
     if not quiet:
-        t = Table(title=f"{m['scenario']} ({m['algorithm']}, {m['providers']} providers)")
-        t.add_column("metric", style="bold")
-        t.add_column("value", justify="right")
-        t.add_row("final test accuracy", f"{m['final_accuracy']:.4f}")
-        t.add_row("rounds", str(len(m["rounds"])))
-        t.add_row("simulated time", f"{m['sim_time_s']:.1f} s")
-        t.add_row(
-            "bytes up / down",
-            f"{m['total_bytes_up'] / 1e6:.2f} / {m['total_bytes_down'] / 1e6:.2f} MB",
-        )
-        t.add_row("rejected updates", str(len(m["rejections"])))
-        t.add_row("wall time", f"{m['wall_time_s']:.1f} s")
-        console.print(t)
-        reasons: dict[str, int] = {}
-        for r in m["rejections"]:
-            key = f"{r['sender']}: {r['reason']}"
-            reasons[key] = reasons.get(key, 0) + 1
-        for key, n in sorted(reasons.items()):
-            console.print(f"  rejected {n}x  {key}")
-        console.print(f"wrote [bold]{out / 'metrics.json'}[/] and [bold]{out / 'report.html'}[/]")
-    return m
+        _summary(result.metrics, out)
+    return result.metrics
+
+
+def _summary(m: dict[str, Any], out: Path) -> None:
+    t = Table(title=f"{m['scenario']} ({m['algorithm']}, {m['providers']} providers)")
+    t.add_column("metric", style="bold")
+    t.add_column("value", justify="right")
+    t.add_row("final test accuracy", f"{m['final_accuracy']:.4f}")
+    t.add_row("rounds", str(len(m["rounds"])))
+    t.add_row("simulated time", f"{m['sim_time_s']:.1f} s")
+    t.add_row(
+        "bytes up / down",
+        f"{m['total_bytes_up'] / 1e6:.2f} / {m['total_bytes_down'] / 1e6:.2f} MB",
+    )
+    t.add_row("rejected updates", str(len(m["rejections"])))
+    t.add_row("wall time", f"{m['wall_time_s']:.1f} s")
+    console.print(t)
+    reasons: dict[str, int] = {}
+    for r in m["rejections"]:
+        key = f"{r['sender']}: {r['reason']}"
+        reasons[key] = reasons.get(key, 0) + 1
+    for key, n in sorted(reasons.items()):
+        console.print(f"  rejected {n}x  {key}")
+    console.print(f"wrote [bold]{out / 'metrics.json'}[/] and [bold]{out / 'report.html'}[/]")
 
 
 @app.command()
@@ -83,23 +90,82 @@ def demo(
     out: Annotated[Path, typer.Option(help="Directory for metrics.json and report.html.")] = Path(
         "runs/demo"
     ),
-    rounds: Annotated[int | None, typer.Option(help="Override the number of rounds.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Override the jobs' number of rounds.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar or summary.")] = False,
 ) -> None:
-    """Run the built-in demo: FedAvg on digits with 20 providers over simulated internet
-    links, faulty providers rejected, report written to OUT."""
-    import tomllib
+    """Run the built-in demo through every plane: robust FedAvg on digits with attackers and
+    faulty peers, compressed updates, rounds settled on an embedded chain (a lying
+    validator is slashed, providers paid by contribution), a DP job with secure
+    aggregation, and a compute market where a lazy worker is caught. Writes OUT."""
+    from deai.sim.demo import run_demo
 
-    from deai.sim.scenario import parse_scenario
-
-    text = resources.files("deai.sim").joinpath("scenarios/demo.toml").read_text()
-    data = tomllib.loads(text)
-    if rounds is not None:
-        data["rounds"] = rounds
     try:
-        _run(parse_scenario(data, "demo"), out, quiet)
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet,
+        ) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(stage: str, r: int, n: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=n)
+                bar.update(tasks[stage], completed=r)
+
+            m = run_demo(out, rounds, progress)
     except DeaiError as e:
         _fail(e)
+        return
+    if not quiet:
+        _summary(m, out)
+        _demo_summary(m)
+
+
+def _demo_summary(m: dict[str, Any]) -> None:
+    led = m.get("ledger")
+    if led:
+        t = Table(title="payouts by contribution (on-chain claims)")
+        t.add_column("provider")
+        t.add_column("behaviour")
+        t.add_column("contribution", justify="right")
+        t.add_column("paid ETH", justify="right")
+        for p in led["providers"]:
+            t.add_row(
+                p["node"],
+                m["provider_behaviours"].get(p["node"], ""),
+                f"{p['contribution']:.4f}",
+                f"{p['paid_wei'] / 1e18:.4f}",
+            )
+        console.print(t)
+        for v in led["validators"]:
+            lost = (v["stake_before_wei"] - v["stake_after_wei"]) / 1e18
+            console.print(
+                f"  {v['node']}: {'lied, ' if v['liar'] else ''}stake "
+                f"{v['stake_after_wei'] / 1e18:.2f} ETH"
+                + (f" ([red]slashed {lost:.2f}[/])" if lost else "")
+            )
+        console.print(f"  gas used on chain: {led['gas_total']:,}")
+    if "backdoor_success" in m:
+        console.print(f"backdoor success (default defence): {m['backdoor_success']:.3f}")
+    if m.get("uncompressed_bytes_up"):
+        console.print(
+            f"compression: {m['total_bytes_up']:,} bytes up instead of "
+            f"{m['uncompressed_bytes_up']:,} "
+            f"({m['uncompressed_bytes_up'] / max(m['total_bytes_up'], 1):.1f}x saved)"
+        )
+    pj = m.get("private_job")
+    if pj:
+        console.print(
+            f"private job (DP + secure aggregation): accuracy "
+            f"{pj['final_accuracy']:.3f}, epsilon {pj['privacy']['epsilon_spent']:.2f} "
+            f"(budget {pj['privacy']['epsilon']}, delta {pj['privacy']['delta']})"
+        )
+    tm = m.get("task_market")
+    if tm:
+        console.print(f"compute market: {tm.get('note', '')}")
 
 
 @app.command()

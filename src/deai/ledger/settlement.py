@@ -117,9 +117,7 @@ class ChainMember:
     def settle(self, outcome: RoundOutcome) -> None:
         address = self.job.accounts[self.node_id]
         round_index = outcome.round - 1
-        if address not in self.job.ledger.committee(self.job.job_id):
-            return  # not drawn for this round's committee
-        paid = self.payouts(outcome)
+        paid = self.payouts(outcome)  # every validator tracks the cumulative payouts
         for node, value in getattr(self.payouts, "last_contributions", {}).items():
             self.contribution_totals[node] = self.contribution_totals.get(node, 0.0) + value
         for node, wei in paid.items():
@@ -127,6 +125,8 @@ class ChainMember:
             self.cumulative[acct] = self.cumulative.get(acct, 0) + wei
         accounts = {self.job.accounts[n]: 0 for n in self.job.accounts if n.startswith("provider")}
         self.tree = PayoutTree(self.job.job_id, {**accounts, **self.cumulative})
+        if address not in self.job.ledger.committee(self.job.job_id):
+            return  # not drawn for this round's committee: nothing to commit
         model_hash = bytes.fromhex(outcome.model_hash)
         if self.liar:
             model_hash = hashlib.sha256(b"not the aggregate" + model_hash).digest()

@@ -439,6 +439,11 @@ def run_scenario(s: Scenario, progress: ProgressFn | None = None) -> RunResult:
         "final_model_hash": requester.result_hash,
         "rounds": rounds,
         "total_bytes_up": sum(r["bytes_up"] for r in rounds),
+        "uncompressed_bytes_up": sum(
+            r["accepted"] + len(r.get("rejected", [])) for r in rounds if "accepted" in r
+        )
+        * 4
+        * model.dim,
         "total_bytes_down": sum(r["bytes_down"] for r in rounds),
         "total_bytes": sim.bytes.total(),
         "messages": sim.bytes.messages,

@@ -47,10 +47,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from torch import Tensor
+from web3 import Web3
 from web3.logs import DISCARD
 
 from deai.errors import ConfigError
-from deai.ledger import Ledger, Reverted, TaskState, task_commitment
+from deai.ledger import Ledger, Reverted, task_commitment
 from deai.verification.commit_reveal import (
     Outcome,
     Settlement,
@@ -77,6 +78,7 @@ class ChainTiming:
 @dataclass
 class _OpenTask:
     chain_id: int  # the Tasks contract's task id
+    escrow: int  # wei escrowed
     index: dict[str, str] = field(default_factory=dict)  # any-case address -> checksum
     order: list[str] = field(default_factory=list)  # checksum addresses, contract order
 
@@ -90,7 +92,7 @@ class ChainTaskSettlement:
     contract's reason; the ledger's ``gas_log`` records the gas of every transaction.
     """
 
-    def __init__(self, ledger: Ledger, requester: str, timing: ChainTiming = ChainTiming()):
+    def __init__(self, ledger: Ledger, requester: str, timing: ChainTiming = ChainTiming()) -> None:
         self.ledger = ledger
         self.requester = requester
         self.timing = timing
@@ -127,9 +129,10 @@ class ChainTaskSettlement:
             )
         except Reverted as exc:
             raise SettlementError(f"chain: create_task reverted: {exc.reason}") from exc
-        order = self.ledger.task_workers(cid)
+        # the contract keeps the workers in the given order
+        order = [str(Web3.to_checksum_address(w)) for w in workers]
         self._tasks[task_id] = _OpenTask(
-            cid, {w.lower(): c for w, c in zip(workers, order, strict=True)}, order
+            cid, fee * len(workers), {w.lower(): w for w in order}, order
         )
 
     def commit(self, task_id: bytes, worker: str, commitment: bytes) -> None:
@@ -154,7 +157,7 @@ class ChainTaskSettlement:
 
     def settle(self, task_id: bytes, reference: bytes | None = None) -> Settlement:
         """``finalize_task`` (every worker revealed, or the reveal deadline passed) and the
-        settlement read back from its events."""
+        settlement read back from the events of that transaction."""
         if reference is not None:
             raise SettlementError("chain: the Tasks contract cannot settle by a reference")
         task = self._get(task_id)
@@ -169,19 +172,16 @@ class ChainTaskSettlement:
             str(e["args"]["worker"]): int(e["args"]["amount"])
             for e in events.WorkerSlashed().process_receipt(receipt, errors=DISCARD)
         }
-        view = self.ledger.task(task.chain_id)
-        if view.state is TaskState.SETTLED:
-            (settled,) = events.TaskSettled().process_receipt(receipt, errors=DISCARD)
-            share = int(settled["args"]["share"])
+        settled = events.TaskSettled().process_receipt(receipt, errors=DISCARD)
+        if settled:
+            args = settled[0]["args"]
+            share, winner = int(args["share"]), bytes(args["result_hash"])
             majority = tuple(w for w in task.order if w not in slashed)
             paid = {w: share for w in majority}
-            verdict = Verdict(
-                Outcome.ACCEPTED, view.result_hash, majority, tuple(slashed), not slashed
-            )
-        else:
-            paid = {}
-            verdict = Verdict(Outcome.REFUNDED, None, (), tuple(slashed), False)
-        return Settlement(task_id, verdict, paid, slashed, view.refunded)
+            verdict = Verdict(Outcome.ACCEPTED, winner, majority, tuple(slashed), not slashed)
+            return Settlement(task_id, verdict, paid, slashed, task.escrow - share * len(paid))
+        verdict = Verdict(Outcome.REFUNDED, None, (), tuple(slashed), False)
+        return Settlement(task_id, verdict, {}, slashed, task.escrow)
 
     def _get(self, task_id: bytes) -> _OpenTask:
         task = self._tasks.get(task_id)

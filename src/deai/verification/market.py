@@ -20,8 +20,8 @@ Flow of :func:`run_task_market` (docs/verification.md, "On chain"):
 4. Everyone withdraws what the Tasks contract owes them; the requester reveals its sampling
    key and the decisions are audited (:func:`.sampling.audit`).
 
-Defaults (seeded, about 2-5 s on a 2-core CPU): 6 workers, one of them lazy (a quantized
-int8 copy of the model: cheap, and about 0.06 logits off), 24 tasks of 8 rows, rate 0.5,
+Defaults (seeded, about 7 s of CPU on this machine): 6 workers, one of them lazy (a quantized
+int8 copy of the model: cheap, and about 0.06 logits off), 20 tasks of 8 rows, rate 0.5,
 fee 0.001 ETH per worker per task. The rate is far above a production rate so that the
 demo catches the lazy worker within a few tasks; docs/verification.md states the
 production trade-off (rate 0.047, stake 21.4 fees, overhead 0.094 executions per task).
@@ -33,14 +33,14 @@ import math
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from eth_hash.auto import keccak
 from sklearn.datasets import load_digits
 
-from deai.errors import ConfigError
+from deai.errors import ChainError, ConfigError
 from deai.ledger import EmbeddedChain, Ledger, LedgerConfig, Role
 from deai.verification.chain import ChainTaskSettlement, cross_check_on_chain
 from deai.verification.economics import detection_probability, min_stake
@@ -66,7 +66,7 @@ class MarketConfig:
     workers: int = 6  # registered workers (the embedded chain funds 9 besides the requester)
     lazy_index: int = 1  # which worker is lazy; -1 for none
     lazy_behaviour: Behaviour = Behaviour.QUANTIZED_MODEL  # the lazy worker's shortcut
-    tasks: int = 24  # inference tasks the requester buys
+    tasks: int = 20  # inference tasks the requester buys
     rows: int = 8  # digits rows per task
     rate: float = 0.5  # share of tasks secretly cross-checked, in (0, 1)
     k: int = 3  # workers on a checked task (the primary and k - 1 checkers)
@@ -165,7 +165,9 @@ def _deploy(config: MarketConfig) -> Ledger:
     return Ledger.deploy(EmbeddedChain(), cfg)
 
 
-def run_task_market(config: MarketConfig = MarketConfig(), ledger: Ledger | None = None) -> MarketReport:
+def run_task_market(
+    config: MarketConfig = MarketConfig(), ledger: Ledger | None = None
+) -> MarketReport:
     """Run the market (module docstring) on ``ledger`` or a fresh embedded chain. The
     accounts used are the chain's managed accounts: the first is the requester, the next
     ``config.workers`` are the workers (registered as workers unless they already are)."""
@@ -186,6 +188,7 @@ def run_task_market(config: MarketConfig = MarketConfig(), ledger: Ledger | None
         if ledger.node(a).roles == 0:
             ledger.register(a, stake, f"sim://{a}", Role.WORKER)
     before = {a: ledger.node(a).stake for a in addrs}
+    stakes = dict(before)  # tracked from the settlements' slashes; checked against the chain
 
     seed_bytes = config.seed.to_bytes(8, "big", signed=True)
     workers = [
@@ -207,9 +210,9 @@ def run_task_market(config: MarketConfig = MarketConfig(), ledger: Ledger | None
     tally = {a: _Tally() for a in addrs}
     ids: list[bytes] = []
     claimed: list[bytes] = []
-    accepted_wrong = disputes = 0
+    accepted_wrong = disputes = deposits = paid = refunded = 0
     for t in range(config.tasks):
-        eligible = [w for w in workers if ledger.node(w.address).stake >= minimum]
+        eligible = [w for w in workers if stakes[w.address] >= minimum]
         if len(eligible) < config.k:
             raise ConfigError("market: fewer eligible workers than k")
         rows = torch.randint(0, pool.shape[0], (config.rows,), generator=gen)
@@ -223,6 +226,9 @@ def run_task_market(config: MarketConfig = MarketConfig(), ledger: Ledger | None
         done = cross_check_on_chain(task, team, settlement, store, cross)
         disputes += len(done.disputes)
         s = done.report.settlement
+        deposits += config.fee * len(team)
+        paid += sum(s.paid.values())
+        refunded += s.refunded
         if len(team) == 1 and primary.behaviour is not Behaviour.HONEST:
             accepted_wrong += 1
         tally[primary.address].primary += 1
@@ -233,22 +239,27 @@ def run_task_market(config: MarketConfig = MarketConfig(), ledger: Ledger | None
             row.fees += s.paid.get(w.address, 0)
             row.caught += w.address in s.slashed
             row.slashed += s.slashed.get(w.address, 0)
+            stakes[w.address] -= s.slashed.get(w.address, 0)
 
     for a in [requester, *addrs]:
         if ledger.task_owed(a) > 0:
             ledger.task_withdraw(a)
     check = audit(published, sampler.secret, sampler.threshold, ids, claimed)
-    views = [ledger.task(settlement.chain_id(i)) for i in ids]
+    after = {a: ledger.node(a).stake for a in addrs}
+    if after != stakes:
+        raise ChainError("market: stakes on chain differ from the settlements' slashes")
     gas = Counter[str]()
     for label, used in ledger.gas_log[gas_start:]:
         gas[label] += used
     rows_out = tuple(
         WorkerRow(
-            w.address, w.behaviour, tally[w.address].tasks, tally[w.address].primary,
-            tally[w.address].checked, tally[w.address].caught, tally[w.address].fees,
-            tally[w.address].slashed, before[w.address], ledger.node(w.address).stake,
-            ledger.node(w.address).stake < minimum,
-        )  # fmt: skip
+            address=w.address,
+            behaviour=w.behaviour,
+            **asdict(tally[w.address]),
+            stake_before=before[w.address],
+            stake_after=after[w.address],
+            ejected=after[w.address] < minimum,
+        )
         for w in workers
     )
     return MarketReport(
@@ -265,10 +276,10 @@ def run_task_market(config: MarketConfig = MarketConfig(), ledger: Ledger | None
         p_detect=p_detect,
         stake=stake,
         min_stake=minimum,
-        deposits=sum(v.paid + v.refunded for v in views),
-        paid=sum(v.paid for v in views),
-        refunded=sum(v.refunded for v in views),
-        slashed=sum(v.slashed for v in views),
+        deposits=deposits,
+        paid=paid,
+        refunded=refunded,
+        slashed=sum(before[a] - after[a] for a in addrs),
         accepted_wrong=accepted_wrong,
         disputes=disputes,
         gas=sum(gas.values()),
@@ -284,32 +295,51 @@ def _eth(wei: int) -> str:
 def market_section(report: MarketReport) -> dict[str, Any]:
     """A table for ``deai.sim.report.write_outputs(..., sections=[...])``."""
     caught = [r for r in report.rows if r.behaviour is not Behaviour.HONEST and r.caught]
-    note = (
-        f"{report.tasks} inference tasks settled on the embedded chain; {report.checked} "
-        f"secretly cross-checked by k = {report.k} workers (rate {report.rate:.2f}, realized "
-        f"{report.realized_rate:.2f}, sampling audit {'passed' if report.sampling_audit_ok else 'FAILED'}). "
-        f"Fee {_eth(report.fee)} ETH per worker per task; slash {_eth(report.slash)} ETH "
-        f"(S_min = f(1 - p_d)/p_d = {_eth(round(report.s_min))} ETH at p_d = {report.p_detect:.3f}); "
-        f"stake {_eth(report.stake)} ETH. Lazy workers caught: {len(caught)}; wrong results "
-        f"accepted unchecked: {report.accepted_wrong}; honest workers slashed: "
-        f"{sum(r.caught for r in report.rows if r.behaviour is Behaviour.HONEST)}. "
-        f"Requester escrowed {_eth(report.deposits)} ETH = paid {_eth(report.paid)} + refunded "
-        f"{_eth(report.refunded)}; {_eth(report.slashed)} ETH of stake slashed (burned). "
-        f"Gas {report.gas:,} ({report.gas // max(report.tasks, 1):,} per task)."
-    )  # fmt: skip
+    honest_slashed = sum(r.caught for r in report.rows if r.behaviour is Behaviour.HONEST)
+    audit_word = "passed" if report.sampling_audit_ok else "FAILED"
+    note = " ".join(
+        [
+            f"{report.tasks} inference tasks settled on the embedded chain, {report.checked}",
+            f"secretly cross-checked by k = {report.k} workers (rate {report.rate:.2f},",
+            f"realized {report.realized_rate:.2f}, sampling audit {audit_word}).",
+            f"Fee {_eth(report.fee)} ETH per worker per task; slash {_eth(report.slash)} ETH",
+            f"(S_min = f(1 - p_d)/p_d = {_eth(round(report.s_min))} ETH at",
+            f"p_d = {report.p_detect:.3f}); stake {_eth(report.stake)} ETH.",
+            f"Lazy workers caught: {len(caught)}; wrong results accepted unchecked:",
+            f"{report.accepted_wrong}; honest workers slashed: {honest_slashed}.",
+            f"Requester escrowed {_eth(report.deposits)} ETH = paid {_eth(report.paid)} +",
+            f"refunded {_eth(report.refunded)}; {_eth(report.slashed)} ETH of stake slashed",
+            f"(burned). Gas {report.gas:,} ({report.gas // max(report.tasks, 1):,} per task).",
+        ]
+    )
     return {
         "title": "Verification market on chain: a lazy worker caught and slashed",
         "note": note,
         "columns": [
-            "worker", "behaviour", "tasks", "checked", "caught", "fees (ETH)",
-            "slashed (ETH)", "stake before (ETH)", "stake after (ETH)", "eligible",
-        ],  # fmt: skip
+            "worker",
+            "behaviour",
+            "tasks",
+            "checked",
+            "caught",
+            "fees (ETH)",
+            "slashed (ETH)",
+            "stake before (ETH)",
+            "stake after (ETH)",
+            "eligible",
+        ],
         "rows": [
             [
-                f"{r.address[:6]}…{r.address[-4:]}", r.behaviour.value, r.tasks, r.checked,
-                r.caught, _eth(r.fees), _eth(r.slashed), _eth(r.stake_before),
-                _eth(r.stake_after), "no" if r.ejected else "yes",
-            ]  # fmt: skip
+                f"{r.address[:6]}…{r.address[-4:]}",
+                r.behaviour.value,
+                r.tasks,
+                r.checked,
+                r.caught,
+                _eth(r.fees),
+                _eth(r.slashed),
+                _eth(r.stake_before),
+                _eth(r.stake_after),
+                "no" if r.ejected else "yes",
+            ]
             for r in report.rows
         ],
     }
