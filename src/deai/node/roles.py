@@ -369,6 +369,7 @@ class _ValidatorJob:
     round: _RoundState | None = None
     finals: dict[str, tuple[Tensor, int]] = field(default_factory=dict)
     done: bool = False
+    early: dict[str, tuple[str, Update]] = field(default_factory=dict)  # next round's, held
     accountant: PrivacyAccountant | None = None  # DP jobs
     stopped: str | None = None  # why the job ended early, if it did
 
@@ -438,6 +439,10 @@ class Validator(Role):
                 self._close_round(job)
 
         self.ctx.call_later(spec.round_timeout_s, deadline)
+        early = [m for m in job.early.values() if m[1].round == round_]
+        job.early = {}
+        for sender, msg in early:
+            self.on_update(sender, msg)
 
     def _reject(self, st_list: list[Rejection], round_: int, sender: str, e: Exception) -> None:
         reason = e.reason if isinstance(e, InvalidUpdate) else str(RejectReason.MALFORMED)
@@ -452,6 +457,11 @@ class Validator(Role):
             return
         st = job.round
         if st is None:
+            return
+        if msg.round == st.round + 1 and not st.closed and sender in job.spec.providers:
+            # the next round's update overtook this round's last ones (links are FIFO per
+            # sender, not across senders): hold it, first one per sender, until we get there
+            job.early.setdefault(sender, (sender, msg))
             return
         if not self._coordinator(job) and msg.round == st.round + 1 and st.closed:
             self._open_round(job, msg.round)  # followers open rounds as updates arrive

@@ -47,6 +47,8 @@ class _Round:
         default_factory=lambda: defaultdict(dict)
     )
     released: set[str] = field(default_factory=set)  # validators already released
+    seen: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # dst -> srcs
+    crafted: dict[str, Update] = field(default_factory=dict)  # attacker node -> its update
 
 
 class Adversary:
@@ -77,16 +79,17 @@ class Adversary:
             if r.global_params is None:
                 r.global_params = vector_from_bytes(msg.model, len(msg.model) // 4)
             return False
-        if not isinstance(msg, Update) or msg.codec not in self.codecs:
+        if not isinstance(msg, Update):
             return False
         r = self.rounds[msg.round]
-        try:
-            vec = self.codecs[msg.codec].decode(Encoded(msg.codec, msg.dim, msg.payload))
-        except Exception:  # a faulty update is the validator's business, not the attacker's
-            return False
+        vec = self._decode(msg)
         if src not in self.node_group:
-            r.honest[dst][src] = vec
+            r.seen[dst].add(src)
+            if vec is not None:  # a faulty update is the validator's business
+                r.honest[dst][src] = vec
             self._try_release(sim, msg.round, dst, force=False)
+            return False
+        if vec is None:
             return False
         first_hold = not r.held[dst]
         r.held[dst][src] = (msg, vec)
@@ -97,13 +100,22 @@ class Adversary:
         self._try_release(sim, msg.round, dst, force=False)
         return True
 
+    def _decode(self, msg: Update) -> Tensor | None:
+        codec = self.codecs.get(msg.codec)
+        if codec is None:
+            return None
+        try:
+            return codec.decode(Encoded(msg.codec, msg.dim, msg.payload))
+        except Exception:
+            return None
+
     def _try_release(self, sim: Simulation, round_: int, dst: str, force: bool) -> None:
         r = self.rounds[round_]
         if dst in r.released or not r.held[dst]:
             return
         honest_parts = {p for p in r.participants if p not in self.node_group}
         mal_parts = {p for p in r.participants if p in self.node_group}
-        ready = honest_parts <= set(r.honest[dst]) and mal_parts <= set(r.held[dst])
+        ready = honest_parts <= r.seen[dst] and mal_parts <= set(r.held[dst])
         if not ready and not force:
             return
         r.released.add(dst)
@@ -132,13 +144,11 @@ class Adversary:
                     ]
                 )
             for m, row in zip(members, rows, strict=True):
-                msg = r.held[dst][m][0]
-                enc = self.codecs[msg.codec].encode(row)
-                self.crafted += 1
-                sim.transmit(
-                    m,
-                    dst,
-                    Update(
+                if m not in r.crafted:  # one update per attacker node, the same to every
+                    msg = r.held[dst][m][0]  # validator (a randomized codec encodes once)
+                    enc = self.codecs[msg.codec].encode(row)
+                    self.crafted += 1
+                    r.crafted[m] = Update(
                         msg.job_id,
                         msg.round,
                         enc.codec,
@@ -146,8 +156,8 @@ class Adversary:
                         msg.dtype,
                         enc.payload,
                         msg.num_examples,
-                    ),
-                )
+                    )
+                sim.transmit(m, dst, r.crafted[m])
 
     def _prev_delta(self, round_: int) -> Tensor | None:
         now, before = self.rounds.get(round_), self.rounds.get(round_ - 1)
