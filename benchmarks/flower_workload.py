@@ -56,8 +56,9 @@ def train(msg: Message, context: Context) -> Message:
         opt.zero_grad()
         nn.functional.cross_entropy(net(x[b]), y[b]).backward()
         opt.step()
-    content = RecordDict({"arrays": ArrayRecord(net.state_dict()),
-                          "metrics": MetricRecord({"num-examples": len(y)})})
+    content = RecordDict(
+        {"arrays": ArrayRecord(net.state_dict()), "metrics": MetricRecord({"num-examples": len(y)})}
+    )
     return Message(content=content, reply_to=msg)
 
 
@@ -76,16 +77,25 @@ def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
 
 @server.main()
 def main(grid: Grid, context: Context) -> None:
-    strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=N,
-                      min_available_nodes=N)
-    result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model().state_dict()),
-                            num_rounds=ROUNDS, evaluate_fn=evaluate_fn)
+    strategy = FedAvg(
+        fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=N, min_available_nodes=N
+    )
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(model().state_dict()),
+        num_rounds=ROUNDS,
+        evaluate_fn=evaluate_fn,
+    )
     acc = result.evaluate_metrics_serverapp[ROUNDS]["accuracy"]
     print("RESULT " + json.dumps({"stamps": STAMPS, "final_accuracy": acc}), flush=True)
 
 
 if __name__ == "__main__":
     t0 = time.perf_counter()
-    run_simulation(server_app=server, client_app=client, num_supernodes=N,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+    run_simulation(
+        server_app=server,
+        client_app=client,
+        num_supernodes=N,
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+    )
     print("TOTAL " + json.dumps({"total_s": time.perf_counter() - t0, "start": t0}), flush=True)

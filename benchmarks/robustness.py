@@ -135,7 +135,9 @@ def assumed_f(share: int, attack: str) -> int:
 def scenario_dict(key: RunKey, rounds: int) -> dict[str, Any]:
     """The scenario of one run (deai.sim.scenario schema)."""
     n_bad = attacker_count(key.share, key.attack)
-    honest = N_PROVIDERS - (0 if key.attack == SYBIL else n_bad)
+    honest = (
+        N_PROVIDERS - N_PROVIDERS * key.share // 100 if key.attack == SYBIL else N_PROVIDERS - n_bad
+    )
     nodes: list[dict[str, Any]] = [{"role": "provider", "count": honest}]
     if key.attack == SYBIL:
         nodes.append({"role": "provider", "count": n_bad, "attack": "label_flip", "sybil": True})

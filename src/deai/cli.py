@@ -150,11 +150,11 @@ def _demo_summary(m: dict[str, Any]) -> None:
         console.print(f"  gas used on chain: {led['gas_total']:,}")
     if "backdoor_success" in m:
         console.print(f"backdoor success (default defence): {m['backdoor_success']:.3f}")
-    if m.get("uncompressed_bytes_up"):
+    if m.get("codec", "identity") != "identity" and m.get("update_bytes"):
+        raw, sent = m["uncompressed_update_bytes"], m["update_bytes"]
         console.print(
-            f"compression: {m['total_bytes_up']:,} bytes up instead of "
-            f"{m['uncompressed_bytes_up']:,} "
-            f"({m['uncompressed_bytes_up'] / max(m['total_bytes_up'], 1):.1f}x saved)"
+            f"compression ({m['codec']}): updates took {sent:,} bytes instead of "
+            f"{raw:,} ({raw / sent:.1f}x smaller)"
         )
     pj = m.get("private_job")
     if pj:

@@ -53,6 +53,7 @@ def test_scenarios_match_the_issue_settings() -> None:
     s40 = rb.scenario_dict(rb.RunKey(40, "ipm", "median", 0), rounds=20)
     assert [g.get("count") for g in s40["nodes"]] == [12, 8, 1]
     sybil = rb.scenario_dict(rb.RunKey(20, rb.SYBIL, "foolsgold", 0), rounds=20)
+    assert [g.get("count") for g in sybil["nodes"]] == [16, 10, 1]  # one attacker, 10 ids
     assert sybil["nodes"][1] == {
         "role": "provider",
         "count": 10,

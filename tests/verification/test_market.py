@@ -16,15 +16,15 @@ from deai.verification.fingerprint import FingerprintConfig, fingerprint
 from deai.verification.market import (
     MarketConfig,
     MarketReport,
-    _slash_for,
     market_section,
     run_task_market,
+    slash_for,
 )
 from deai.verification.protocol import Comparison, CrossCheckConfig, FingerprintStore
 from deai.verification.tasks import Behaviour, InferenceTask, ModelSpec, Worker
 
 CONFIG = MarketConfig()
-SLASH, _, _ = _slash_for(CONFIG)
+SLASH, _, _ = slash_for(CONFIG)
 
 
 def _ledger(slash: int) -> Ledger:

@@ -27,7 +27,7 @@ from typing import Protocol
 
 from deai.learning.params import FlatModel
 from deai.learning.train import TrainRequest, TrainResult, planned_samples, train_local
-from deai.node.messages import Message, encode
+from deai.node.messages import Message, Update, encode
 from deai.node.roles import Role
 from deai.sim.network import FaultModel, NetworkModel
 
@@ -44,6 +44,8 @@ class ByteCounter:
     sent: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     received: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     by_kind: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    count_by_kind: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    raw_update_bytes: int = 0  # update messages as if their payloads were float32
     messages: int = 0
     dropped: int = 0
 
@@ -116,6 +118,9 @@ class Simulation:
         size = len(encode(msg))
         self.bytes.sent[src] += size
         self.bytes.by_kind[msg.kind] += size
+        self.bytes.count_by_kind[msg.kind] += 1
+        if isinstance(msg, Update):  # what the same message would weigh uncompressed
+            self.bytes.raw_update_bytes += size - len(msg.payload) + 4 * msg.dim
         self.bytes.messages += 1
         if self.faults is not None and self.faults.drops(src, dst, getattr(msg, "round", None)):
             self.bytes.dropped += 1

@@ -50,13 +50,13 @@ def attack_section(m: dict[str, Any]) -> Section | None:
 def compression_section(m: dict[str, Any]) -> Section | None:
     if m.get("codec", "identity") == "identity" or not m.get("rounds"):
         return None
-    raw = m.get("uncompressed_bytes_up")
-    up = m["total_bytes_up"]
+    raw, sent = m.get("uncompressed_update_bytes", 0), m.get("update_bytes", 0)
     note = f"Codec '{m['codec']}' with error feedback."
-    rows = [["bytes uploaded by providers", f"{up:,}"]]
-    if raw:
-        rows.append(["the same updates as float32", f"{raw:,}"])
-        rows.append(["saved", f"{raw - up:,} ({raw / max(up, 1):.1f}x smaller)"])
+    rows = [
+        ["update messages sent", f"{sent:,}"],
+        ["the same as float32", f"{raw:,}"],
+        ["saved", f"{raw - sent:,} ({raw / max(sent, 1):.1f}x smaller)"],
+    ]
     return {"title": "Compression", "note": note, "columns": ["", "bytes"], "rows": rows}
 
 

@@ -126,7 +126,7 @@ class _Tally:
     slashed: int = 0
 
 
-def _slash_for(config: MarketConfig) -> tuple[int, float, float]:
+def slash_for(config: MarketConfig) -> tuple[int, float, float]:
     """``(slash, S_min, p_detect)`` for a lone cheater at ``config.rate``."""
     p_detect = detection_probability(config.rate, share=0.0, k=config.k)
     s_min = min_stake(float(config.fee), p_detect)
@@ -160,7 +160,7 @@ def _model_and_inputs(config: MarketConfig) -> tuple[ModelSpec, torch.Tensor, to
 
 
 def _deploy(config: MarketConfig) -> Ledger:
-    slash, _, _ = _slash_for(config)
+    slash, _, _ = slash_for(config)
     cfg = LedgerConfig(min_stake=slash, task_slash=slash, job_slash=slash)
     return Ledger.deploy(EmbeddedChain(), cfg)
 
@@ -170,7 +170,8 @@ def run_task_market(
 ) -> MarketReport:
     """Run the market (module docstring) on ``ledger`` or a fresh embedded chain. The
     accounts used are the chain's managed accounts: the first is the requester, the next
-    ``config.workers`` are the workers (registered as workers unless they already are)."""
+    ``config.workers`` are the workers (joined as workers unless they have joined already;
+    a fresh chain is the safe choice)."""
     _validate(config)
     start = time.perf_counter()
     ledger = ledger or _deploy(config)
@@ -181,13 +182,15 @@ def run_task_market(
     requester, addrs = accounts[0], accounts[1 : config.workers + 1]
     settlement = ChainTaskSettlement(ledger, requester)
     slash = settlement.slash_amount
-    _, s_min, p_detect = _slash_for(config)
+    _, s_min, p_detect = slash_for(config)
     minimum = ledger.min_stake()
     stake = max(minimum, config.bond_tasks * slash)
+    before: dict[str, int] = {}
     for a in addrs:
-        if ledger.node(a).roles == 0:
+        node = ledger.node(a)
+        if node.roles == 0:
             ledger.register(a, stake, f"sim://{a}", Role.WORKER)
-    before = {a: ledger.node(a).stake for a in addrs}
+        before[a] = stake if node.roles == 0 else node.stake
     stakes = dict(before)  # tracked from the settlements' slashes; checked against the chain
 
     seed_bytes = config.seed.to_bytes(8, "big", signed=True)
