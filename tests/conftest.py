@@ -7,7 +7,7 @@ import torch
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 
 # Deterministic property tests (the project's rule: seeded by default) and no wall-clock
 # deadlines: CI machines are small and shared.
@@ -17,5 +17,7 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     print_blob=True,
+    # no "explain" phase: its line tracer slows the py-evm based tests by an order of magnitude
+    phases=[p for p in Phase if p is not Phase.explain],
 )
 settings.load_profile("deai")

@@ -326,7 +326,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.parametrize(
-    "steps", [pytest.param(12, id="short"), pytest.param(60, id="long", marks=pytest.mark.slow)]
+    "steps", [pytest.param(12, id="short"), pytest.param(50, id="long", marks=pytest.mark.slow)]
 )
 def test_ledger_state_machine(deployed: World, steps: int) -> None:
     if steps < 50 and isinstance(deployed.chain, RpcChain):
@@ -334,7 +334,7 @@ def test_ledger_state_machine(deployed: World, steps: int) -> None:
     LedgerMachine.world = deployed
     LedgerMachine.base = [deployed.chain.snapshot()]
     LedgerMachine.seen = collections.Counter()
-    examples = 2 if steps < 50 else 12
+    examples = 2 if steps < 50 else 4
     run_state_machine_as_test(
         LedgerMachine,
         settings=settings(

@@ -46,3 +46,15 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
         load_scenario(bad)
     with pytest.raises(ConfigError, match="no such scenario file"):
         load_scenario(tmp_path / "missing.toml")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_runs(path: Path) -> None:
+    from deai.sim.runner import run_scenario
+
+    s = load_scenario(path)
+    s = parse_scenario({**s.model_dump(mode="json", exclude_none=True), "rounds": 2}, str(path))
+    m = run_scenario(s).metrics
+    assert len(m["rounds"]) >= 1
+    assert 0.0 <= m["final_accuracy"] <= 1.0

@@ -123,9 +123,11 @@ class MetricsCollector:
         providers: list[str],
         progress: ProgressFn | None,
         rounds: int,
+        coordinator: str,
         attackers: set[str] | None = None,
         trigger: TriggerSpec | None = None,
     ) -> None:
+        self.coordinator = coordinator  # the validator whose rounds are reported
         self.attackers = attackers or set()
         self.trigger = trigger
         if trigger is not None:  # triggered test images whose true label is not the target
@@ -173,7 +175,7 @@ class MetricsCollector:
             self.progress(round_, self.total_rounds)
 
     def on_round(self, outcome: RoundOutcome) -> None:
-        if outcome.validator != self.sim_coordinator:
+        if outcome.validator != self.coordinator:
             return
         self._record(
             outcome.round,
@@ -226,8 +228,6 @@ class MetricsCollector:
                 "detail": rejection.detail,
             }
         )
-
-    sim_coordinator: str = ""
 
 
 def _privacy_spec(s: Scenario, n_providers: int) -> PrivacySpec | None:
@@ -386,10 +386,10 @@ def _run_scenario(s: Scenario, progress: ProgressFn | None) -> RunResult:
         providers,
         progress,
         s.rounds,
+        validators[0],
         attackers=attackers,
         trigger=_trigger(s),
     )
-    collector.sim_coordinator = validators[0]
     requester = Requester("requester", spec)
     sim.add_node("requester", requester)
     root = splits.validation if s.aggregator is AggregatorName.FLTRUST else None

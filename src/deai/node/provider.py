@@ -1,0 +1,215 @@
+"""The provider role: trains on its own private data, then sends an update (server
+algorithms) or gossips with its neighbours (D-PSGD)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from deai.compression.base import IdentityCodec
+from deai.errors import CodecError, InvalidMessage, InvalidUpdate
+from deai.learning.data import Dataset
+from deai.learning.params import FlatModel, vector_bytes, vector_from_bytes, vector_hash
+from deai.learning.train import TrainRequest, TrainResult
+from deai.node.base import (
+    Encoder,
+    Role,
+    gossip_weights,
+    model_for,
+    open_spec,
+    param_policy,
+    participants,
+)
+from deai.node.hooks import (
+    Behaviour,
+    Honest,
+    NullObserver,
+    Rejection,
+    RoundObserver,
+    SecureUploader,
+)
+from deai.node.job import JobSpec, derive_seed
+from deai.node.messages import (
+    FinalModel,
+    GossipModel,
+    OpenJob,
+    TrainTask,
+    Update,
+)
+from deai.node.validation import RejectReason, check_vector
+from deai.privacy.dp_fedavg import clip_update, gaussian_noise
+
+
+@dataclass
+class _GossipState:
+    round: int = 0
+    params: Tensor | None = None
+    delta: Tensor | None = None
+    inbox: dict[int, dict[int, Tensor]] = field(default_factory=dict)  # round -> sender idx -> θ
+    deadline_passed: bool = False
+
+
+class Provider(Role):
+    """Trains on its own private data; sends updates (server algorithms) or gossips."""
+
+    def __init__(
+        self,
+        node_id: str,
+        data: Dataset,
+        *,
+        codec: Encoder | None = None,
+        behaviour: Behaviour | None = None,
+        observer: RoundObserver | None = None,
+    ) -> None:
+        super().__init__(node_id)
+        self.behaviour = behaviour or Honest()
+        self.x, self.y = self.behaviour.local_data(data.x, data.y)
+        self.codec = codec or IdentityCodec()
+        self.observer = observer or NullObserver()
+        self.uploader: SecureUploader | None = None  # set when secure aggregation is on
+        self.jobs: dict[str, tuple[JobSpec, str, FlatModel]] = {}
+        self.gossip: dict[str, _GossipState] = {}
+        self.rejections: list[Rejection] = []
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.y.shape[0])
+
+    def on_open_job(self, sender: str, msg: OpenJob) -> None:
+        spec = open_spec(msg)
+        if self.node_id not in spec.providers or sender != spec.requester:
+            return
+        model = model_for(spec)
+        self.jobs[spec.job_id] = (spec, msg.spec_hash, model)
+        if spec.algorithm.gossip:
+            self.gossip[spec.job_id] = _GossipState(params=model.initial_vector())
+            self._start_gossip_round(spec.job_id, 1)
+
+    def _request(self, spec: JobSpec, params: Tensor, round_: int) -> TrainRequest:
+        seed = derive_seed(spec.seed, spec.job_id, self.node_id, round_)
+        return TrainRequest(params, self.x, self.y, spec.algorithm.local, seed)
+
+    # server algorithms ------------------------------------------------------------
+    def on_train_task(self, sender: str, msg: TrainTask) -> None:
+        job = self.jobs.get(msg.job_id)
+        if job is None or sender != job[0].validators[0]:
+            return
+        spec, _, model = job
+        params = vector_from_bytes(msg.model, model.dim)
+        if vector_hash(params) != msg.model_hash:
+            raise InvalidMessage(f"{self.node_id}: global model does not match its hash")
+
+        def done(result: TrainResult) -> None:
+            delta = self.behaviour.update(result.params - params, msg.round)
+            if spec.privacy is not None:
+                delta = self._privatize(spec, msg.round, delta)
+                if spec.privacy.secure_aggregation and self.uploader is not None:
+                    self.uploader.submit(spec.job_id, msg.round, delta, self.num_examples)
+                    return
+            try:
+                enc = self.codec.encode(delta)
+            except CodecError:  # e.g. non-finite values: send raw, validators will judge
+                enc = IdentityCodec().encode(delta)
+            update = Update(
+                spec.job_id,
+                msg.round,
+                enc.codec,
+                enc.dim,
+                "float32",
+                enc.payload,
+                self.behaviour.claim(self.num_examples),
+            )
+            for v in spec.validators:
+                self.ctx.send(v, update)
+
+        self.ctx.train(model, self._request(spec, params, msg.round), done)
+
+    def _privatize(self, spec: JobSpec, round_: int, delta: Tensor) -> Tensor:
+        """Clip to the sensitivity and add this provider's share of the noise."""
+        p = spec.privacy
+        assert p is not None
+        delta = clip_update(delta, p.clip).vector
+        if p.noise_multiplier > 0:
+            m = len(participants(spec, round_))
+            # in simulation the noise seed is derived; a deployed node draws it from the OS
+            gen = torch.Generator().manual_seed(
+                derive_seed(spec.seed, spec.job_id, self.node_id, round_, "dp-noise")
+            )
+            std = p.noise_multiplier * p.clip / math.sqrt(m)
+            delta = delta + gaussian_noise(delta.shape[0], std, gen)
+        return delta
+
+    # D-PSGD -----------------------------------------------------------------------
+    def _start_gossip_round(self, job_id: str, round_: int) -> None:
+        spec, spec_hash, model = self.jobs[job_id]
+        st = self.gossip[job_id]
+        assert st.params is not None
+        st.round, st.delta, st.deadline_passed = round_, None, False
+        j = spec.providers.index(self.node_id)
+        blob = vector_bytes(st.params)
+        for k in gossip_weights(spec, spec_hash, j, round_):
+            if k != j:
+                self.ctx.send(spec.providers[k], GossipModel(job_id, round_, blob))
+
+        def done(result: TrainResult) -> None:
+            assert st.params is not None
+            st.delta = self.behaviour.update(result.params - st.params, round_)
+            self._try_mix(job_id)
+
+        def deadline() -> None:
+            if st.round == round_:
+                st.deadline_passed = True
+                self._try_mix(job_id)
+
+        self.ctx.train(model, self._request(spec, st.params, round_), done)
+        self.ctx.call_later(spec.round_timeout_s, deadline)
+
+    def on_gossip_model(self, sender: str, msg: GossipModel) -> None:
+        job = self.jobs.get(msg.job_id)
+        st = self.gossip.get(msg.job_id)
+        if job is None or st is None or sender not in job[0].providers:
+            return
+        spec, _, model = job
+        try:
+            if msg.round < st.round:
+                raise InvalidUpdate(
+                    str(RejectReason.WRONG_ROUND), f"round {msg.round} < {st.round}"
+                )
+            theta = check_vector(vector_from_bytes(msg.params, model.dim), param_policy(spec))
+        except (InvalidUpdate, InvalidMessage) as e:
+            reason = e.reason if isinstance(e, InvalidUpdate) else str(RejectReason.MALFORMED)
+            rej = Rejection(msg.round, sender, reason, str(e))
+            self.rejections.append(rej)
+            self.observer.on_rejection(self.node_id, rej)
+            return
+        st.inbox.setdefault(msg.round, {})[spec.providers.index(sender)] = theta
+        self._try_mix(msg.job_id)
+
+    def _try_mix(self, job_id: str) -> None:
+        spec, spec_hash, _ = self.jobs[job_id]
+        st = self.gossip[job_id]
+        if st.delta is None or st.params is None:
+            return
+        j = spec.providers.index(self.node_id)
+        row = gossip_weights(spec, spec_hash, j, st.round)
+        got = st.inbox.get(st.round, {})
+        if not st.deadline_passed and any(k not in got for k in row if k != j):
+            return
+        # missing neighbours' weight stays with this node, so the row still sums to 1
+        mixed = st.params * (row[j] + sum(w for k, w in row.items() if k != j and k not in got))
+        for k, w in row.items():
+            if k != j and k in got:
+                mixed = mixed + w * got[k]
+        st.params = mixed + st.delta
+        st.inbox.pop(st.round, None)
+        self.observer.on_gossip(self.node_id, st.round, st.params, self.ctx.now())
+        if st.round < spec.rounds:
+            self._start_gossip_round(job_id, st.round + 1)
+        else:
+            st.round = spec.rounds + 1
+            final = FinalModel(job_id, spec.rounds, vector_bytes(st.params), self.num_examples)
+            for v in spec.validators:
+                self.ctx.send(v, final)
