@@ -329,3 +329,18 @@ def test_default_with_centered_clipping_centre() -> None:
     out = DefaultAggregator(cfg)(torch.cat([x, 100 * x[:1]]), torch.ones(13), _senders(13))
     assert float((out.vector - x.mean(dim=0)).norm()) < 0.1
     assert len(out.scores["clip_scale"]) == 13
+
+
+def test_default_gives_no_weight_to_free_riders() -> None:
+    """Zero and noise-only rows (free-riders) are excluded instead of diluting the centre."""
+    from deai.aggregation.base import RoundContext
+    from deai.aggregation.default import DefaultAggregator
+
+    gen = torch.Generator().manual_seed(0)
+    honest = torch.ones(8, 50) + 0.1 * torch.randn(8, 50, generator=gen)
+    riders = torch.cat([torch.zeros(1, 50), 1e-3 * torch.randn(1, 50, generator=gen)])
+    stack = torch.cat([honest, riders])
+    senders = tuple(f"p{i}" for i in range(10))
+    agg = DefaultAggregator()(stack, torch.ones(10), RoundContext(senders=senders))
+    assert set(agg.excluded) >= {8, 9}
+    assert float((agg.vector - honest.mean(0)).abs().max()) < 0.2

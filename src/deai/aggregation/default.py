@@ -59,6 +59,9 @@ class DefaultConfig:
     use_weights: bool = False  # multiply in the given weights (claimed example counts)
     tau_multiplier: float = 1.0  # CC radius in units of the median distance to the start
     iterations: int = 3  # CC iterations
+    min_norm_fraction: float = 0.1  # rows below this share of the median norm carry no
+    # signal (free-riders sending zero or noise-only updates): weight 0, so they neither
+    # dilute the centre nor earn a share of it
 
     def __post_init__(self) -> None:
         if not self.norm_multiplier > 0.0:
@@ -71,6 +74,8 @@ class DefaultConfig:
             raise ConfigError(f"trim_fraction must be in [0, 0.5), got {self.trim_fraction}")
         if not self.tau_multiplier > 0.0:
             raise ConfigError(f"tau_multiplier must be > 0, got {self.tau_multiplier}")
+        if not 0.0 <= self.min_norm_fraction < 1.0:
+            raise ConfigError(f"min_norm_fraction must be in [0, 1), got {self.min_norm_fraction}")
         if self.iterations < 1:
             raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
 
@@ -133,6 +138,8 @@ class DefaultAggregator:
         x = clip_norms(updates, self.config.norm_multiplier * median_norm(updates))  # [n, d]
         damping = self._damping(updates, ctx)
         w = damping * as64(weights) if self.config.use_weights else damping.clone()
+        floor = self.config.min_norm_fraction * float(norms.median())
+        w = torch.where(norms < floor, 0.0, w)  # no signal: free-riders
         scores = {"norm": norms.tolist(), "sybil": damping.tolist()}
         v, scale = self._center_or_zero(x, w)
         if self.config.drop_opposed and float(v.norm()) > 0.0:
