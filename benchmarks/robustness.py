@@ -50,7 +50,8 @@ START, END = "<!-- robustness-table:start -->", "<!-- robustness-table:end -->"
 N_PROVIDERS = 20
 SYBIL_IDENTITIES = 10
 NO_ATTACK = "none"
-SYBIL = "sybil_label_flip"  # one label-flipping attacker with 10 identities
+SYBIL = "sybil_label_flip"  # one label-flipping attacker with 10 identities (not a 20% row)
+SYBIL20 = "sybil_label_flip_20pct"  # one label-flipping attacker with 20% of the identities
 # Attack settings in table order: the no-attack run, every attack of deai.attacks, Sybils.
 ATTACKS = (
     NO_ATTACK,
@@ -65,6 +66,7 @@ ATTACKS = (
     "free_rider_zero",
     "free_rider_stale",
     "free_rider_noise",
+    SYBIL20,
     SYBIL,
 )
 AGGREGATORS = (
@@ -139,7 +141,7 @@ def scenario_dict(key: RunKey, rounds: int) -> dict[str, Any]:
         N_PROVIDERS - N_PROVIDERS * key.share // 100 if key.attack == SYBIL else N_PROVIDERS - n_bad
     )
     nodes: list[dict[str, Any]] = [{"role": "provider", "count": honest}]
-    if key.attack == SYBIL:
+    if key.attack in (SYBIL, SYBIL20):
         nodes.append({"role": "provider", "count": n_bad, "attack": "label_flip", "sybil": True})
     elif n_bad:
         nodes.append({"role": "provider", "count": n_bad, "attack": key.attack})
@@ -213,8 +215,8 @@ def plan(seeds: int, attacks: tuple[str, ...], aggregators: tuple[str, ...]) -> 
     for seed in range(seeds):
         every += [RunKey(20, a, g, seed) for a in attacks for g in aggregators]
         for a in attacks:
-            if a == SYBIL:
-                continue  # the Sybil setting has its own size (10 identities)
+            if a in (SYBIL, SYBIL20):
+                continue  # Sybil rows are 20% (4 identities) or their own size (10)
             for g in aggregators:
                 if g not in TOLERANT_40:
                     continue
@@ -308,7 +310,10 @@ def drops(c: dict[tuple[int, str, str], dict[str, Any]], share: int, agg: str) -
 
 
 def headline(c: dict[tuple[int, str, str], dict[str, Any]]) -> dict[str, Any]:
-    d = drops(c, 20, DEFAULT)
+    every = drops(c, 20, DEFAULT)
+    # the 10-identity Sybil row is 38% of the identities, not a 20% setting: it has its
+    # own acceptance figure (sybil_accuracy_drop) and stays out of the 20% worst case
+    d = {a: v for a, v in every.items() if a != SYBIL}
     worst = max(d, key=lambda a: d[a]) if d else None
     bd = c.get((20, "backdoor", DEFAULT), {}).get("backdoor_success")
     clean_mean = _acc(c, (20, NO_ATTACK, "mean"))
@@ -323,6 +328,7 @@ def headline(c: dict[tuple[int, str, str], dict[str, Any]]) -> dict[str, Any]:
         "worst_attack_default_20pct": worst,
         "backdoor_success_default": bd["mean"] if bd else None,
         "accuracy_drop_default_20pct": d,
+        "accuracy_drop_default_sybil10": every.get(SYBIL),
         "accuracy_drop_default_vs_clean_fedavg_20pct": default_vs_fedavg,
         "sybil_accuracy_drop": sybil,
         "min_max_accuracy_20pct": {
@@ -406,11 +412,15 @@ def markdown(doc: dict[str, Any]) -> str:
         f" epochs, batch {s['algorithm']['batch_size']}, lr {s['algorithm']['lr']}),"
         f" {N_PROVIDERS} providers, Dirichlet α = {s['data']['alpha']}, {s['rounds']} rounds,"
         f" seeds per cell: {seeds}; mean ± std over seeds. Attackers are omniscient and collude."
-        f" `f` = the true attacker count for the rules that take it. Sybil: 16 honest"
+        f" `f` = the true attacker count for the rules that take it. `{SYBIL20}`: one"
+        " label-flipping attacker behind 4 Sybil identities (20%) sending clones of one"
+        " update; it belongs to the 20% matrix. `sybil_label_flip`: 16 honest"
         f" providers plus one label-flipping attacker with {SYBIL_IDENTITIES} identities"
         f" (f = {SYBIL_IDENTITIES}); the 26 providers split the data, so the honest ones"
         " hold about 62% of it instead of 80%, and the Sybil drop is measured against the"
-        " 20-provider no-attack run: part of it is that lost data, not the attack.",
+        " 20-provider no-attack run: part of it is that lost data, not the attack. At 38% of"
+        " the identities it is not a 20% setting: it has its own goal (FoolsGold or the"
+        " default within 3 points) and stays out of `worst_accuracy_drop_default_20pct`.",
         "",
         "### Headline",
         "",
@@ -434,7 +444,7 @@ def markdown(doc: dict[str, Any]) -> str:
         " claims less than 20% per coordinate) as references. Bulyan needs n ≥ 4f + 3.",
         "",
     ]
-    out += _table(c, 40, tol, ATTACKS[:-1], _acc_cell)
+    out += _table(c, 40, tol, tuple(a for a in ATTACKS if a not in (SYBIL, SYBIL20)), _acc_cell)
     if any("error" in cell for cell in c.values()):
         errs = sorted({cell["error"].split("\n")[0] for cell in c.values() if "error" in cell})
         out += ["", "¹ run refused by the rule: " + "; ".join(errs)]
