@@ -65,7 +65,7 @@ class ChainJob:
         self.members[node_id] = m
         return m
 
-    def _committed(self, round_index: int, node_id: str, pending: _Pending) -> None:
+    def committed(self, round_index: int, node_id: str, pending: _Pending) -> None:
         got = self._pending.setdefault(round_index, {})
         got[node_id] = pending
         committee = [self.nodes[a] for a in self.ledger.committee(self.job_id)]
@@ -134,4 +134,4 @@ class ChainMember:
         salt = hashlib.sha256(f"{self.node_id}/{outcome.job_id}/{outcome.round}".encode()).digest()
         commitment = result_commitment(self.job.job_id, round_index, address, result, salt)
         self.job.ledger.commit(address, self.job.job_id, round_index, commitment)
-        self.job._committed(round_index, self.node_id, _Pending(result, salt))
+        self.job.committed(round_index, self.node_id, _Pending(result, salt))

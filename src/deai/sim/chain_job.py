@@ -14,6 +14,7 @@ from typing import Any
 from eth_account import Account
 from eth_utils import keccak
 
+from deai.errors import ConfigError
 from deai.incentives.evaluators import EvaluatorConfig, EvaluatorName
 from deai.learning.data import Dataset
 from deai.learning.params import FlatModel
@@ -43,7 +44,7 @@ class SimChain:
         self.ledger = Ledger.deploy(chain)
         accounts = chain.accounts
         if len(validators) + 1 > len(accounts):
-            raise ValueError(f"the embedded chain funds {len(accounts) - 1} validators at most")
+            raise ConfigError(f"the embedded chain funds {len(accounts) - 1} validators at most")
         self.requester = accounts[0]
         self.accounts: dict[str, str] = {v: accounts[i + 1] for i, v in enumerate(validators)}
         for p in providers:  # providers only receive: deterministic unfunded addresses
@@ -83,12 +84,12 @@ class SimChain:
 
     def finish(self) -> dict[str, Any]:
         """Claim every payout and summarise the chain side of the job."""
-        honest = [m for m in self.job.members.values() if not m.liar and m.tree is not None]
-        claim_gas = self.job.claim_all(honest[0].tree) if honest and honest[0].tree else 0
+        honest = next(
+            (m for m in self.job.members.values() if not m.liar and m.tree is not None), None
+        )
+        claim_gas = self.job.claim_all(honest.tree) if honest and honest.tree else 0
         view = self.ledger.job(self.job_id)
-        contributions: dict[str, float] = {}
-        for m in honest[:1]:
-            contributions = dict(m.contribution_totals)
+        contributions = dict(honest.contribution_totals) if honest else {}
         providers = [
             {
                 "node": p,
