@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -45,3 +46,27 @@ def test_bad_scenario_is_one_clear_error(tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert "algorithm.name" in res.output and "fedsgd" in res.output
     assert "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_demo_runs_every_plane(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["demo", "--out", str(tmp_path), "--rounds", "3", "--quiet"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(m["rounds"]) == 3
+    assert set(m["attackers"]) and all(
+        p["paid_wei"] == 0 for p in m["ledger"]["providers"] if p["node"] in m["attackers"]
+    )
+    liar = [v for v in m["ledger"]["validators"] if v["liar"]]
+    assert liar and liar[0]["stake_after_wei"] < liar[0]["stake_before_wei"]
+    assert m["private_job"]["privacy"]["epsilon_spent"] > 0
+    assert m["update_bytes"] < m["uncompressed_update_bytes"]
+    html = (tmp_path / "report.html").read_text()
+    for title in (
+        "Settlement on chain",
+        "Payouts by contribution",
+        "Private job",
+        "lazy worker caught and slashed",
+        "Attackers and faulty peers",
+    ):
+        assert title in html, title
