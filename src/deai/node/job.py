@@ -39,7 +39,8 @@ class PrivacySpec:
     epsilon: float | None = None  # the job's budget; None: account but never stop
     delta: float = 1e-5
     secure_aggregation: bool = False  # masked updates: validators learn only the sum
-    min_survivors: int = 1  # a round closes only with at least this many updates
+    min_survivors: int = 1  # fewer updates than this: the round applies no update (their
+    # noise shares would not add up to the promised noise), and nothing is charged
 
 
 @dataclass(frozen=True)

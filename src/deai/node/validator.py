@@ -204,6 +204,9 @@ class Validator(Role):
                 job.params = self.server_step(
                     job.params, total / len(st.participants), spec.algorithm.server_lr
                 )
+        elif spec.privacy is not None and len(senders) < spec.privacy.min_survivors:
+            # too few noise shares arrived to keep the promised noise: no update, no charge
+            senders = ()
         elif senders:
             stack = torch.stack([st.updates[s][0] for s in senders])
             w = torch.tensor(
@@ -282,7 +285,7 @@ class Validator(Role):
         providers each added their ``1/m`` share of the variance."""
         p = spec.privacy
         assert p is not None
-        m = len(participants(spec, 1)) if spec.algorithm.participation < 1 else len(spec.providers)
+        m = len(participants(spec, 1))  # the drawn count is the same every round
         return p.noise_multiplier * math.sqrt(max(arrived, 1) / m)
 
     def _sample_rate(self, spec: JobSpec) -> float:

@@ -241,7 +241,7 @@ def _privacy_spec(s: Scenario, n_providers: int) -> PrivacySpec | None:
         epsilon=p.epsilon,
         delta=p.delta,
         secure_aggregation=p.secure_aggregation,
-        min_survivors=max(1, math.ceil(p.threshold * drawn)) if p.secure_aggregation else 1,
+        min_survivors=max(1, math.ceil(p.threshold * drawn)),
     )
 
 

@@ -155,7 +155,8 @@ class PrivacySection(_Strict):
     epsilon: PositiveFloat | None = None  # the job's budget; unset: account, never stop
     delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
     secure_aggregation: bool = False  # masked updates: validators learn only the sum
-    threshold: Annotated[float, Field(gt=0, le=1)] = 0.6  # SecAgg: share of providers needed
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.6  # share of drawn providers a round
+    # needs (SecAgg's t; without it, fewer arrivals would carry too little noise: no update)
 
 
 class LedgerSection(_Strict):
