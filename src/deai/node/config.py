@@ -26,7 +26,7 @@ from deai.sim.scenario import (
     DataSection,
     ModelSection,
     ValidationSection,
-    _describe,
+    describe_error,
 )
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -153,7 +153,7 @@ def _parse(cls: type[M], data: dict[str, Any], source: str, what: str) -> M:
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        lines = [_describe(dict(err)) for err in e.errors()]
+        lines = [describe_error(dict(err)) for err in e.errors()]
         raise ConfigError(f"{source}: invalid {what}\n  " + "\n  ".join(lines)) from None
 
 

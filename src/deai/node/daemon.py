@@ -38,9 +38,9 @@ import torch
 from deai.aggregation.registry import AggregatorConfig, build_aggregator
 from deai.errors import ChainError, ConfigError, DeaiError
 from deai.incentives.rewards import split_budget
-from deai.learning.data import Dataset, load_dataset
+from deai.learning.data import Dataset
 from deai.learning.models import ModelConfig
-from deai.learning.partition import PartitionConfig, partition
+from deai.learning.partition import partition
 from deai.ledger.chain import RpcChain
 from deai.ledger.client import Ledger
 from deai.ledger.errors import Reverted
@@ -58,7 +58,6 @@ from deai.node.signing import Signer
 from deai.node.store import ArtifactStore
 from deai.sim.behaviours import build_behaviour
 from deai.sim.runner import algorithm_spec
-from deai.sim.scenario import Scenario
 
 log = logging.getLogger("deai.node")
 
@@ -67,21 +66,8 @@ log = logging.getLogger("deai.node")
 def node_data(cfg: NodeConfig) -> tuple[Dataset, Dataset]:
     """This node's private training shard and the requester's validation split."""
     d = cfg.data
-    splits = load_dataset(
-        d.dataset,
-        seed=d.seed,
-        test_fraction=d.test_fraction,
-        validation_fraction=d.validation_fraction,
-        n_samples=d.n_samples,
-        n_features=d.n_features,
-        n_classes=d.n_classes,
-    )
-    parts = partition(
-        splits.train.y.numpy(),
-        d.shards,
-        PartitionConfig(d.partition, d.alpha, d.shards_per_provider, d.min_examples),
-        d.seed,
-    )
+    splits = d.load(d.seed)
+    parts = partition(splits.train.y.numpy(), d.shards, d.partition_config(), d.seed)
     return splits.train.subset(parts[d.index]), splits.validation
 
 
@@ -296,19 +282,12 @@ class JobDesk:
             validators = validators or link.members(ChainRole.VALIDATOR)
         if not providers or not validators:
             raise ConfigError("job: no registered providers or validators found on the chain")
-        d = cfg.data
-        splits = load_dataset(
-            d.dataset,
-            seed=cfg.seed,
-            n_samples=d.n_samples,
-            n_features=d.n_features,
-            n_classes=d.n_classes,
-        )
+        splits = cfg.data.load(cfg.seed)
         return JobSpec(
             job_id=f"{cfg.name}-{secrets.token_hex(4)}",
             rounds=cfg.rounds,
             seed=cfg.seed,
-            algorithm=algorithm_spec(Scenario(algorithm=cfg.algorithm)),
+            algorithm=algorithm_spec(cfg.algorithm),
             model=ModelConfig(
                 name=cfg.model.name, hidden=tuple(cfg.model.hidden), channels=cfg.model.channels
             ),

@@ -27,10 +27,10 @@ from deai.compression.base import Codec
 from deai.compression.error_feedback import ErrorFeedback
 from deai.compression.registry import CodecConfig, CodecName, build_codec
 from deai.learning.algorithms import AlgorithmName, AlgorithmSpec, parallel_sgd
-from deai.learning.data import Dataset, Splits, load_dataset
+from deai.learning.data import Dataset, Splits
 from deai.learning.models import ModelConfig
 from deai.learning.params import FlatModel
-from deai.learning.partition import PartitionConfig, label_histograms, label_skew, partition
+from deai.learning.partition import label_histograms, label_skew, partition
 from deai.learning.topology import consensus_distance
 from deai.learning.train import LocalTrainConfig, evaluate, evaluate_many
 from deai.node.hooks import Rejection, RoundOutcome
@@ -43,7 +43,7 @@ from deai.sim.behaviours import build_behaviour
 from deai.sim.chain_job import ChainSetup, SimChain
 from deai.sim.engine import Simulation
 from deai.sim.network import FaultModel, NetworkConfig, NetworkModel, draw_profiles
-from deai.sim.scenario import Role, Scenario
+from deai.sim.scenario import AlgorithmSection, Role, Scenario
 
 ProgressFn = Callable[[int, int], None]
 
@@ -81,8 +81,7 @@ def make_encoder(s: Scenario, shapes: tuple[tuple[int, ...], ...]) -> Encoder:
     return ErrorFeedback(codec) if use_ef else codec
 
 
-def algorithm_spec(s: Scenario) -> AlgorithmSpec:
-    a = s.algorithm
+def algorithm_spec(a: AlgorithmSection) -> AlgorithmSpec:
     if a.name is AlgorithmName.PARALLEL_SGD:
         return parallel_sgd(a.lr, a.batch_size)
     local = LocalTrainConfig(
@@ -250,7 +249,7 @@ def build_spec(s: Scenario, splits: Splits, providers: list[str], validators: li
         job_id=f"{s.name}-{s.seed}",
         rounds=s.rounds,
         seed=s.seed,
-        algorithm=algorithm_spec(s),
+        algorithm=algorithm_spec(s.algorithm),
         model=ModelConfig(
             name=s.model.name, hidden=tuple(s.model.hidden), channels=s.model.channels
         ),
@@ -349,15 +348,7 @@ def _run_scenario(s: Scenario, progress: ProgressFn | None) -> RunResult:
     wall = time.perf_counter()
     torch.manual_seed(s.seed)
     d = s.data
-    splits = load_dataset(
-        d.dataset,
-        seed=s.seed,
-        test_fraction=d.test_fraction,
-        validation_fraction=d.validation_fraction,
-        n_samples=d.n_samples,
-        n_features=d.n_features,
-        n_classes=d.n_classes,
-    )
+    splits = d.load(s.seed)
     plans = _provider_plans(s)
     providers = [p.node_id for p in plans]
     validator_liar = [
@@ -365,12 +356,7 @@ def _run_scenario(s: Scenario, progress: ProgressFn | None) -> RunResult:
     ]
     validators = [f"validator-{i}" for i in range(len(validator_liar))]
     labels = splits.train.y.numpy()
-    parts = partition(
-        labels,
-        len(plans),
-        PartitionConfig(d.partition, d.alpha, d.shards_per_provider, d.min_examples),
-        s.seed,
-    )
+    parts = partition(labels, len(plans), d.partition_config(), s.seed)
     spec = build_spec(s, splits, providers, validators)
     network, faults = _network(s, providers, [*validators, "requester"])
     model = model_for(spec)

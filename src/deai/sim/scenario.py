@@ -20,9 +20,9 @@ from deai.compression.registry import CodecName
 from deai.errors import ConfigError
 from deai.incentives.evaluators import EvaluatorName
 from deai.learning.algorithms import AlgorithmName, Weighting
-from deai.learning.data import DatasetName
+from deai.learning.data import DatasetName, Splits, load_dataset
 from deai.learning.models import ModelName
-from deai.learning.partition import PartitionName
+from deai.learning.partition import PartitionConfig, PartitionName
 from deai.learning.topology import TopologyName
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -49,6 +49,23 @@ class DataSection(_Strict):
     n_samples: Annotated[int, Field(ge=40)] = 2000  # synthetic only
     n_features: Annotated[int, Field(ge=2)] = 20  # synthetic only
     n_classes: Annotated[int, Field(ge=2)] = 4  # synthetic only
+
+    def load(self, seed: int) -> Splits:
+        """The dataset with its held-out test and validation splits."""
+        return load_dataset(
+            self.dataset,
+            seed=seed,
+            test_fraction=self.test_fraction,
+            validation_fraction=self.validation_fraction,
+            n_samples=self.n_samples,
+            n_features=self.n_features,
+            n_classes=self.n_classes,
+        )
+
+    def partition_config(self) -> PartitionConfig:
+        return PartitionConfig(
+            self.partition, self.alpha, self.shards_per_provider, self.min_examples
+        )
 
 
 class ModelSection(_Strict):
@@ -206,7 +223,7 @@ class Scenario(_Strict):
         return sum(g.count for g in self.nodes if g.role is role)
 
 
-def _describe(err: dict[str, Any]) -> str:
+def describe_error(err: dict[str, Any]) -> str:
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
@@ -224,7 +241,7 @@ def parse_scenario(data: dict[str, Any], source: str = "scenario") -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as e:
-        lines = [_describe(dict(err)) for err in e.errors()]
+        lines = [describe_error(dict(err)) for err in e.errors()]
         raise ConfigError(f"{source}: invalid scenario\n  " + "\n  ".join(lines)) from None
 
 
