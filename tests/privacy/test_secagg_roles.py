@@ -24,7 +24,7 @@ from deai.node.messages import Message, encode
 from deai.node.roles import Provider, Requester, Validator, model_for
 from deai.privacy.secagg.crypto import make_randbytes
 from deai.privacy.secagg.messages import AdvertiseKeys, KeyRoster, Kind
-from deai.privacy.secagg.roles import (
+from deai.node.secagg import (
     SecAggClientRole,
     SecAggMessage,
     SecAggRoleConfig,

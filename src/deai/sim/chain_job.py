@@ -20,7 +20,7 @@ from deai.learning.data import Dataset
 from deai.learning.params import FlatModel
 from deai.ledger.chain import EmbeddedChain
 from deai.ledger.client import Ledger
-from deai.ledger.settlement import ChainJob, ChainMember
+from deai.node.settlement import ChainJob, ChainMember
 from deai.ledger.types import Role as ChainRole
 from deai.node.job import JobSpec
 from deai.node.payouts import RoundPayouts

@@ -36,8 +36,8 @@ from deai.learning.train import LocalTrainConfig, evaluate, evaluate_many
 from deai.node.hooks import Rejection, RoundOutcome
 from deai.node.job import JobSpec, PrivacySpec, UpdatePolicy
 from deai.node.roles import Encoder, Provider, Requester, Validator, model_for
-from deai.privacy.secagg.roles import SecAggServerRole
-from deai.privacy.secagg.roles import install as install_secagg
+from deai.node.secagg import SecAggServerRole
+from deai.node.secagg import install as install_secagg
 from deai.sim.adversary import Adversary, AttackerGroup
 from deai.sim.behaviours import build_behaviour
 from deai.sim.chain_job import ChainSetup, SimChain
