@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from swarm_kit import PROMPT
 from transformers import LlamaForCausalLM
 
 from deai.swarm.manifest import Manifest, ModelSource
-
-PROMPT = torch.tensor([[1, 5, 9, 33, 7]])
 
 
 @pytest.fixture(scope="session")

@@ -99,7 +99,7 @@ class SwarmLedgerConfig:
     min_stake: int = 10**18  # wei a server keeps staked
     unbond_delay: int = 7 * 86400  # seconds from unbonding to withdrawal
     channel_delay: int = 86400  # seconds a leaving client's deposit stays redeemable
-    tol_ppb: int = 100_000  # relative tolerance of row comparisons (deai.swarm.verify)
+    tol_ppb: int = 500_000  # relative tolerance of row comparisons (deai.swarm.verify)
     slash: int = 5 * 10**17  # wei taken from a guilty server
     witness_slash: int = 10**17  # wei taken from a witness that does not reveal
     witness_fee: int = 10**15  # wei per revealing witness; the bond is 3x this

@@ -122,7 +122,7 @@ class SimSwarm:
             self.manifest,
             parts,
             key,
-            self.transport,
+            self.transport.as_client(Account.from_key(key).address),
             self._book(),
             config,
             bootstrap=[(s.address, s.config.url) for s in self.servers[:2]],

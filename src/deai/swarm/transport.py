@@ -20,6 +20,7 @@ killed server's calls fail with ``unreachable`` after the client's timeout.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -93,6 +94,13 @@ class SimTransport:
 
     def clock(self) -> float:
         return self.vclock()
+
+    def as_client(self, address: str) -> SimTransport:
+        """The same simulated network (servers, clock, faults, stats) seen by another
+        client: its calls are authenticated as ``address``."""
+        view = copy.copy(self)
+        view.client_address = address
+        return view
 
     def add(self, server: BlockServer, link: Link | None = None, slowdown: float = 1.0) -> None:
         url = server.config.url

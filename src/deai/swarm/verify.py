@@ -126,20 +126,21 @@ def calibrate(
     prompt_len: int,
     safety: float = 8.0,
     floor: int = 1000,
+    threads: tuple[int, ...] = (1, 2),
 ) -> Calibration:
-    """Tolerance from honest disagreements over ``spans x inputs`` at 1 and 2 threads."""
+    """Tolerance from honest disagreements over ``spans x inputs x threads``."""
     eps = 0
     pairs = 0
-    threads = torch.get_num_threads()
+    before = torch.get_num_threads()
     try:
-        for n in (1, 2):
+        for n in threads:
             torch.set_num_threads(n)
             for span in spans:
                 for x in inputs:
                     eps = max(eps, honest_distance(span, x, prompt_len))
                     pairs += 1
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
     return Calibration(eps, max(floor, math.ceil(safety * eps)), pairs)
 
 
