@@ -232,6 +232,9 @@ class SwarmLedger:
         self._send(server, fn, 0, f"redeem_batch[{len(vouchers)}]")
         return self.owed(server) - before
 
+    def rows_close(self, claimed: bytes, ref: bytes, codec: int) -> bool:
+        return bool(self._view("rows_close", claimed, ref, codec))
+
     def totals(self) -> dict[str, int]:
         """What the contract holds, by purpose (for the conservation check)."""
         return {
@@ -285,19 +288,35 @@ class SwarmLedger:
 
 
 class ChainIdentity:
-    """Record identity check: the owner is staked and bonded for this model and profile."""
+    """Record identity check: the owner is staked and bonded for this model and profile.
 
-    def __init__(self, ledger: SwarmLedger, model_root: str, profile: str) -> None:
+    A positive answer is cached for ``cache_s`` seconds (stake changes are rare; a
+    slashed or unbonding server is dropped within that time); a negative one is not, so
+    a server that just registered is accepted at its next announcement."""
+
+    def __init__(
+        self, ledger: SwarmLedger, model_root: str, profile: str, cache_s: float = 30.0
+    ) -> None:
+        import time
+
         self.ledger = ledger
         self.model_root = model_root
         self.profile = profile
+        self.cache_s = cache_s
+        self.clock = time.monotonic
+        self._ok_until: dict[str, float] = {}
 
     def __call__(self, owner: str) -> str | None:
+        if self._ok_until.get(owner, -1.0) > self.clock():
+            return None
         try:
             ok = self.ledger.is_server(owner, self.model_root, self.profile)
         except ChainError as e:
             return f"identity check failed ({e})"  # fail closed
-        return None if ok else "not staked on the swarm ledger for this model and profile"
+        if not ok:
+            return "not staked on the swarm ledger for this model and profile"
+        self._ok_until[owner] = self.clock() + self.cache_s
+        return None
 
 
 def row_bytes(row: Any) -> bytes:

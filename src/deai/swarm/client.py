@@ -65,6 +65,7 @@ class ClientConfig:
     call_check_rate: float = 0.0  # share of stateless forward calls re-executed
     tol_ppb: int = 500_000  # relative tolerance, parts per billion (deai.swarm.verify)
     seed: int = 0  # the client's private seed: check draws, routing draws, session ids
+    refresh_s: float = 20.0  # pull records again when the last pull is older than this
     ledger: str = NO_LEDGER
 
 
@@ -140,6 +141,7 @@ class SwarmClient:
         self.rng = random.Random(self.config.seed)  # private: never derived from public data
         self.np_rng = np.random.default_rng(self.config.seed + 1)
         self.failures: list[tuple[float, str, str]] = []  # (time, server, code)
+        self.refreshed_at = -float("inf")
         self.recoveries = 0
         from deai.swarm.checks import Checker
 
@@ -148,6 +150,7 @@ class SwarmClient:
     # ------------------------------------------------------------ records
     def refresh(self) -> int:
         """Pull records from bootstrap peers and known servers; return how many were new."""
+        self.refreshed_at = self.transport.clock()
         peers = dict(self.bootstrap)
         peers.update({r.owner: r.url for r in self.book.live()})
         new = 0
@@ -171,6 +174,8 @@ class SwarmClient:
         return new
 
     def records(self) -> list[ServerRecord]:
+        if self.transport.clock() - self.refreshed_at > self.config.refresh_s:
+            self.refresh()
         recs = self.book.live()
         if self.config.profile is not None:
             recs = [r for r in recs if r.profile == self.config.profile]

@@ -48,6 +48,7 @@ class SimConfig:
     seed: int = 0  # master seed of keys
     ledger: str = NO_LEDGER
     price_wei: int = 0
+    refresh_s: float = 20.0  # servers re-announce (and tick) this often, in virtual seconds
 
 
 class SimSwarm:
@@ -80,13 +81,25 @@ class SimSwarm:
             else [(None, self.config.n_serve)] * self.config.n_servers
         )
         for i, (start, n) in enumerate(plan):
-            self.add_server(start, n, cheaters.get(i))
+            self.add_server(start, n, cheaters.get(i), announce=start is None)
+        self.gossip()
+        self._next_refresh = self.clock() + self.config.refresh_s
+        self.transport.on_call = self._on_call
+
+    def _on_call(self, url: str, kind: str) -> None:
+        """Servers' periodic work, driven by the virtual clock."""
+        if self.clock() >= self._next_refresh:
+            self._next_refresh = self.clock() + self.config.refresh_s
+            for s in self.servers:
+                if s.config.url not in self.transport.dead:
+                    s.tick()
+            self.gossip()
 
     def _book(self) -> RecordBook:
         return RecordBook(self.manifest, self.identity, clock=self.clock)
 
     def add_server(
-        self, start: int | None, n_serve: int, cheater: Cheater | None = None
+        self, start: int | None, n_serve: int, cheater: Cheater | None = None, announce: bool = True
     ) -> BlockServer:
         i = len(self.servers)
         cfg = ServerConfig(
@@ -105,14 +118,16 @@ class SimSwarm:
         )  # fmt: skip
         self.servers.append(server)
         self.transport.add(server, self.config.link)
-        self.gossip()
+        if announce:  # the next joiner must see it to choose the weakest window
+            self.gossip()
         return server
 
     def gossip(self) -> None:
         """Every server announces a fresh record to every other (one gossip round)."""
-        recs = [s.record() for s in self.servers]
+        alive = [s for s in self.servers if s.config.url not in self.transport.dead]
+        recs = [s.record() for s in alive]
         body = pack({"records": [r.to_dict() for r in recs]})
-        for s in self.servers:
+        for s in alive:
             s.handle(s.address, "records_put", body)
 
     def client(self, config: ClientConfig | None = None, index: int = 0) -> SwarmClient:

@@ -527,6 +527,15 @@ def _close(claimed: Bytes[MAX_ROW_BYTES], ref: Bytes[MAX_ROW_BYTES], codec: uint
     return d <= allowed
 
 
+@view
+@external
+def rows_close(claimed: Bytes[MAX_ROW_BYTES], ref: Bytes[MAX_ROW_BYTES], codec: uint256) -> bool:
+    """
+    @notice The comparison finalize uses, for clients to check before they dispute.
+    """
+    return self._close(claimed, ref, codec)
+
+
 @external
 def finalize(
     dispute_id: uint256,
