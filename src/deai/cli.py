@@ -33,6 +33,7 @@ def _mount() -> None:
     app.add_typer(node_app, name="node", help="Run a deployed node (HTTP, keystore, chain).")
     app.add_typer(job_app, name="job", help="Submit and follow training jobs as a requester.")
     app.add_typer(cluster_app, name="cluster", help="A local network: anvil plus N nodes.")
+    app.add_typer(__import__("deai.swarm.cli").swarm.cli.app, name="swarm")
 
 
 def _fail(e: DeaiError) -> None:

@@ -70,7 +70,9 @@ class LoopbackSwarm:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self) -> LoopbackSwarm:
+    def start(self, wait: bool = True) -> LoopbackSwarm:
+        """Start everything; with ``wait=False`` return once the launcher runs (call
+        :meth:`wait` later, e.g. after other work that can overlap the servers' start)."""
         self.anvil = AnvilProcess().start()
         chain = RpcChain(self.anvil.url)
         self.ledger = SwarmLedger.deploy(chain, SwarmLedgerConfig())
@@ -102,10 +104,12 @@ class LoopbackSwarm:
             [sys.executable, "-m", "deai.swarm.daemon", *map(str, paths)],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )  # fmt: skip
-        self._wait()
+        if wait:
+            self.wait()
         return self
 
-    def _wait(self) -> None:
+    def wait(self) -> None:
+        """Block until every server answers its health check (or fail)."""
         deadline = time.monotonic() + self.spec.startup_timeout_s
         pending = set(range(len(self.urls)))
         while pending and time.monotonic() < deadline:
@@ -129,22 +133,21 @@ class LoopbackSwarm:
     def log(self) -> str:
         return (self.dir / "servers.log").read_text(errors="replace")
 
+    def info(self) -> dict[str, Any]:
+        """What a client needs to join (written to ``cluster.json`` by the CLI)."""
+        assert self.anvil is not None and self.ledger is not None
+        return {
+            "rpc": self.anvil.url,
+            "ledger": self.ledger.address,
+            "servers": [list(p) for p in zip(self.addresses, self.urls, strict=True)],
+            "model": self.spec.model.to_dict(),
+            "spans": [list(s) for s in self.spec.spans],
+        }
+
     def client(self, model: Any, config: ClientConfig | None = None) -> SwarmClient:
         """A client with its own key, the given public model (for its parts) and a record
         book that only trusts staked owners."""
-        assert self.ledger is not None
-        manifest = Manifest.of(model)
-        key = "0x" + secrets.token_bytes(32).hex()
-        identity = ChainIdentity(self.ledger, manifest.root, default_profile())
-        book = RecordBook(manifest, identity)
-        cfg = config or ClientConfig(ledger=self.ledger.address)
-        c = SwarmClient(manifest, ClientParts(model), key, HttpTransport(key), book, cfg,
-                        bootstrap=list(zip(self.addresses, self.urls, strict=True)))  # fmt: skip
-        deadline = time.monotonic() + 60
-        while len(book.live()) < len(self.urls) - len(self.killed) and time.monotonic() < deadline:
-            c.refresh()
-            time.sleep(0.2)
-        return c
+        return connect(self.info(), model, config, expect=len(self.urls) - len(self.killed))
 
     def kill(self, i: int) -> None:
         """SIGKILL server ``i``: a crash, not a goodbye."""
@@ -168,3 +171,27 @@ class LoopbackSwarm:
         if self.anvil is not None:
             self.anvil.stop()
             self.anvil = None
+
+
+def connect(
+    info: dict[str, Any], model: Any, config: ClientConfig | None = None, expect: int | None = None
+) -> SwarmClient:
+    """A fresh client of the swarm described by ``info`` (see :meth:`LoopbackSwarm.info`),
+    waiting up to a minute until it knows ``expect`` servers (default: all listed)."""
+    chain = RpcChain(str(info["rpc"]))
+    ledger = SwarmLedger(chain, str(info["ledger"]))
+    manifest = Manifest.of(model)
+    key = "0x" + secrets.token_bytes(32).hex()
+    identity = ChainIdentity(ledger, manifest.root, default_profile())
+    book = RecordBook(manifest, identity)
+    cfg = config or ClientConfig(ledger=ledger.address)
+    servers = [(str(a), str(u)) for a, u in info["servers"]]
+    c = SwarmClient(
+        manifest, ClientParts(model), key, HttpTransport(key), book, cfg, bootstrap=servers
+    )
+    want = len(servers) if expect is None else expect
+    deadline = time.monotonic() + 60
+    while len(book.live()) < want and time.monotonic() < deadline:
+        c.refresh()
+        time.sleep(0.2)
+    return c
