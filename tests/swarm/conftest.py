@@ -30,4 +30,6 @@ def tiny_manifest(tiny: LlamaForCausalLM) -> Manifest:
 def tiny_reference(tiny: LlamaForCausalLM) -> torch.Tensor:
     """32 greedy tokens of the prompt, generated locally by transformers."""
     with torch.no_grad():
-        return tiny.generate(PROMPT, max_new_tokens=32, do_sample=False, pad_token_id=0)
+        return tiny.generate(
+            PROMPT, max_new_tokens=32, do_sample=False, pad_token_id=0, eos_token_id=None
+        )

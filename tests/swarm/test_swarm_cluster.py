@@ -41,7 +41,8 @@ def real(smollm2: Any) -> Iterator[tuple[LoopbackSwarm, torch.Tensor, torch.Tens
     try:
         ids = tok(PROMPT, return_tensors="pt").input_ids
         with torch.no_grad():
-            local = model.generate(ids, max_new_tokens=32, do_sample=False)
+            # eos_token_id=None: 32 tokens even past an end-of-text token, as the swarm does
+            local = model.generate(ids, max_new_tokens=32, do_sample=False, eos_token_id=None)
         sw.wait()
         yield sw, ids, local
     finally:
