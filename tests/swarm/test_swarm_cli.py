@@ -17,7 +17,8 @@ def test_every_swarm_command_has_help() -> None:
 
 def test_sim_generates_with_progress_and_catches_a_cheater() -> None:
     res = runner.invoke(
-        app, ["swarm", "sim", "--tokens", "3", "--spans", "0:6,0:3,3:6,0:6", "--cheater", "quantized"]
+        app,
+        ["swarm", "sim", "--tokens", "3", "--spans", "0:6,0:3,3:6,0:6", "--cheater", "quantized"],
     )
     assert res.exit_code == 0, res.output
     assert "token 3/3" in res.output and "simulated" in res.output

@@ -49,7 +49,9 @@ def real(smollm2: Any) -> Iterator[tuple[LoopbackSwarm, torch.Tensor, torch.Tens
         sw.stop()
 
 
-def test_32_greedy_tokens_through_three_servers_match_local_generation(real: Any, smollm2: Any) -> None:
+def test_32_greedy_tokens_through_three_servers_match_local_generation(
+    real: Any, smollm2: Any
+) -> None:
     sw, ids, local = real
     c = sw.client(smollm2[0], ClientConfig(ledger=sw.info()["ledger"]))
     with c.session(8) as probe:
@@ -59,7 +61,9 @@ def test_32_greedy_tokens_through_three_servers_match_local_generation(real: Any
     assert len(c.tally.units) == 3 and c.failures == []
 
 
-def test_a_server_killed_mid_generation_leaves_the_output_unchanged(real: Any, smollm2: Any) -> None:
+def test_a_server_killed_mid_generation_leaves_the_output_unchanged(
+    real: Any, smollm2: Any
+) -> None:
     sw, ids, local = real
     c = sw.client(smollm2[0], ClientConfig(ledger=sw.info()["ledger"], call_timeout_s=20.0))
     with c.session(8) as probe:

@@ -10,12 +10,12 @@ The client decides after the fact, from its private RNG, which work to re-check:
   way.
 
 On a mismatch the client asks a second witness route (disjoint from the accused and the
-first). Two witnesses agreeing against the accused convict it: it is banned for good,
-its reputation drops to 0, it is never paid another voucher, and the :class:`Evidence`
+first). Two witnesses agreeing against the accused convict it (and the accused agreeing
+with the second witness convicts a one-hop first witness the same way): it is banned for
+good, its reputation drops to 0, it is never paid another voucher, and the :class:`Evidence`
 (its signed receipt, the Merkle proof of the worst row, the row, and the history that
 produced it) goes to ``on_caught``, which opens a dispute on chain
-(:mod:`deai.swarm.chain`). If the second witness sides with the accused, the first
-witness is the suspect and is banned; with no second witness the result is inconclusive.
+(:mod:`deai.swarm.chain`). Any other disagreement, or no second witness, is inconclusive.
 A span that no other server holds cannot be re-executed (``unverifiable``); canaries
 cover it (:meth:`Checker.canary`).
 """
@@ -117,18 +117,23 @@ class Checker:
         except MissingBlocks:
             return None
 
-    def _reexecute(self, route: list[Hop], history: Tensor) -> Tensor:
+    def _reexecute(self, route: list[Hop], history: Tensor) -> tuple[Tensor, list[CallLog]]:
         """Lossless stateless forward of ``history [B, L, H]`` through ``route``."""
+        from deai.swarm.client import CallLog
+
         c = self.client
         x = history
+        logs = []
         for hop in route:
             in_hashes = [h for row in x for h in chain_hashes(ZERO_HASH, row)]
-            x, _, _ = c.call(
+            out, receipt, claims = c.call(
                 hop, "forward", {"session": c.new_session_id()},
                 encode_act("hidden", x, ActCodec.FLOAT32), ActCodec.FLOAT32, in_hashes,
             )  # fmt: skip
+            logs.append(CallLog(hop, "forward", receipt, claims, x, out, ActCodec.FLOAT32))
             self.stats.check_units += x.shape[0] * x.shape[1] * hop.n_blocks
-        return x
+            x = out
+        return x, logs
 
     def check(
         self, hop: Hop, history: Tensor, claimed: Tensor, codec: ActCodec, calls: list[CallLog]
@@ -156,7 +161,7 @@ class Checker:
         if route is None:
             return Outcome.UNVERIFIABLE
         try:
-            ref = self._reexecute(route, history)
+            ref, logs = self._reexecute(route, history)
         except ServerFailed as e:
             c.failed(e.server, e)
             return Outcome.INCONCLUSIVE
@@ -169,7 +174,7 @@ class Checker:
         if route2 is None:
             return Outcome.INCONCLUSIVE
         try:
-            ref2 = self._reexecute(route2, history)
+            ref2, _ = self._reexecute(route2, history)
         except ServerFailed as e:
             c.failed(e.server, e)
             return Outcome.INCONCLUSIVE
@@ -180,8 +185,12 @@ class Checker:
                           first.allowed, calls, [w.owner for w in route + route2])  # fmt: skip
             return Outcome.CAUGHT
         if second.ok and len(route) == 1:
-            c.bans.ban_forever(route[0].owner, "witness disagreed with two others")
-            c.reputation.caught(route[0].owner)
+            # the accused and the second witness agree: the first witness lied, and its own
+            # signed receipt of the re-execution is the evidence
+            w = compare(ref.reshape(-1, h), ref2.reshape(-1, h), tol, ActCodec.FLOAT32)
+            others = [hop.owner] + [x.owner for x in route2]
+            self._convict(route[0], history, ref.reshape(-1, h), ref2.reshape(-1, h), w.worst_row,
+                          w.distance, w.allowed, logs, others)  # fmt: skip
             return Outcome.WITNESS_CAUGHT
         return Outcome.INCONCLUSIVE
 

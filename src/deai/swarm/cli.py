@@ -62,8 +62,9 @@ def _ids(source: Any, prompt: str) -> tuple[Any, Any]:
     from deai.swarm.manifest import ModelKind
 
     if source.kind is ModelKind.SMOLLM2:
-        from deai.llm.pretrained import smollm2_dir
         from transformers import AutoTokenizer
+
+        from deai.llm.pretrained import smollm2_dir
 
         tok = AutoTokenizer.from_pretrained(smollm2_dir(), local_files_only=True)
         return tok(prompt, return_tensors="pt").input_ids, lambda ids: tok.decode(ids)
@@ -163,13 +164,16 @@ def finetune(
     from deai.swarm.finetune import PromptTuningConfig, prompt_tune
 
     try:
-        c, source, model = _client(cluster_file)
+        c, _, model = _client(cluster_file)
         vocab = int(model.config.vocab_size)
         g = torch.Generator().manual_seed(0)
         motif = torch.randint(0, vocab, (8,), generator=g)
         data = torch.stack([motif.roll(i % 8).repeat(2) for i in range(24)])
-        r = prompt_tune(c, data[:16], data[16:], PromptTuningConfig(steps=steps),
-                        on_step=lambda i, loss: console.print(f"  step {i + 1}/{steps}: loss {loss:.3f}"))  # fmt: skip
+
+        def step(i: int, loss: float) -> None:
+            console.print(f"  step {i + 1}/{steps}: loss {loss:.3f}")
+
+        r = prompt_tune(c, data[:16], data[16:], PromptTuningConfig(steps=steps), on_step=step)
         console.print(f"held-out loss {r.loss_before:.3f} -> {r.loss_after:.3f}")
     except DeaiError as e:
         _fail(e)
@@ -206,8 +210,11 @@ def sim(
         import torch
 
         t0 = sw.clock()
-        out = c.generate(torch.tensor([[1, 5, 9, 33, 7]]), tokens,
-                         on_token=lambda i, tok: console.print(f"  token {i + 1}/{tokens}: {tok}"))  # fmt: skip
+
+        def show(i: int, tok: int) -> None:
+            console.print(f"  token {i + 1}/{tokens}: {tok}")
+
+        out = c.generate(torch.tensor([[1, 5, 9, 33, 7]]), tokens, on_token=show)
         dt = sw.clock() - t0
         console.print(f"ids {out[0].tolist()}")
         console.print(f"simulated {tokens / dt:.2f} tokens/s over {dt:.1f} virtual s")

@@ -68,6 +68,7 @@ class SimStats:
     bytes_sent: int = 0
     bytes_received: int = 0
     compute_s: dict[str, float] = field(default_factory=dict)  # per server url
+    compute_by_kind: dict[str, float] = field(default_factory=dict)  # per call kind
     network_s: float = 0.0
 
 
@@ -139,6 +140,7 @@ class SimTransport:
         self.stats.bytes_sent += len(body)
         self.stats.bytes_received += len(answer)
         self.stats.compute_s[url] = self.stats.compute_s.get(url, 0.0) + compute
+        self.stats.compute_by_kind[kind] = self.stats.compute_by_kind.get(kind, 0.0) + compute
         self.stats.network_s += up + down
         if up + compute + down > timeout_s:
             self.vclock.advance(timeout_s)
