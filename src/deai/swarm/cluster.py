@@ -48,7 +48,7 @@ class ClusterSpec:
     adversaries: dict[int, dict[str, Any]] = field(default_factory=dict)  # index -> cheat
     price_wei: int = 0
     startup_timeout_s: float = 240.0
-    refresh_s: float = 2.0
+    refresh_s: float = 5.0  # gossip period of every server
 
 
 class LoopbackSwarm:
