@@ -8,10 +8,10 @@ from pathlib import Path
 
 from deployed_kit import build_net, job_toml, wait_for
 
+from deai.job.spec import JobSpec
 from deai.learning.data import DatasetName, load_dataset
 from deai.learning.train import evaluate
 from deai.node.daemon import Node
-from deai.node.job import JobSpec
 from deai.node.roles import Requester, Validator, model_for
 
 
@@ -29,7 +29,7 @@ async def _run_job(tmp: Path, faults: dict[int, dict[str, object]] | None = None
         job = await desk.submit(job_toml(net, **kw))  # type: ignore[arg-type]
         req = desk.jobs[job["job_id"]].role
         assert isinstance(req, Requester)
-        assert await wait_for(lambda: req.result is not None, 40)
+        assert await wait_for(lambda: req.result is not None, 150)
         return net, job, req
     finally:
         await net.close()

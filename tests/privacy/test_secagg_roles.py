@@ -15,15 +15,18 @@ import torch
 from torch import Tensor
 
 from deai.errors import InvalidMessage
-from deai.learning.algorithms import AlgorithmName, AlgorithmSpec, Weighting
+from deai.job.spec import (
+    AlgorithmSpec,
+    DataSchema,
+    JobSpec,
+    ModelSpec,
+    Parties,
+    PrivacySpec,
+    Weighting,
+)
 from deai.learning.data import DatasetName, Splits, load_dataset
-from deai.learning.models import ModelConfig
-from deai.learning.train import LocalTrainConfig
-from deai.node.job import JobSpec, PrivacySpec
 from deai.node.messages import Message, encode
 from deai.node.roles import Provider, Requester, Validator, model_for
-from deai.privacy.secagg.crypto import make_randbytes
-from deai.privacy.secagg.messages import AdvertiseKeys, KeyRoster, Kind
 from deai.node.secagg import (
     SecAggClientRole,
     SecAggMessage,
@@ -34,6 +37,8 @@ from deai.node.secagg import (
     payload_kind,
     round_config,
 )
+from deai.privacy.secagg.crypto import make_randbytes
+from deai.privacy.secagg.messages import AdvertiseKeys, KeyRoster, Kind
 from deai.sim.engine import Simulation
 from deai.sim.network import FaultModel, LinkProfile, NetworkModel
 
@@ -48,23 +53,20 @@ def _spec(
 ) -> JobSpec:
     splits = _splits()
     return JobSpec(
-        job_id="job",
+        name="job",
         rounds=rounds,
         seed=7,
-        algorithm=AlgorithmSpec(
-            name=AlgorithmName.FEDAVG,
-            local=LocalTrainConfig(steps=2, batch_size=16, lr=0.5),
-            weighting=Weighting.UNIFORM,
+        algorithm=AlgorithmSpec(steps=2, batch_size=16, lr=0.5, weighting=Weighting.UNIFORM),
+        model=ModelSpec(name="mlp", hidden=[8]),
+        data=DataSchema(input_shape=splits.train.input_shape, num_classes=splits.train.num_classes),
+        parties=Parties(
+            requester="req",
+            providers=PROVIDERS,
+            validators=tuple(f"v{i}" for i in range(validators)),
         ),
-        model=ModelConfig(hidden=(8,)),
-        input_shape=splits.train.input_shape,
-        num_classes=splits.train.num_classes,
-        requester="req",
-        providers=PROVIDERS,
-        validators=tuple(f"v{i}" for i in range(validators)),
         round_timeout_s=TIMEOUT,
         privacy=PrivacySpec(
-            clip=0.05, noise_multiplier=noise, secure_aggregation=secure, min_survivors=T
+            clip=0.05, noise_multiplier=noise, secure_aggregation=secure, threshold=T / N
         ),
     )
 
@@ -129,7 +131,7 @@ def _run(spec: JobSpec, wire: Wire | None = None, faults: FaultModel | None = No
     sim.add_node("req", requester)
     net = Net(sim, [], [], [], requester, {}, wire)
     for v in spec.validators:
-        validator = Validator(v, splits.validation)
+        validator = Validator(v, lambda _spec: splits.validation)
         roles = install(None, validator)
         sim.add_node(v, validator, *roles)
         net.validators.append(validator)
@@ -156,7 +158,7 @@ def _bound(spec: JobSpec, contributors: int) -> float:
 def _step(net: Net, round_: int, validator: int = 0) -> Tensor:
     """The aggregate the validator applied in ``round_`` (server_lr = 1)."""
     outs = net.validators[validator].outcomes
-    before = model_for(net.validators[0].jobs["job"].spec).initial_vector()
+    before = model_for(next(iter(net.validators[0].jobs.values())).spec).initial_vector()
     if round_ > 1:
         before = outs[round_ - 2].params
     return outs[round_ - 1].params - before
@@ -256,7 +258,7 @@ def test_more_than_n_minus_t_dropouts_abort_the_round_cleanly(kind: Kind) -> Non
     server = net.servers[0]
     assert len(server.aborts) == 1
     abort = server.aborts[0]
-    assert (abort.job_id, abort.round) == ("job", 1)
+    assert abort.job_id.startswith("job-") and abort.round == 1
     assert "threshold" in abort.reason or "too many drop-outs" in abort.reason
     first, second = net.validators[0].outcomes
     assert first.accepted == () and first.epsilon == 0.0  # no update, nothing charged

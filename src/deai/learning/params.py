@@ -9,6 +9,7 @@ computation over a stack ``Tensor[n, d]`` of many providers' parameters.
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +22,9 @@ class FlatModel:
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
+        # functional_call swaps the module's tensors while it runs: one caller at a time
+        # (a deployed node trains in a worker thread while its loop thread evaluates)
+        self.lock = threading.RLock()
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
         self.shapes = [p.shape for _, p in named]
@@ -30,11 +34,12 @@ class FlatModel:
         self.buffers = {n: b.detach().clone() for n, b in module.named_buffers()}
 
     def initial_vector(self) -> Tensor:
-        return (
-            parameters_to_vector([p for p in self.module.parameters() if p.requires_grad])
-            .detach()
-            .clone()
-        )
+        with self.lock:
+            return (
+                parameters_to_vector([p for p in self.module.parameters() if p.requires_grad])
+                .detach()
+                .clone()
+            )
 
     def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
         chunks = torch.split(flat, self.numels)
@@ -43,13 +48,15 @@ class FlatModel:
     def forward(self, flat: Tensor, x: Tensor) -> Tensor:
         """``flat: [d]``, ``x: [B, *shape]`` -> logits ``[B, classes]``."""
         params = self.unflatten(flat)
-        out: Tensor = functional_call(self.module, (params, self.buffers), (x,))
+        with self.lock:
+            out: Tensor = functional_call(self.module, (params, self.buffers), (x,))
         return out
 
     def load_into_module(self, flat: Tensor) -> nn.Module:
-        torch.nn.utils.vector_to_parameters(
-            flat.detach().clone(), [p for p in self.module.parameters() if p.requires_grad]
-        )
+        with self.lock:
+            torch.nn.utils.vector_to_parameters(
+                flat.detach().clone(), [p for p in self.module.parameters() if p.requires_grad]
+            )
         return self.module
 
 

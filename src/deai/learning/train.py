@@ -115,10 +115,11 @@ def train_local(model: FlatModel, requests: Sequence[TrainRequest]) -> list[Trai
         groups.setdefault(r.config, []).append(i)
     for config, idx in groups.items():
         group = [requests[i] for i in idx]
-        try:
-            out = _train_group(model, group, config, vectorize=True)
-        except (RuntimeError, NotImplementedError):  # module not vmappable: same steps, one by one
-            out = [_train_group(model, [r], config, vectorize=False)[0] for r in group]
+        with model.lock:  # vmap traces through the module: nobody else may swap its tensors
+            try:
+                out = _train_group(model, group, config, vectorize=True)
+            except (RuntimeError, NotImplementedError):  # not vmappable: same steps, one by one
+                out = [_train_group(model, [r], config, vectorize=False)[0] for r in group]
         results.update(zip(idx, out, strict=True))
     return [results[i] for i in range(len(requests))]
 

@@ -54,9 +54,9 @@ import torch
 from torch import Tensor
 
 from deai.errors import ConfigError, InvalidMessage, PrivacyError
+from deai.job.spec import JobSpec
 from deai.learning.params import vector_bytes, vector_from_bytes
 from deai.node.hooks import Rejection
-from deai.node.job import JobSpec
 from deai.node.messages import Message, OpenJob, message
 from deai.node.roles import Provider, Role, Validator, participants
 from deai.node.validation import RejectReason
@@ -163,7 +163,7 @@ def round_config(
     tag = f"{spec_hash}/{round_}".encode()
     return SecAggConfig(
         n_clients=n,
-        threshold=max(2, p.min_survivors),
+        threshold=max(2, spec.min_survivors()),
         dim=dim,
         clip=p.clip + cfg.noise_sigmas * noise_std,
         value_bits=min(cfg.value_bits, 32 - modulus_bits(0, n)),

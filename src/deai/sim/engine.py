@@ -18,12 +18,15 @@ tell: they see the same ``NodeContext`` a deployed node gives them.
 from __future__ import annotations
 
 import functools
+import hashlib
 import heapq
+import hmac
 import itertools
+import secrets
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from deai.learning.params import FlatModel
 from deai.learning.train import TrainRequest, TrainResult, planned_samples, train_local
@@ -53,10 +56,98 @@ class ByteCounter:
         return sum(self.sent.values())
 
 
+class NodeSecrets:
+    """Every simulated node's private randomness and identity key, from one master seed.
+
+    The master key lives only in this object's closure-held state; roles get
+    ``secret_bytes``/``sign`` through their context and never see it, nor any other node's
+    stream. A master seed of None draws a fresh key from the OS for this run.
+    """
+
+    def __init__(self, master_seed: int | None) -> None:
+        key = (
+            secrets.token_bytes(32)
+            if master_seed is None
+            else hashlib.sha256(f"deai/sim-master/{master_seed}".encode()).digest()
+        )
+        counters: dict[tuple[str, str], int] = defaultdict(int)
+        accounts: dict[str, Any] = {}
+
+        def stream(node: str, label: str, n: int) -> bytes:
+            i = counters[(node, label)]
+            counters[(node, label)] += 1
+            out, block = b"", 0
+            while len(out) < n:
+                msg = f"{node}\x00{label}\x00{i}\x00{block}".encode()
+                out += hmac.new(key, msg, hashlib.sha256).digest()
+                block += 1
+            return out[:n]
+
+        def account(node: str) -> Any:
+            if node not in accounts:
+                from eth_account import Account
+
+                seed = hmac.new(key, f"{node}\x00identity".encode(), hashlib.sha256).digest()
+                accounts[node] = Account.from_key(seed)
+            return accounts[node]
+
+        self._stream = stream
+        self._account = account
+
+    def secret_bytes(self, node: str, label: str, n: int) -> bytes:
+        return self._stream(node, label, n)
+
+    def address(self, node: str) -> str:
+        return str(self._account(node).address)
+
+    def sign(self, node: str, data: bytes) -> bytes:
+        from eth_account.messages import encode_defunct
+
+        return bytes(self._account(node).sign_message(encode_defunct(data)).signature)
+
+    def verify(self, node: str, data: bytes, signature: bytes) -> bool:
+        from eth_account import Account
+        from eth_account.messages import encode_defunct
+
+        try:
+            found = Account.recover_message(encode_defunct(data), signature=signature)
+        except Exception:  # a malformed signature is simply not valid
+            return False
+        return bool(found == self.address(node))
+
+
 class _Ctx:
     def __init__(self, engine: Simulation, node_id: str) -> None:
         self.engine = engine
         self.node_id = node_id
+        secrets_ = engine._secrets
+        self._secret = functools.partial(secrets_.secret_bytes, node_id)
+        self._sign = functools.partial(secrets_.sign, node_id)
+        self._verify = secrets_.verify
+
+    def secret_bytes(self, label: str, n: int = 32) -> bytes:
+        return self._secret(label, n)
+
+    def sign(self, data: bytes) -> bytes:
+        return self._sign(data)
+
+    def verify(self, node_id: str, data: bytes, signature: bytes) -> bool:
+        return self._verify(node_id, data, signature)
+
+    def offload(self, fn: Callable[[], Any], done: Callable[[Any, Exception | None], None]) -> None:
+        """Blocking work runs at once, in virtual time, as its own event."""
+
+        def run() -> None:
+            for hook in self.engine.before_offload:
+                hook(self.engine.now)
+            try:
+                result = fn()
+            except Exception as e:  # handed to the role, as a deployed node's worker does
+                done(None, e)
+                return
+            done(result, None)
+
+        self.engine.schedule(self.engine.now, run)
 
     def now(self) -> float:
         return self.engine.now
@@ -81,7 +172,10 @@ class Simulation:
         network: NetworkModel,
         faults: FaultModel | None = None,
         interceptor: Interceptor | None = None,
+        master_seed: int | None = 0,
     ) -> None:
+        self._secrets = NodeSecrets(master_seed)
+        self.before_offload: list[Callable[[float], None]] = []  # e.g. keep chain time in step
         self.network = network
         self.faults = faults
         self.interceptor = interceptor
