@@ -21,3 +21,18 @@ settings.register_profile(
     phases=[p for p in Phase if p is not Phase.explain],
 )
 settings.load_profile("deai")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def smollm2():  # type: ignore[no-untyped-def]
+    """SmolLM2-135M-Instruct and its tokenizer, loaded once per test process.
+
+    Shared by every test marked ``llm``: do not change it in place (peft's
+    ``get_peft_model`` does); take ``copy.deepcopy(model)`` first.
+    """
+    from deai.llm import load_smollm2
+
+    return load_smollm2()

