@@ -10,15 +10,10 @@ import functools
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from eth_account import Account
-from eth_account.messages import encode_defunct
 from torch import Tensor
 
 from deai.errors import InvalidMessage, PrivacyError
@@ -26,7 +21,6 @@ from deai.learning.algorithms import AlgorithmName, AlgorithmSpec, Weighting
 from deai.learning.data import DatasetName, Splits, load_dataset
 from deai.learning.models import ModelConfig
 from deai.learning.train import LocalTrainConfig
-from deai.node.base import NodeContext
 from deai.node.job import JobSpec, PrivacySpec
 from deai.node.messages import Message, encode
 from deai.node.roles import Provider, Requester, Validator, model_for
@@ -36,6 +30,7 @@ from deai.node.secagg import (
     SecAggRoleConfig,
     SecAggServerRole,
     StageDeadlines,
+    WithSecrets,
     install,
     payload_kind,
     round_config,
@@ -51,6 +46,7 @@ from deai.privacy.secagg.messages import (
     ShareKeys,
 )
 from deai.privacy.secagg.mitm import KeySwapMITM
+from deai.privacy.secrets import SimulatedSecrets
 from deai.sim.engine import Simulation
 from deai.sim.network import FaultModel, LinkProfile, NetworkModel
 
@@ -89,37 +85,6 @@ def _spec(
 @functools.cache
 def _splits() -> Splits:
     return load_dataset(DatasetName.SYNTHETIC, seed=0, n_samples=300, n_features=6, n_classes=3)
-
-
-def _identity(node_id: str) -> Any:
-    return Account.from_key(hashlib.sha256(b"test-identity/" + node_id.encode()).digest())
-
-
-class SecretCtx:
-    """The runtime's secret side, as ``NodeContext`` is gaining it: per-node secret
-    randomness from a master seed that no role reads, and eth-account identity keys."""
-
-    def __init__(self, inner: NodeContext, master: bytes) -> None:
-        self._inner = inner
-        self._master = master
-        self._key = _identity(inner.node_id)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def secret_bytes(self, label: str, n: int = 32) -> bytes:
-        info = f"{self._inner.node_id}/{label}".encode()
-        return HKDF(hashes.SHA256(), n, salt=None, info=info).derive(self._master)
-
-    def sign(self, data: bytes) -> bytes:
-        return bytes(Account.sign_message(encode_defunct(data), self._key.key).signature)
-
-    def verify(self, node_id: str, data: bytes, signature: bytes) -> bool:
-        try:
-            signer = Account.recover_message(encode_defunct(data), signature=signature)
-        except Exception:  # malformed signature bytes
-            return False
-        return bool(signer == _identity(node_id).address)
 
 
 class Tap:
@@ -200,7 +165,7 @@ def _run(
     if master is not None:
         for roles in sim.nodes.values():
             for role in roles:
-                role.attach(SecretCtx(role.ctx, master))  # type: ignore[arg-type]
+                role.attach(WithSecrets(role.ctx, SimulatedSecrets(master)))
     sim.run(stop=lambda: requester.result is not None)
     return net
 
@@ -448,7 +413,9 @@ class Recorder(Wire):
 def test_keys_come_from_the_node_secret_not_from_the_spec() -> None:
     spec = _spec()
     runs = [Recorder(), Recorder(), Recorder()]
-    for wire, master in zip(runs, (b"one", b"one", b"two"), strict=True):
+    for wire, master in zip(
+        runs, (b"master seed no. 1", b"master seed no. 1", b"master seed no. 2"), strict=True
+    ):
         _run(spec, wire, master=master)
     a, b, c = (w.adverts for w in runs)
     assert a == b  # reproducible from the simulation's master seed

@@ -64,6 +64,7 @@ from torch import Tensor
 
 from deai.errors import ConfigError, InvalidMessage, PrivacyError
 from deai.learning.params import vector_bytes, vector_from_bytes
+from deai.node.base import NodeContext
 from deai.node.hooks import Rejection
 from deai.node.job import JobSpec
 from deai.node.messages import Message, OpenJob, message
@@ -89,6 +90,7 @@ from deai.privacy.secagg.messages import (
 from deai.privacy.secagg.messages import Message as StageMessage
 from deai.privacy.secagg.protocol import SecAggAborted, SecAggConfig, Stage, Verifier
 from deai.privacy.secagg.server import SecAggOutput, SecAggServer
+from deai.privacy.secrets import SimulatedSecrets
 
 # --------------------------------------------------------------------------- runtime
 
@@ -121,6 +123,38 @@ def secret_context(ctx: object) -> SecretContext:
             f"runtime, which lacks {', '.join(missing)}; refusing to run without them"
         )
     return cast(SecretContext, ctx)
+
+
+class WithSecrets:
+    """A ``NodeContext`` plus :class:`SecretContext` backed by a simulation's secret store,
+    for runtimes that do not provide the three methods yet. Attach it in place of the
+    runtime's context (``role.attach(WithSecrets(role.ctx, secrets))``)."""
+
+    def __init__(self, inner: NodeContext, secrets: SimulatedSecrets) -> None:
+        self._inner = inner
+        self._secrets = secrets
+        self.node_id = inner.node_id
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def now(self) -> float:
+        return self._inner.now()
+
+    def send(self, to: str, msg: Message) -> None:
+        self._inner.send(to, msg)
+
+    def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
+        self._inner.call_later(delay_s, fn)
+
+    def secret_bytes(self, label: str, n: int = 32) -> bytes:
+        return self._secrets.secret_bytes(self.node_id, label, n)
+
+    def sign(self, data: bytes) -> bytes:
+        return self._secrets.sign(self.node_id, data)
+
+    def verify(self, node_id: str, data: bytes, signature: bytes) -> bool:
+        return self._secrets.verify(node_id, data, signature)
 
 
 def _verifier(ctx: SecretContext, drawn: tuple[str, ...]) -> Verifier:
