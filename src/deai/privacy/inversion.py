@@ -104,7 +104,7 @@ def _dlg_once(
 
     loss = float("inf")
     for _ in range(cfg.iterations):
-        loss = float(opt.step(closure))
+        loss = float(torch.as_tensor(opt.step(closure)).detach())
         if not math.isfinite(loss) or loss < 1e-10:
             break
     return dummy.detach().clone(), loss if math.isfinite(loss) else float("inf")
