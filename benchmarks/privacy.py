@@ -957,7 +957,7 @@ def main() -> None:
     details.update(lab.details)
     result["goals"] = GOALS
     result["details"] = details
-    meta = dict(old.get("meta", {}))
+    meta = {k: v for k, v in old.get("meta", {}).items() if isinstance(v, dict)}
     meta[",".join(keys)] = {
         "quick": args.quick,
         "seconds": time.perf_counter() - t0,
