@@ -67,10 +67,10 @@ def test_nan_provider_rejected_and_round_goes_on(tmp_path: Path) -> None:
 
 def test_stalled_provider_excluded_at_deadline(tmp_path: Path) -> None:
     net, _, req = asyncio.run(
-        _run_job(tmp_path, {3: {"train_delay_s": 60.0}}, rounds=1, timeout_s=1.5)
+        _run_job(tmp_path, {3: {"train_delay_s": 60.0}}, rounds=1, timeout_s=6.0)
     )
     o = _validator(net.nodes[1]).outcomes[0]
     assert o.missing == (net.nodes[3].address,)
     assert len(o.accepted) == 2
-    assert o.closed_s - o.started_s >= 1.4
+    assert o.closed_s - o.started_s >= 5.9
     assert req.result is not None

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import heapq
-import hmac
 import itertools
 import secrets
 from collections import defaultdict
@@ -32,6 +31,7 @@ from deai.learning.params import FlatModel
 from deai.learning.train import TrainRequest, TrainResult, planned_samples, train_local
 from deai.node.messages import Message, Update, encode
 from deai.node.roles import Role
+from deai.privacy.secrets import SimulatedSecrets
 from deai.sim.network import FaultModel, NetworkModel
 
 
@@ -54,66 +54,6 @@ class ByteCounter:
 
     def total(self) -> int:
         return sum(self.sent.values())
-
-
-class NodeSecrets:
-    """Every simulated node's private randomness and identity key, from one master seed.
-
-    The master key lives only in this object's closure-held state; roles get
-    ``secret_bytes``/``sign`` through their context and never see it, nor any other node's
-    stream. A master seed of None draws a fresh key from the OS for this run.
-    """
-
-    def __init__(self, master_seed: int | None) -> None:
-        key = (
-            secrets.token_bytes(32)
-            if master_seed is None
-            else hashlib.sha256(f"deai/sim-master/{master_seed}".encode()).digest()
-        )
-        counters: dict[tuple[str, str], int] = defaultdict(int)
-        accounts: dict[str, Any] = {}
-
-        def stream(node: str, label: str, n: int) -> bytes:
-            i = counters[(node, label)]
-            counters[(node, label)] += 1
-            out, block = b"", 0
-            while len(out) < n:
-                msg = f"{node}\x00{label}\x00{i}\x00{block}".encode()
-                out += hmac.new(key, msg, hashlib.sha256).digest()
-                block += 1
-            return out[:n]
-
-        def account(node: str) -> Any:
-            if node not in accounts:
-                from eth_account import Account
-
-                seed = hmac.new(key, f"{node}\x00identity".encode(), hashlib.sha256).digest()
-                accounts[node] = Account.from_key(seed)
-            return accounts[node]
-
-        self._stream = stream
-        self._account = account
-
-    def secret_bytes(self, node: str, label: str, n: int) -> bytes:
-        return self._stream(node, label, n)
-
-    def address(self, node: str) -> str:
-        return str(self._account(node).address)
-
-    def sign(self, node: str, data: bytes) -> bytes:
-        from eth_account.messages import encode_defunct
-
-        return bytes(self._account(node).sign_message(encode_defunct(data)).signature)
-
-    def verify(self, node: str, data: bytes, signature: bytes) -> bool:
-        from eth_account import Account
-        from eth_account.messages import encode_defunct
-
-        try:
-            found = Account.recover_message(encode_defunct(data), signature=signature)
-        except Exception:  # a malformed signature is simply not valid
-            return False
-        return bool(found == self.address(node))
 
 
 class _Ctx:
@@ -174,7 +114,13 @@ class Simulation:
         interceptor: Interceptor | None = None,
         master_seed: int | None = 0,
     ) -> None:
-        self._secrets = NodeSecrets(master_seed)
+        master = (
+            secrets.token_bytes(32)
+            if master_seed is None
+            else hashlib.sha256(f"deai/sim-master/{master_seed}".encode()).digest()
+        )
+        # every node's secret randomness and identity key; roles see only their own
+        self._secrets = SimulatedSecrets(master)
         self.before_offload: list[Callable[[float], None]] = []  # e.g. keep chain time in step
         self.network = network
         self.faults = faults
