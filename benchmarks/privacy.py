@@ -119,8 +119,33 @@ class Lab:
     def groupwise(self) -> list[Json]:
         return self._keep("groupwise", run_groupwise())
 
+    @functools.cached_property
+    def jobs(self) -> Json:
+        return self._keep("dp_jobs", run_dp_jobs(1 if self.quick else 3))
+
 
 # --------------------------------------------------------------------------- headlines
+
+
+@headline(
+    "noise_strip_residual_ratio",
+    ">= 0.99 (residual DP noise / the noise an update carries, after the validator's best strip)",
+)
+def noise_strip_residual_ratio(lab: Lab) -> float:
+    return float(min(r["strip_ratio"] for r in lab.jobs["plain"]))
+
+
+@headline(
+    "plaintext_updates_in_secure_jobs", "0 (sent or accepted, incl. providers without SecAgg)"
+)
+def plaintext_updates_in_secure_jobs(lab: Lab) -> int:
+    return int(sum(r["plaintext_sent"] + r["plaintext_accepted"] for r in lab.jobs["secure"]))
+
+
+@headline("epsilon_reported_vs_recomputed_max_gap", "0 (per provider, Opacus from participation)")
+def epsilon_reported_vs_recomputed_max_gap(lab: Lab) -> float:
+    rows = lab.jobs["plain"] + lab.jobs["secure"]
+    return float(max(r["epsilon_gap"] for r in rows))
 
 
 @headline("mitm_inputs_recovered", "0")
@@ -927,6 +952,126 @@ def render(result: Json) -> None:
             "held-out precision (regex)",
         ]
         write_block(DOC, "privacy-pii", _table(header, rows))
+
+
+def _recomputed_gap(run: Any) -> float:
+    """Largest |reported - recomputed| epsilon over providers, recomputed with Opacus from
+    the rounds each provider's update was in."""
+    from opacus.accountants import RDPAccountant
+
+    spec = run.spec
+    reported = run.metrics["privacy"]["per_provider"]
+    gap = 0.0
+    for p in spec.providers:
+        acc = RDPAccountant()
+        for o in run.outcomes:
+            if o.applied and p in o.accepted and o.privacy is not None:
+                acc.step(noise_multiplier=o.privacy.noise_multiplier, sample_rate=1.0)
+        mine = acc.get_epsilon(spec.privacy.delta) if acc.history else 0.0
+        theirs = reported.get(p, {}).get("epsilon_public", 0.0)
+        gap = max(gap, abs(mine - theirs))
+    return gap
+
+
+def _strip(pl: Any, run: Any) -> float:
+    """Play the validator: strip each update's DP noise with every seed derivable from the
+    spec; the omniscient benchmark knows the true noise (update minus the provider's
+    clipped, deterministically re-trained delta). 1.0: nothing stripped."""
+    from deai.job.spec import derive_seed
+    from deai.learning.train import TrainRequest, train_local
+    from deai.node.base import codec_seed, model_for, participants, train_seed
+    from deai.privacy.dp_fedavg import clip_update, gaussian_noise
+
+    spec, model = run.spec, model_for(run.spec)
+    p = spec.privacy
+    ratios = []
+    for o in run.outcomes:
+        if o.updates is None or o.start_params is None:
+            continue
+        std = p.noise_multiplier * p.clip / math.sqrt(len(participants(spec, o.round)))
+        for row, prov in zip(o.updates, o.accepted, strict=True):
+            data = pl.splits.train.subset(pl.parts[spec.providers.index(prov)])
+            req = TrainRequest(
+                o.start_params, data.x, data.y, spec.algorithm.local(),
+                train_seed(spec, prov, o.round),
+            )  # fmt: skip
+            delta = train_local(model, [req])[0].params - o.start_params
+            noise = row - clip_update(delta, p.clip).vector
+            guesses = [torch.zeros_like(noise)]
+            for seed in (
+                derive_seed(spec.seed, spec.job_id, prov, o.round, "dp-noise"),  # the old one
+                derive_seed(spec.seed, prov, o.round, "dp-noise"),
+                train_seed(spec, prov, o.round),
+                codec_seed(spec, prov),
+                spec.seed,
+            ):
+                gen = torch.Generator().manual_seed(seed % 2**63)
+                guesses.append(gaussian_noise(noise.shape[0], std, gen))
+            best = min(float((noise - g).norm()) for g in guesses)
+            ratios.append(best / float(noise.norm()))
+    return min(ratios)
+
+
+def run_dp_jobs(n_seeds: int) -> Json:
+    """DP jobs through the real roles: without secure aggregation (noise stripping, epsilon
+    recomputation) and with it (no plaintext update sent or accepted, even when a provider
+    has no SecAgg client, and the recomputation again)."""
+    from deai.sim.runner import execute, plan
+    from deai.sim.scenario import parse_scenario
+
+    def scenario(seed: int, secure: bool, strip: bool = False) -> Any:
+        nodes: list[Json] = [{"role": "provider", "count": 20}, {"role": "validator"}]
+        if strip:  # the finding: providers that run no SecAgg client must refuse, not leak
+            nodes = [
+                {"role": "provider", "count": 16},
+                {"role": "provider", "count": 4, "behaviour": "no_secagg"},
+                {"role": "validator"},
+            ]
+        return parse_scenario(
+            {
+                "name": f"dp-{'secure' if secure else 'plain'}-{seed}",
+                "seed": seed,
+                "rounds": 4,
+                "algorithm": {"name": "fedavg", "steps": 3, "lr": 0.2, "participation": 0.5},
+                "privacy": {
+                    "clip": 1.0,
+                    "noise_multiplier": 1.0,
+                    "epsilon": 30.0,
+                    "secure_aggregation": secure,
+                },
+                "simulation": {
+                    "data": {"dataset": "digits", "partition": "iid"},
+                    "nodes": nodes,
+                },
+            }
+        )
+
+    out: Json = {"plain": [], "secure": []}
+    for seed in range(n_seeds):
+        pl = plan(scenario(seed, False))
+        run = execute(pl)
+        out["plain"].append(
+            {"seed": seed, "strip_ratio": _strip(pl, run), "epsilon_gap": _recomputed_gap(run)}
+        )
+        log("dp job plain", seed, out["plain"][-1])
+        for strip_clients in (False, True):
+            run = execute(plan(scenario(seed, True, strip_clients)))
+            sent = run.metrics["bytes_by_kind"].get("update", 0)
+            accepted = sum(
+                len(o.accepted) for o in run.outcomes if o.updates is not None and o.accepted
+            )
+            out["secure"].append(
+                {
+                    "seed": seed,
+                    "clients_removed": strip_clients,
+                    "plaintext_sent": int(sent > 0),
+                    "plaintext_accepted": accepted,
+                    "refusals": len(run.metrics["refusals"]),
+                    "epsilon_gap": 0.0 if strip_clients else _recomputed_gap(run),
+                }
+            )
+            log("dp job secure", seed, out["secure"][-1])
+    return out
 
 
 def main() -> None:

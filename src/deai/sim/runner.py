@@ -42,7 +42,7 @@ from deai.sim.behaviours import DataPoisoning
 from deai.sim.chain_job import ChainSetup, SimChain
 from deai.sim.engine import Simulation
 from deai.sim.network import FaultModel, NetworkConfig, NetworkModel, draw_profiles
-from deai.sim.scenario import Role, Scenario
+from deai.sim.scenario import NO_SECAGG, Role, Scenario
 
 ProgressFn = Callable[[int, int], None]
 REQUESTER = "requester"
@@ -326,7 +326,7 @@ def _behaviour(p: ProviderPlan, seed: int) -> Behaviour:
         return DataPoisoning(p.attack, seed)
     if p.custom is not None:
         return _custom_attack(p, seed)
-    if p.behaviour == "honest":
+    if p.behaviour in ("honest", NO_SECAGG):
         return Honest()
     return FaultyBehaviour(Fault(p.behaviour))
 
@@ -458,6 +458,7 @@ def execute(pl: Plan, progress: ProgressFn | None = None) -> RunResult:
         )
         validator_roles.append(role)
         sim.add_node(v, role, *(install_secagg(None, role) if secure else []))
+    provider_roles: list[Provider] = []
     for i, (p, idx) in enumerate(zip(pl.providers, pl.parts, strict=True)):
         provider = Provider(
             p.node_id,
@@ -465,13 +466,17 @@ def execute(pl: Plan, progress: ProgressFn | None = None) -> RunResult:
             behaviour=_behaviour(p, spec.seed + i),
             observer=collector,
         )
-        sim.add_node(p.node_id, provider, *(install_secagg(provider, None) if secure else []))
+        provider_roles.append(provider)
+        client = secure and p.behaviour != NO_SECAGG  # the fault: no SecAgg client installed
+        sim.add_node(p.node_id, provider, *(install_secagg(provider, None) if client else []))
 
     def done() -> bool:
         return requester.result is not None and (chain is None or chain.finished)
 
     sim.run(stop=done)
-    metrics = _metrics(pl, sim, collector, requester, validator_roles, attackers, wall)
+    metrics = _metrics(
+        pl, sim, collector, requester, validator_roles, attackers, wall, provider_roles
+    )
     if chain is not None:
         try:
             metrics["ledger"] = chain.finish()
@@ -499,6 +504,7 @@ def _metrics(
     validators: list[Validator],
     attackers: set[str],
     wall: float,
+    providers_roles: list[Provider],
 ) -> dict[str, Any]:
     s, spec, splits = pl.scenario, pl.spec, pl.splits
     model = model_for(spec)
@@ -547,6 +553,11 @@ def _metrics(
             {"node": v.node_id, "job_id": r.job_id, "reason": r.reason}
             for v in validators
             for r in v.refusals
+        ]
+        + [
+            {"node": p.node_id, "job_id": r.job_id, "round": r.round, "reason": r.reason}
+            for p in providers_roles
+            for r in p.refusals
         ],
     }
     m["secagg_aborts"] = [

@@ -28,6 +28,7 @@ __all__ = ["DataSource", "NetworkSection", "NodeGroup", "Role", "Scenario", "Sim
 from deai.job.data import DataSource
 
 MAX_SIM_NODES = 100_000
+NO_SECAGG = "no_secagg"  # a provider fault: the node runs no SecAgg client (it must refuse)
 
 
 class _Strict(BaseModel):
@@ -59,7 +60,8 @@ class NetworkSection(_Strict):
 class NodeGroup(_Strict):
     role: Role
     count: Annotated[PositiveInt, Field(le=MAX_SIM_NODES)] = 1
-    behaviour: str = "honest"  # providers: "honest" or a fault name; validators: or "liar"
+    behaviour: str = "honest"  # providers: "honest", a fault, or "no_secagg"; validators:
+    # "honest" or "liar"
     attack: str | None = None  # providers: an attack from deai.registry.attacks
     attack_params: dict[str, Any] = {}  # overrides of the attack's defaults
     sybil: bool = False  # the group is ONE attacker with `count` identities sending clones
@@ -70,7 +72,7 @@ class NodeGroup(_Strict):
         from deai.node.faults import Fault
         from deai.registry import attacks
 
-        faults = ["honest", *(f.value for f in Fault)]
+        faults = ["honest", *(f.value for f in Fault), NO_SECAGG]
         if self.role is Role.PROVIDER and self.behaviour not in faults:
             raise ValueError(f"behaviour: got {self.behaviour!r}; allowed: {', '.join(faults)}")
         if self.role is Role.VALIDATOR and self.behaviour not in ("honest", "liar"):
