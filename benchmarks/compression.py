@@ -1,16 +1,20 @@
-"""Bytes uploaded to reach a target accuracy, per codec, on federated digits.
+"""Bytes to a target accuracy, per codec, on federated digits, through the real roles.
 
-Standalone harness (the runner will replace it): sklearn ``load_digits`` with a held-out
-stratified test split, 20 providers with Dirichlet(0.5) label skew, an MLP 64-64-10,
-FedAvg with local SGD (the 20 independent local models are trained as one batched
-computation, as the runtime's simulation does). Each round every provider trains from the
-global model, encodes its model delta with the codec (through error feedback where marked;
-the residual stays with the provider) and uploads the exact payload; the server averages
-the decoded deltas weighted by sample counts. The uncompressed run sets the target: its
-final test accuracy minus one point. For each codec we count the uploaded bytes (all
-providers, all rounds) until the global model first reaches the target.
+Every run is ``deai.simulate``: 20 providers with Dirichlet(0.5) label skew, an MLP
+64-64-10, FedAvg. Bytes are the simulator's: every message a provider sends or receives,
+whole encodings (headers included), up **and** down. The target is central training's
+test accuracy minus one point: the same MLP trained on the whole training split (one
+provider, the same trainer) until it converges. A run reaches the target at the first
+round from which its test accuracy stays at or above it for ``HOLD`` rounds, so a one-round
+spike does not count. ``total_byte_reduction`` is the uncompressed run's bytes to target
+over the best codec's.
 
-Run: ``python benchmarks/compression.py`` → ``benchmarks/results/compression.json``.
+Downstream compression (the global model's broadcast as a compressed delta with
+server-side error feedback) is the validator's (``DOWNSTREAM``): switched on here once the
+job spec has it; until then every provider downloads the whole float32 model each round,
+which bounds the total reduction near 2x whatever the upload codec does.
+
+Run: ``nice -n 10 python benchmarks/compression.py`` -> ``benchmarks/results/compression.json``.
 """
 
 from __future__ import annotations
@@ -18,232 +22,134 @@ from __future__ import annotations
 import json
 import math
 import platform
+import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-from torch import Tensor, nn
-from torch.nn.utils import parameters_to_vector
-
-from deai.compression import Codec, CodecConfig, CodecName, ErrorFeedback, build_codec
 
 RESULTS = Path(__file__).parent / "results" / "compression.json"
-N_PROVIDERS = 20
-ALPHA = 0.5  # Dirichlet concentration of the label skew
-LOCAL_STEPS = 8  # local SGD steps per round (about two epochs of an average shard)
-BATCH = 16
-LR = 0.1
-BASE_ROUNDS = 100  # rounds of the uncompressed reference run
-MAX_ROUNDS = 1000  # cap for compressed runs
-UPLINK_BPS = 10e6  # a 10 Mbit/s provider uplink, to turn bytes into seconds
+SEEDS = (0, 1, 2)
+PROVIDERS = 20
+ROUNDS = 150
+HOLD = 3  # rounds the accuracy must stay at or above the target
+T95 = {2: 4.303, 3: 3.182}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "identity": {"name": "identity"},
+    "quantize_4bit_ef": {"name": "quantize", "bits": 4},
+    "topk_1pct_ef": {"name": "topk", "ratio": 0.01},
+    "topk_quantize_5pct_4bit_ef": {"name": "topk_quantize", "ratio": 0.05, "bits": 4},
+    "randk_quantize_5pct_4bit_ef": {"name": "randk_quantize", "ratio": 0.05, "bits": 4},
+}
 
 
-@dataclass(frozen=True)
-class Variant:
-    label: str  # name in the results
-    codec: CodecName  # registry name
-    config: CodecConfig  # registry configuration
-    error_feedback: bool  # wrap the codec in ErrorFeedback
+def interval(xs: list[float]) -> dict[str, float]:
+    m = statistics.fmean(xs)
+    h = T95[len(xs) - 1] * statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else 0.0
+    return {"mean": m, "ci95": h, "n": len(xs)}
 
 
-def make_model(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+def central_accuracy(seed: int) -> float:
+    """The same MLP trained centrally (one request holding the whole training split)."""
+    from deai.learning.data import DatasetName, load_dataset
+    from deai.learning.models import ModelConfig, build_model
+    from deai.learning.params import FlatModel
+    from deai.learning.train import LocalTrainConfig, TrainRequest, evaluate, train_local
+
+    splits = load_dataset(DatasetName.DIGITS, seed=seed)
+    flat = FlatModel(build_model(ModelConfig("mlp", {"hidden": [64]}), (1, 8, 8), 10, seed))
+    cfg = LocalTrainConfig(epochs=60, batch_size=32, lr=0.1, momentum=0.9)
+    req = TrainRequest(flat.initial_vector(), splits.train.x, splits.train.y, cfg, seed)
+    return evaluate(flat, train_local(flat, [req])[0].params, splits.test)[1]
 
 
-def layer_shapes(model: nn.Module) -> tuple[tuple[int, ...], ...]:
-    return tuple(tuple(p.shape) for p in model.parameters())
+def rounds_to_target(acc: list[float], target: float) -> int | None:
+    for i in range(len(acc) - HOLD + 1):
+        if all(a >= target for a in acc[i : i + HOLD]):
+            return i
+    return None
 
 
-def forward(params: Tensor, x: Tensor) -> Tensor:
-    """The MLP for ``n`` stacked parameter vectors ``[n, d]`` (``parameters_to_vector``
-    order of ``make_model``) on inputs ``[n, B, 64]``; logits ``[n, B, 10]``."""
-    n = params.shape[0]
-    w1, b1, w2, b2 = torch.split(params, [64 * 64, 64, 10 * 64, 10], dim=1)
-    h = torch.relu(x @ w1.view(n, 64, 64).transpose(1, 2) + b1[:, None])  # [n, B, 64]
-    return h @ w2.view(n, 10, 64).transpose(1, 2) + b2[:, None]  # [n, B, 10]
+def run(seed: int, codec: dict[str, Any]) -> Any:
+    import deai
 
-
-def partition(y: np.ndarray, seed: int) -> list[np.ndarray]:
-    """Dirichlet(ALPHA) label skew; every provider gets at least 5 samples."""
-    rng = np.random.default_rng(seed)
-    while True:
-        shards: list[list[int]] = [[] for _ in range(N_PROVIDERS)]
-        for label in np.unique(y):
-            idx = rng.permutation(np.flatnonzero(y == label))
-            cuts = (np.cumsum(rng.dirichlet([ALPHA] * N_PROVIDERS)) * len(idx)).astype(int)[:-1]
-            for shard, part in zip(shards, np.split(idx, cuts), strict=True):
-                shard.extend(part.tolist())
-        if min(len(s) for s in shards) >= 5:
-            return [np.array(sorted(s)) for s in shards]
-
-
-def local_train(global_vec: Tensor, data: dict, gen: torch.Generator) -> Tensor:
-    """All providers' local SGD at once (one batched computation, independent models);
-    returns their deltas ``[n, d]``. Minibatches are drawn with replacement."""
-    table, sizes = data["table"], data["sizes"]  # [n, max_len] train indices, [n]
-    n = len(sizes)
-    params = global_vec.repeat(n, 1).requires_grad_(True)  # [n, d]
-    for _ in range(LOCAL_STEPS):
-        pick = (torch.rand(n, BATCH, generator=gen) * sizes[:, None]).long()  # [n, B]
-        rows = table.gather(1, pick)  # [n, B]
-        logits = forward(params, data["xtr"][rows])  # [n, B, 10]
-        # Sum of the providers' mean losses: each row's gradient is its own provider's.
-        loss = nn.functional.cross_entropy(logits.reshape(-1, 10), data["ytr"][rows].reshape(-1))
-        (grad,) = torch.autograd.grad(loss * n, params)
-        params = (params - LR * grad).detach().requires_grad_(True)
-    return (params - global_vec).detach()
-
-
-def accuracy(vec: Tensor, x: Tensor, y: Tensor) -> float:
-    with torch.no_grad():
-        return float((forward(vec[None], x[None])[0].argmax(1) == y).float().mean())
-
-
-def run(variant: Variant, data: dict, target: float | None, rounds: int) -> dict:
-    codec: Codec = build_codec(variant.codec, variant.config)
-    ef = ErrorFeedback(codec) if variant.error_feedback else None
-    weights = data["weights"]
-    gen = torch.Generator().manual_seed(1)
-    global_vec = parameters_to_vector(make_model(0).parameters()).detach()
-    uploaded, curve, reached, diverged = 0, [], None, None
-    for rnd in range(1, rounds + 1):
-        deltas = local_train(global_vec, data, gen)
-        agg = torch.zeros_like(global_vec)
-        for i in range(len(deltas)):
-            enc = ef.encode(deltas[i], sender=str(i)) if ef else codec.encode(deltas[i])
-            uploaded += enc.nbytes
-            agg += weights[i] * codec.decode(enc)
-        global_vec = global_vec + agg
-        if not bool(torch.isfinite(global_vec).all()):
-            diverged = rnd
-            break
-        acc = accuracy(global_vec, data["xte"], data["yte"])
-        curve.append(round(acc, 4))
-        if target is not None and reached is None and acc >= target:
-            reached = {"round": rnd, "bytes": uploaded}
-            break
-    per_upload = uploaded / (max(1, len(curve)) * len(weights))
-    return {
-        "diverged_at_round": diverged,
-        "rounds_run": len(curve),
-        "final_accuracy": curve[-1] if curve else None,
-        "bytes_per_upload": round(per_upload, 1),
-        "reached": reached,
-        "uploaded_bytes": uploaded,
-        "accuracy_curve": curve,
-    }
-
-
-def variants(shapes: tuple[tuple[int, ...], ...]) -> list[Variant]:
-    c = CodecConfig
-    return [
-        Variant("topk1%_fp32+ef", CodecName.TOPK, c(ratio=0.01), True),
-        Variant("randk10%_fp32+ef", CodecName.RANDK, c(ratio=0.1), True),
-        Variant("quantize8", CodecName.QUANTIZE, c(bits=8, bucket_size=512), False),
-        Variant("quantize4", CodecName.QUANTIZE, c(bits=4, bucket_size=512), False),
-        Variant("quantize2+ef", CodecName.QUANTIZE, c(bits=2, bucket_size=512), True),
-        # Stochastic 1-bit rounding is unbiased but not contractive: no error feedback.
-        Variant("quantize1", CodecName.QUANTIZE, c(bits=1, bucket_size=512), False),
-        Variant("qsgd_s4", CodecName.QSGD, c(levels=4, bucket_size=512), False),
-        Variant("sign+ef", CodecName.SIGN, c(bucket_size=512), True),
-        Variant("powersgd_r2+ef", CodecName.POWERSGD, c(rank=2, shapes=shapes), True),
-        Variant("topk1%_q4+ef", CodecName.TOPK_QUANTIZE, c(ratio=0.01, bits=4), True),
-        Variant("topk1%_q2+ef", CodecName.TOPK_QUANTIZE, c(ratio=0.01, bits=2), True),
-        Variant("topk0.5%_q2+ef", CodecName.TOPK_QUANTIZE, c(ratio=0.005, bits=2), True),
-    ]
+    spec = deai.JobSpec(
+        name="compression",
+        seed=seed,
+        rounds=ROUNDS,
+        model=deai.ModelSpec(name="mlp", hidden=[64]),
+        algorithm=deai.AlgorithmSpec(name="fedavg", steps=8, batch_size=16, lr=0.1),
+        aggregation=deai.AggregationSpec(rule="mean"),
+        codec=deai.CodecSpec(**codec, error_feedback=True),
+    )
+    world = deai.SimulationSection(
+        data=deai.DataSource(dataset="digits", partition="dirichlet", alpha=0.5),
+        nodes=[deai.NodeGroup(role="provider", count=PROVIDERS), deai.NodeGroup(role="validator")],
+    )
+    return deai.simulate(spec, world)
 
 
 def main() -> None:
-    torch.set_num_threads(1)  # tiny kernels: one thread wins on a shared CPU
-    t0 = time.time()
-    digits = load_digits()
-    x = (digits.data / 16.0).astype(np.float32)
-    xtr, xte, ytr, yte = train_test_split(
-        x, digits.target, test_size=0.3, stratify=digits.target, random_state=0
-    )
-    shards = partition(ytr, seed=0)
-    table = torch.zeros(N_PROVIDERS, max(len(s) for s in shards), dtype=torch.long)
-    for i, s in enumerate(shards):
-        table[i, : len(s)] = torch.from_numpy(s)
-    sizes = torch.tensor([len(s) for s in shards], dtype=torch.float32)
-    data = {
-        "xtr": torch.from_numpy(xtr),
-        "ytr": torch.from_numpy(ytr).long(),
-        "xte": torch.from_numpy(xte),
-        "yte": torch.from_numpy(yte).long(),
-        "table": table,
-        "sizes": sizes,
-        "weights": sizes / sizes.sum(),
-    }
-    shapes = layer_shapes(make_model(0))
-    dim = sum(math.prod(s) for s in shapes)
-    identity = Variant("identity", CodecName.IDENTITY, CodecConfig(), False)
-    base = run(identity, data, None, BASE_ROUNDS)
-    target = base["final_accuracy"] - 0.01
-    base_hit = next(i for i, a in enumerate(base["accuracy_curve"]) if a >= target) + 1
-    base_bytes = base_hit * N_PROVIDERS * 4 * dim
-    base["reached"] = {"round": base_hit, "bytes": base_bytes}
-    print(f"identity: final {base['final_accuracy']}, target {target:.4f} at round {base_hit}")
-    results = {"identity": base}
-    for v in variants(shapes):
-        r = run(v, data, target, MAX_ROUNDS)
-        r["codec"], r["config"] = v.codec.value, _cfg(v.config)
-        r["error_feedback"] = v.error_feedback
-        if r["reached"]:
-            r["byte_reduction"] = round(base_bytes / r["reached"]["bytes"], 1)
-            r["upload_seconds_at_10mbps"] = round(r["reached"]["bytes"] * 8 / UPLINK_BPS, 3)
-        else:
-            r["byte_reduction"] = None
-        results[v.label] = r
-        print(
-            f"{v.label:>18}: {r['bytes_per_upload']:>8} B/upload, reached={r['reached']}, "
-            f"x{r['byte_reduction']}",
-            flush=True,
-        )
-    reductions = {k: v["byte_reduction"] for k, v in results.items() if v.get("byte_reduction")}
-    best = max(reductions, key=reductions.__getitem__) if reductions else None
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    reductions: dict[str, list[float]] = {k: [] for k in VARIANTS}
+    for seed in SEEDS:
+        target = central_accuracy(seed) - 0.01
+        base_bytes: int | None = None
+        for label, codec in VARIANTS.items():
+            res = run(seed, codec)
+            acc = [r.accuracy for r in res.rounds]
+            hit = rounds_to_target(acc, target)
+            cum = 0
+            bytes_to = None
+            for i, r in enumerate(res.rounds):
+                cum += r.bytes_up + r.bytes_down
+                if hit is not None and i == hit:
+                    bytes_to = cum
+            if label == "identity":
+                base_bytes = bytes_to
+            red = base_bytes / bytes_to if base_bytes and bytes_to else None
+            if red is not None:
+                reductions[label].append(red)
+            runs.append(
+                {
+                    "seed": seed,
+                    "codec": label,
+                    "target_accuracy": target,
+                    "final_accuracy": acc[-1],
+                    "round_reached": hit,
+                    "bytes_to_target": bytes_to,
+                    "bytes_up_total": res.bytes_up,
+                    "bytes_down_total": res.bytes_down,
+                    "byte_reduction": red,
+                }
+            )
+            print(json.dumps(runs[-1]), flush=True)
+    summary = {k: interval(v) for k, v in reductions.items() if len(v) == len(SEEDS)}
+    best = max((k for k in summary if k != "identity"), key=lambda k: summary[k]["mean"])
     out = {
-        "harness": "standalone",
-        "task": "digits FedAvg, 20 providers, Dirichlet(0.5) label skew, MLP 64-64-10",
-        "setup": {
-            "providers": N_PROVIDERS,
-            "alpha": ALPHA,
-            "local_steps": LOCAL_STEPS,
-            "batch": BATCH,
-            "lr": LR,
-            "parameters": dim,
-            "base_rounds": BASE_ROUNDS,
-            "max_rounds": MAX_ROUNDS,
-            "uplink_bps": UPLINK_BPS,
-        },
-        "uncompressed_final_accuracy": base["final_accuracy"],
-        "target_accuracy": round(target, 4),
-        "uncompressed_bytes_to_target": base_bytes,
+        "total_byte_reduction": summary[best],
         "best_codec": best,
-        "best_byte_reduction": reductions[best] if best else None,
-        "byte_reduction": reductions,
-        "runs": results,
-        "seconds": round(time.time() - t0, 1),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "machine": platform.machine(),
+        "byte_reduction": summary,
+        "target": "central training's test accuracy minus 0.01, held for 3 rounds",
+        "downstream_compression": False,
+        "setup": {
+            "harness": "deai.simulate (real Provider/Validator roles)",
+            "task": f"digits FedAvg, {PROVIDERS} providers, Dirichlet(0.5), MLP 64-64-10",
+            "rounds": ROUNDS,
+            "bytes": "every message providers send and receive, whole encodings",
+            "variants": VARIANTS,
+        },
+        "runs": runs,
+        "seconds": time.perf_counter() - t0,
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform()},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"best: {best} x{out['best_byte_reduction']} ({out['seconds']} s) -> {RESULTS}")
-
-
-def _cfg(cfg: CodecConfig) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for k, v in vars(cfg).items():
-        out[k] = v if isinstance(v, int | float) else list(v) if isinstance(v, tuple) else str(v)
-    return out
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":

@@ -146,16 +146,17 @@ def scenario_dict(key: RunKey, rounds: int) -> dict[str, Any]:
     elif n_bad:
         nodes.append({"role": "provider", "count": n_bad, "attack": key.attack})
     nodes.append({"role": "validator", "count": 1})
+    aggregation: dict[str, Any] = {"rule": key.aggregator}
+    if key.aggregator in ("krum", "multi_krum", "bulyan", "trimmed_mean"):
+        aggregation["f"] = assumed_f(key.share, key.attack)
     return {
         "name": f"robust-{key.share}-{key.attack}-{key.aggregator}",
         "seed": key.seed,
         "rounds": rounds,
-        "aggregator": key.aggregator,
-        "aggregation": {"f": assumed_f(key.share, key.attack)},
-        "data": DATA,
+        "aggregation": aggregation,
         "model": MODEL,
         "algorithm": TRAINING,
-        "nodes": nodes,
+        "simulation": {"data": DATA, "nodes": nodes},
     }
 
 

@@ -48,10 +48,12 @@ def deai_run(n: int, rounds: int) -> dict[str, Any]:
             "name": f"sim-speed-{n}",
             "seed": 0,
             "rounds": rounds,
-            "data": {"dataset": "digits", "partition": "iid", "min_examples": 1},
             "model": {"name": "mlp", "hidden": [64]},
             "algorithm": {"name": "fedavg", "epochs": 1, "batch_size": 32, "lr": 0.1},
-            "nodes": [{"role": "provider", "count": n}, {"role": "validator"}],
+            "simulation": {
+                "data": {"dataset": "digits", "partition": "iid", "min_examples": 1},
+                "nodes": [{"role": "provider", "count": n}, {"role": "validator"}],
+            },
         }
     )
     stamps: dict[int, float] = {}

@@ -64,7 +64,8 @@ def test_demo_runs_every_plane(tmp_path: Path) -> None:
     html = (tmp_path / "report.html").read_text()
     for title in (
         "Settlement on chain",
-        "Payouts by contribution",
+        "Payouts",
+        "Payout share by behaviour",
         "Private job",
         "lazy worker caught and slashed",
         "Attackers and faulty peers",

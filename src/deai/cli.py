@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from deai.errors import DeaiError
+from deai.errors import ConfigError, DeaiError
 
 app = typer.Typer(
     help="deai: decentralized AI where untrusted parties train together, every piece of work "
@@ -20,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+err_console = Console(stderr=True)
 
 
 def _mount() -> None:
@@ -37,15 +38,19 @@ def _mount() -> None:
 
 
 def _fail(e: DeaiError) -> None:
-    console.print(f"[bold red]error:[/] {e}")
+    # markup off: an error text such as "[low, high]" must print as written
+    err_console.print(
+        "error: " + " ".join(str(e).split()), markup=False, highlight=False, soft_wrap=True
+    )
     raise typer.Exit(2)
 
 
 def _run(scenario: Any, out: Path, quiet: bool) -> dict[str, Any]:
     from deai.sim.report import write_outputs
-    from deai.sim.runner import run_scenario
+    from deai.sim.runner import execute, plan, torch_threads
     from deai.sim.sections import sections_for
 
+    planned = plan(scenario)  # everything knowable from the file fails here, before work
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -56,7 +61,8 @@ def _run(scenario: Any, out: Path, quiet: bool) -> dict[str, Any]:
         transient=False,
     ) as bar:
         task = bar.add_task(f"{scenario.name}: rounds", total=scenario.rounds)
-        result = run_scenario(scenario, progress=lambda r, n: bar.update(task, completed=r))
+        with torch_threads(1):
+            result = execute(planned, progress=lambda r, n: bar.update(task, completed=r))
     write_outputs(result, out, sections_for(result.metrics))
     if not quiet:
         _summary(result.metrics, out)
@@ -98,9 +104,11 @@ def demo(
     faulty peers, compressed updates, rounds settled on an embedded chain (a lying
     validator is slashed, providers paid by contribution), a DP job with secure
     aggregation, and a compute market where a lazy worker is caught. Writes OUT."""
+    from deai.api import check_out_dir
     from deai.sim.demo import run_demo
 
     try:
+        check_out_dir(out)
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -180,40 +188,56 @@ def sim(
     quiet: Annotated[bool, typer.Option(help="No progress bar or summary.")] = False,
 ) -> None:
     """Run a scenario file in the simulator and write its metrics and report to OUT."""
-    from deai.sim.scenario import load_scenario
+    from deai.api import check_out_dir
 
     try:
-        s = load_scenario(scenario)
-        updates: dict[str, Any] = {}
-        if seed is not None:
-            updates["seed"] = seed
-        if rounds is not None:
-            updates["rounds"] = rounds
-        if updates:
-            from deai.sim.scenario import parse_scenario
-
-            s = parse_scenario({**s.model_dump(mode="json"), **updates}, str(scenario))
+        check_out_dir(out)
+        s = _load(scenario, seed=seed, rounds=rounds)
         _run(s, out, quiet)
     except DeaiError as e:
         _fail(e)
+    except OSError as e:  # e.g. the disk filled while writing the report
+        _fail(ConfigError(f"{out}: {e.strerror or e}"))
+
+
+def _load(path: Path, seed: int | None = None, rounds: int | None = None) -> Any:
+    from deai.sim.scenario import load_scenario, parse_scenario
+
+    s = load_scenario(path)
+    updates: dict[str, Any] = {}
+    if seed is not None:
+        updates["seed"] = seed
+    if rounds is not None:
+        updates["rounds"] = rounds
+    if updates:
+        s = parse_scenario({**s.model_dump(mode="json"), **updates}, f"{path} (with options)")
+    return s
 
 
 @app.command()
 def check(
     scenario: Annotated[Path, typer.Argument(help="A scenario TOML file to validate.")],
 ) -> None:
-    """Validate a scenario file without running it; print what it describes."""
-    from deai.sim.scenario import Role, load_scenario
+    """Validate a scenario file without running it: everything that would fail at run time
+    for a reason knowable from the file (data, model size, rule preconditions) fails here.
+    Prints what the file describes and the job id it would run under."""
+    from deai.sim.runner import plan
+    from deai.sim.scenario import Role
 
     try:
-        s = load_scenario(scenario)
+        s = _load(scenario)
+        pl = plan(s)
     except DeaiError as e:
         _fail(e)
         return
     console.print(
-        f"[green]ok[/] {scenario}: {s.name}, {s.algorithm.name} on {s.data.dataset} "
-        f"({s.data.partition}), {s.count(Role.PROVIDER)} providers, "
-        f"{s.count(Role.VALIDATOR)} validator(s), {s.rounds} rounds, seed {s.seed}"
+        f"ok {scenario}: {s.name}, {s.algorithm.name} on {s.simulation.data.dataset} "
+        f"({s.simulation.data.partition}), {s.count(Role.PROVIDER)} providers, "
+        f"{s.count(Role.VALIDATOR)} validator(s), {s.rounds} rounds, seed {s.seed}, "
+        f"model {s.model.name} with {pl.parameters:,} parameters, job {pl.spec.job_id}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -137,6 +137,9 @@ name = "t"
 rounds = {rounds}
 seed = 0
 round_timeout_s = {timeout_s}
+nonce = "fixed"
+[parties]
+requester = "{net.nodes[0].address}"
 providers = [{providers}]
 validators = ["{net.nodes[1].address}"]
 [model]

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 
+from deai.job.spec import JobSpec
 from deai.learning.data import DatasetName, load_dataset
 from deai.learning.params import vector_from_bytes
 from deai.learning.train import evaluate
@@ -23,7 +24,6 @@ from deai.ledger.anvil import find_anvil
 from deai.ledger.merkle import PayoutTree
 from deai.ledger.types import JobState
 from deai.node.cluster import Cluster, ClusterConfig
-from deai.node.job import JobSpec
 from deai.node.keystore import load_key
 from deai.node.roles import model_for
 from deai.node.signing import Signer
@@ -49,6 +49,11 @@ hidden = [32]
 name = "fedavg"
 epochs = 3
 lr = 0.1
+[settlement]
+budget_eth = 3.0
+committee = 1
+[contribution]
+payout = "weight"
 """
 
 
@@ -104,8 +109,9 @@ def _run(cluster: Cluster) -> None:
     )
     vs = validator.status()["validator"]
     outcomes = {o["round"]: o for o in vs["outcomes"] if o["job_id"] == job_id}
-    settled = {s["round"]: s for s in vs["settlements"] if s["job_id"] == job_id}
-    assert sorted(outcomes) == [1, 2, 3] and all("error" not in s for s in settled.values())
+    settled = {s["round"]: s for s in vs["settlements"][job_id]}
+    assert sorted(outcomes) == [1, 2, 3] and all(s["error"] is None for s in settled.values())
+    assert all(s["settled"] for s in settled.values())
 
     # the crash: round 2 closed at its deadline without the victim, which earned nothing
     assert outcomes[2]["missing"] == [victim]
@@ -130,7 +136,7 @@ def _run(cluster: Cluster) -> None:
     assert view.model_hash.hex() == status["model_hash"]
 
     # payouts are claimable with the validator's published table
-    table = settled[3]["cumulative"]
+    table = vs["payout_tables"][job_id]
     tree = PayoutTree(chain_id, table)
     assert "0x" + tree.root.hex() == "0x" + view.root.hex()
     assert tree.total == view.payable_total == sum(s["total"] for s in settled.values())

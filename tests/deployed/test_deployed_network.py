@@ -8,10 +8,10 @@ from pathlib import Path
 
 from deployed_kit import build_net, job_toml, wait_for
 
+from deai.job.spec import JobSpec
 from deai.learning.data import DatasetName, load_dataset
 from deai.learning.train import evaluate
 from deai.node.daemon import Node
-from deai.node.job import JobSpec
 from deai.node.roles import Requester, Validator, model_for
 
 
@@ -29,7 +29,7 @@ async def _run_job(tmp: Path, faults: dict[int, dict[str, object]] | None = None
         job = await desk.submit(job_toml(net, **kw))  # type: ignore[arg-type]
         req = desk.jobs[job["job_id"]].role
         assert isinstance(req, Requester)
-        assert await wait_for(lambda: req.result is not None, 40)
+        assert await wait_for(lambda: req.result is not None, 150)
         return net, job, req
     finally:
         await net.close()
@@ -67,10 +67,10 @@ def test_nan_provider_rejected_and_round_goes_on(tmp_path: Path) -> None:
 
 def test_stalled_provider_excluded_at_deadline(tmp_path: Path) -> None:
     net, _, req = asyncio.run(
-        _run_job(tmp_path, {3: {"train_delay_s": 60.0}}, rounds=1, timeout_s=1.5)
+        _run_job(tmp_path, {3: {"train_delay_s": 60.0}}, rounds=1, timeout_s=6.0)
     )
     o = _validator(net.nodes[1]).outcomes[0]
     assert o.missing == (net.nodes[3].address,)
     assert len(o.accepted) == 2
-    assert o.closed_s - o.started_s >= 1.4
+    assert o.closed_s - o.started_s >= 5.9
     assert req.result is not None

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from deai.errors import ConfigError
-from deai.node.config import NodeRole, load_job_config, load_node_config
+from deai.node.config import NodeRole, load_job, load_node_config
 from deai.node.keystore import (
     FAST_KDF_WORK,
     KeystoreError,
@@ -88,9 +88,9 @@ def test_node_config_paths_and_errors(tmp_path: Path) -> None:
 def test_job_config(tmp_path: Path) -> None:
     f = tmp_path / "job.toml"
     f.write_text('rounds = 2\n[algorithm]\nname = "fedavg"\n')
-    assert load_job_config(f).rounds == 2
+    assert load_job(f).rounds == 2
     f.write_text("rounds = 0\n")
     with pytest.raises(ConfigError, match="rounds"):
-        load_job_config(f)
+        load_job(f)
     with pytest.raises(ConfigError, match="no such job file"):
-        load_job_config(tmp_path / "missing.toml")
+        load_job(tmp_path / "missing.toml")

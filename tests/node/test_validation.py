@@ -6,7 +6,7 @@ import torch
 
 from deai.compression.base import IdentityCodec
 from deai.errors import InvalidUpdate
-from deai.node.job import UpdatePolicy
+from deai.job.spec import UpdatePolicy
 from deai.node.messages import Update
 from deai.node.validation import RejectReason, decode_update
 

@@ -25,8 +25,11 @@ from deai.privacy.secagg import (
     unpack,
 )
 from deai.privacy.secagg.crypto import make_randbytes
+from deai.privacy.secagg.inprocess import Identities
 from deai.privacy.secagg.messages import (
     AdvertiseKeys,
+    ConsistencyCheck,
+    ConsistencySignature,
     KeyRoster,
     MaskedInput,
     Message,
@@ -35,7 +38,7 @@ from deai.privacy.secagg.messages import (
     UnmaskResponse,
 )
 
-STAGES = list(Stage)[:4]
+STAGES = list(Stage)[:-1]
 
 
 def _inputs(n: int, d: int, seed: int) -> torch.Tensor:
@@ -55,7 +58,7 @@ def _expected_words(cfg: SecAggConfig, x: torch.Tensor, ids: tuple[int, ...]) ->
     seed=st.integers(0, 2**16),
 )
 def test_masks_cancel_exactly_or_abort(n: int, data: st.DataObject, seed: int) -> None:
-    t = data.draw(st.integers(2, n), label="t")
+    t = data.draw(st.integers(n // 2 + 1, n), label="t")
     drop_stage = data.draw(
         st.lists(st.sampled_from([None, *STAGES]), min_size=n, max_size=n), label="drops"
     )
@@ -108,9 +111,13 @@ def test_lone_masked_vector_looks_uniform() -> None:
     over 64 buckets of the top bits); its plain encoding is not."""
     n, d = 3, 32768
     cfg = SecAggConfig(n_clients=n, threshold=2, dim=d, clip=1.0)
-    server = SecAggServer(cfg)
+    ids = Identities(n, seed=0)
+    server = SecAggServer(cfg, ids.verify)
     clients = [
-        SecAggClient(u, cfg, torch.zeros(d), make_randbytes(bytes([u]) * 8)) for u in range(n)
+        SecAggClient(
+            u, cfg, torch.zeros(d), make_randbytes(bytes([u]) * 8), ids.signer(u), ids.verify
+        )
+        for u in range(n)
     ]
     for c in clients:
         server.receive_advertise(c.advertise_keys())
@@ -127,10 +134,20 @@ def test_lone_masked_vector_looks_uniform() -> None:
     assert chisquare(np.bincount(plain.astype(np.int64), minlength=64)).pvalue < 1e-9
 
 
+def _clients(
+    n: int = 3, t: int = 2, d: int = 4
+) -> tuple[SecAggConfig, list[SecAggClient], SecAggServer]:
+    cfg = SecAggConfig(n_clients=n, threshold=t, dim=d, clip=1.0)
+    ids = Identities(n, seed=0)
+    clients = [
+        SecAggClient(u, cfg, torch.zeros(d), make_randbytes(bytes([u])), ids.signer(u), ids.verify)
+        for u in range(n)
+    ]
+    return cfg, clients, SecAggServer(cfg, ids.verify)
+
+
 def _three_clients(d: int = 4) -> tuple[SecAggConfig, list[SecAggClient], SecAggServer]:
-    cfg = SecAggConfig(n_clients=3, threshold=2, dim=d, clip=1.0)
-    clients = [SecAggClient(u, cfg, torch.zeros(d), make_randbytes(bytes([u]))) for u in range(3)]
-    return cfg, clients, SecAggServer(cfg)
+    return _clients(3, 2, d)
 
 
 def test_client_refuses_to_unmask_when_declared_dropped() -> None:
@@ -145,7 +162,7 @@ def test_client_refuses_to_unmask_when_declared_dropped() -> None:
         server.receive_masked(c.masked_input(bundles[c.id]))
     # a cheating server asks client 0 for its own mask key by claiming it dropped
     with pytest.raises(PrivacyError, match="declared dropped"):
-        clients[0].unmask(UnmaskRequest(0, (1, 2)))
+        clients[0].consistency(ConsistencyCheck(0, (1, 2)))
 
 
 def test_client_rejects_tampered_share_ciphertext() -> None:
@@ -167,9 +184,14 @@ def test_server_rejects_repeated_or_foreign_keys() -> None:
     first = clients[0].advertise_keys()
     server.receive_advertise(first)
     with pytest.raises(InvalidMessage, match="repeated"):
-        server.receive_advertise(AdvertiseKeys(0, b"x" * 32, b"y" * 32))
+        server.receive_advertise(AdvertiseKeys(0, b"x" * 32, b"y" * 32, first.signature))
     with pytest.raises(InvalidMessage, match="unknown client"):
-        server.receive_advertise(AdvertiseKeys(9, b"x" * 32, b"y" * 32))
+        server.receive_advertise(AdvertiseKeys(9, b"x" * 32, b"y" * 32, b""))
+    # client 2's real keys under client 1's signature: not signed by client 2
+    second = clients[1].advertise_keys()
+    third = clients[2].advertise_keys()
+    with pytest.raises(InvalidMessage, match="not signed"):
+        server.receive_advertise(AdvertiseKeys(2, third.c_pk, third.s_pk, second.signature))
 
 
 def test_server_rejects_wrong_shape_and_stage() -> None:
@@ -189,7 +211,13 @@ def test_server_rejects_wrong_shape_and_stage() -> None:
         server.receive_masked(MaskedInput(0, cfg.bits, cfg.dim, good[0].payload[:-1]))
     for m in good:  # the round goes on with the well-formed inputs
         server.receive_masked(m)
-    requests = server.close_masked()
+    checks = server.close_masked()
+    sigs = [c.consistency(checks[c.id]) for c in clients]
+    with pytest.raises(InvalidMessage, match="another survivor set"):
+        server.receive_consistency(ConsistencySignature(0, sigs[1].signature))
+    for sig in sigs:
+        server.receive_consistency(sig)
+    requests = server.close_consistency()
     for c in clients:
         server.receive_unmask(c.unmask(requests[c.id]))
     assert np.array_equal(
@@ -199,10 +227,13 @@ def test_server_rejects_wrong_shape_and_stage() -> None:
 
 def test_messages_roundtrip_and_reject_garbage() -> None:
     msgs: list[Message] = [
-        AdvertiseKeys(3, b"a" * 32, b"b" * 32),
+        AdvertiseKeys(3, b"a" * 32, b"b" * 32, b"s" * 65),
+        KeyRoster(1, ()),
         ShareBundle(1, ((2, b"xyz"), (4, b""))),
         MaskedInput(7, 23, 5, b"\x01\x02"),
-        UnmaskRequest(2, (0, 1, 5)),
+        ConsistencyCheck(2, (0, 1, 5)),
+        ConsistencySignature(2, b"q" * 65),
+        UnmaskRequest(2, (0, 1, 5), ((0, b"r" * 65),)),
         UnmaskResponse(2, ((0, b"s" * 66),), ((3, b"k" * 66),)),
     ]
     for m in msgs:
@@ -215,7 +246,7 @@ def test_messages_roundtrip_and_reject_garbage() -> None:
     with pytest.raises(InvalidMessage, match="expected a KEY_ROSTER"):
         KeyRoster.from_bytes(msgs[0].to_bytes())
     with pytest.raises(InvalidMessage, match="count"):
-        UnmaskRequest.from_bytes(b"DSA1\x06" + bytes(4) + b"\xff\xff\xff\x7f")
+        ConsistencyCheck.from_bytes(b"DSA1\x08" + bytes(4) + b"\xff\xff\xff\x7f")
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,11 +1,13 @@
 """Secure aggregation as node roles over the simulated transport: the validator gets the
 exact sum (and never a cleartext update), drop-outs up to n - t at any stage are
 recovered, more abort the round cleanly with a reason, a forged message is rejected and
-its sender treated as dropped, and every byte goes through the transport's counter."""
+its sender treated as dropped, every byte goes through the transport's counter, a
+man-in-the-middle coordinator learns nothing, and keys come from the node's secret."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
@@ -14,26 +16,42 @@ import pytest
 import torch
 from torch import Tensor
 
-from deai.errors import InvalidMessage
-from deai.learning.algorithms import AlgorithmName, AlgorithmSpec, Weighting
+from deai.errors import InvalidMessage, PrivacyError
+from deai.job.spec import (
+    AlgorithmSpec,
+    DataSchema,
+    JobSpec,
+    ModelSpec,
+    Parties,
+    PrivacySpec,
+    Weighting,
+)
 from deai.learning.data import DatasetName, Splits, load_dataset
-from deai.learning.models import ModelConfig
-from deai.learning.train import LocalTrainConfig
-from deai.node.job import JobSpec, PrivacySpec
 from deai.node.messages import Message, encode
 from deai.node.roles import Provider, Requester, Validator, model_for
-from deai.privacy.secagg.crypto import make_randbytes
-from deai.privacy.secagg.messages import AdvertiseKeys, KeyRoster, Kind
 from deai.node.secagg import (
     SecAggClientRole,
     SecAggMessage,
     SecAggRoleConfig,
     SecAggServerRole,
     StageDeadlines,
+    WithSecrets,
     install,
     payload_kind,
     round_config,
+    secret_context,
 )
+from deai.privacy.secagg.crypto import keypair, make_randbytes
+from deai.privacy.secagg.messages import (
+    AdvertiseKeys,
+    KeyRoster,
+    Kind,
+    MaskedInput,
+    ShareBundle,
+    ShareKeys,
+)
+from deai.privacy.secagg.mitm import KeySwapMITM
+from deai.privacy.secrets import SimulatedSecrets
 from deai.sim.engine import Simulation
 from deai.sim.network import FaultModel, LinkProfile, NetworkModel
 
@@ -48,23 +66,20 @@ def _spec(
 ) -> JobSpec:
     splits = _splits()
     return JobSpec(
-        job_id="job",
+        name="job",
         rounds=rounds,
         seed=7,
-        algorithm=AlgorithmSpec(
-            name=AlgorithmName.FEDAVG,
-            local=LocalTrainConfig(steps=2, batch_size=16, lr=0.5),
-            weighting=Weighting.UNIFORM,
+        algorithm=AlgorithmSpec(steps=2, batch_size=16, lr=0.5, weighting=Weighting.UNIFORM),
+        model=ModelSpec(name="mlp", hidden=[8]),
+        data=DataSchema(input_shape=splits.train.input_shape, num_classes=splits.train.num_classes),
+        parties=Parties(
+            requester="req",
+            providers=PROVIDERS,
+            validators=tuple(f"v{i}" for i in range(validators)),
         ),
-        model=ModelConfig(hidden=(8,)),
-        input_shape=splits.train.input_shape,
-        num_classes=splits.train.num_classes,
-        requester="req",
-        providers=PROVIDERS,
-        validators=tuple(f"v{i}" for i in range(validators)),
         round_timeout_s=TIMEOUT,
         privacy=PrivacySpec(
-            clip=0.05, noise_multiplier=noise, secure_aggregation=secure, min_survivors=T
+            clip=0.05, noise_multiplier=noise, secure_aggregation=secure, threshold=T / N
         ),
     )
 
@@ -119,7 +134,13 @@ class Net:
     wire: Wire
 
 
-def _run(spec: JobSpec, wire: Wire | None = None, faults: FaultModel | None = None) -> Net:
+def _run(
+    spec: JobSpec,
+    wire: Wire | None = None,
+    faults: FaultModel | None = None,
+    master: bytes | None = b"master seed of the simulation",
+) -> Net:
+    """Run the job; ``master=None`` leaves the runtime without secrets (fails closed)."""
     splits = _splits()
     wire = wire or Wire()
     link = LinkProfile(1e8, 1e8, 0.01, 1000.0)
@@ -129,7 +150,7 @@ def _run(spec: JobSpec, wire: Wire | None = None, faults: FaultModel | None = No
     sim.add_node("req", requester)
     net = Net(sim, [], [], [], requester, {}, wire)
     for v in spec.validators:
-        validator = Validator(v, splits.validation)
+        validator = Validator(v, lambda _spec: splits.validation)
         roles = install(None, validator)
         sim.add_node(v, validator, *roles)
         net.validators.append(validator)
@@ -143,8 +164,27 @@ def _run(spec: JobSpec, wire: Wire | None = None, faults: FaultModel | None = No
         provider.uploader = Tap(client, net.deltas)
         sim.add_node(p, provider, *roles)
         net.clients.append(client)
+    for roles in sim.nodes.values():
+        for role in roles:
+            if master is not None:
+                role.attach(WithSecrets(role.ctx, SimulatedSecrets(master)))
+            elif isinstance(role, SecAggClientRole | SecAggServerRole):
+                role.attach(_NoSecrets(role.ctx))  # the SecAgg roles get no secrets
     sim.run(stop=lambda: requester.result is not None)
     return net
+
+
+class _NoSecrets:
+    """A context without ``secret_bytes``/``sign``/``verify`` (a runtime that lacks them)."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self.node_id = inner.node_id  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        if name in ("secret_bytes", "sign", "verify"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
 
 
 def _bound(spec: JobSpec, contributors: int) -> float:
@@ -156,7 +196,7 @@ def _bound(spec: JobSpec, contributors: int) -> float:
 def _step(net: Net, round_: int, validator: int = 0) -> Tensor:
     """The aggregate the validator applied in ``round_`` (server_lr = 1)."""
     outs = net.validators[validator].outcomes
-    before = model_for(net.validators[0].jobs["job"].spec).initial_vector()
+    before = model_for(next(iter(net.validators[0].jobs.values())).spec).initial_vector()
     if round_ > 1:
         before = outs[round_ - 2].params
     return outs[round_ - 1].params - before
@@ -256,7 +296,7 @@ def test_more_than_n_minus_t_dropouts_abort_the_round_cleanly(kind: Kind) -> Non
     server = net.servers[0]
     assert len(server.aborts) == 1
     abort = server.aborts[0]
-    assert (abort.job_id, abort.round) == ("job", 1)
+    assert abort.job_id.startswith("job-") and abort.round == 1
     assert "threshold" in abort.reason or "too many drop-outs" in abort.reason
     first, second = net.validators[0].outcomes
     assert first.accepted == () and first.epsilon == 0.0  # no update, nothing charged
@@ -271,7 +311,7 @@ def test_more_than_n_minus_t_dropouts_abort_the_round_cleanly(kind: Kind) -> Non
 def test_forged_messages_are_rejected_and_the_sender_dropped() -> None:
     spec = _spec()
     rand = make_randbytes(b"forger")
-    impersonation = AdvertiseKeys(0, rand(32), rand(32)).to_bytes()  # p2 claims to be p0
+    impersonation = AdvertiseKeys(0, rand(32), rand(32), b"").to_bytes()  # p2 claims to be p0
     net = _run(
         spec,
         Wire(
@@ -315,6 +355,89 @@ def test_client_refuses_a_bad_roster_and_ignores_non_coordinators() -> None:
     rest = ("p0", "p2", "p3", "p4")  # p1 stopped after advertising: a drop-out
     assert net.validators[0].outcomes[0].accepted == rest
     torch.testing.assert_close(_step(net, 1), _expected(net, 1, rest), atol=_bound(spec, N), rtol=0)
-    assert payload_kind(AdvertiseKeys(0, b"a" * 32, b"b" * 32).to_bytes()) is Kind.ADVERTISE_KEYS
+    advert = AdvertiseKeys(0, b"a" * 32, b"b" * 32, b"").to_bytes()
+    assert payload_kind(advert) is Kind.ADVERTISE_KEYS
     with pytest.raises(InvalidMessage, match="not a secure-aggregation message"):
         payload_kind(b"DSA1\x63")
+
+
+class MITMWire(Wire):
+    """A coordinator that swaps every client's encryption key in the rosters it relays and
+    re-encrypts the shares in transit (it controls the relay, so it can)."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        super().__init__()
+        cfg = round_config(spec, spec.spec_hash(), 1, model_for(spec).dim, SecAggRoleConfig())
+        self.attack = KeySwapMITM(cfg, make_randbytes(b"attacker"))
+
+    def intercept(self, sim: Simulation, src: str, dst: str, msg: Message) -> bool:
+        if isinstance(msg, SecAggMessage) and msg.round == 1:
+            kind, raw = payload_kind(msg.payload), msg.payload
+            if kind is Kind.ADVERTISE_KEYS:
+                self.attack.on_advertise(AdvertiseKeys.from_bytes(raw))
+            elif kind is Kind.KEY_ROSTER:
+                raw = self.attack.on_roster(KeyRoster.from_bytes(raw)).to_bytes()
+            elif kind is Kind.SHARE_KEYS:
+                raw = self.attack.on_shares(ShareKeys.from_bytes(raw)).to_bytes()
+            elif kind is Kind.SHARE_BUNDLE:
+                self.attack.on_bundle(ShareBundle.from_bytes(raw))
+            elif kind is Kind.MASKED_INPUT:
+                self.attack.on_masked(MaskedInput.from_bytes(raw))
+            msg = replace(msg, payload=raw)
+        return super().intercept(sim, src, dst, msg)
+
+
+def test_man_in_the_middle_coordinator_learns_nothing() -> None:
+    spec = _spec(noise=0.5)
+    wire = MITMWire(spec)
+    net = _run(spec, wire)
+    # every client saw a key its peer never signed, and aborted before sharing anything
+    for client in net.clients:
+        (refusal,) = client.refusals
+        assert "not signed by client" in refusal.reason
+    assert wire.attack.shares_read == 0
+    assert wire.attack.recover() == {}
+    (abort,) = net.servers[0].aborts
+    assert abort.stage.name == "SHARE_KEYS"
+    out = net.validators[0].outcomes[0]
+    assert out.accepted == () and out.epsilon == 0.0  # no update, nothing charged
+    assert net.sim.bytes.by_kind["update"] == 0
+
+
+def test_a_runtime_without_secrets_fails_closed() -> None:
+    net = _run(_spec(), master=None)
+    for client in net.clients:
+        (refusal,) = client.refusals
+        assert "secret randomness" in refusal.reason
+    assert net.servers[0].completed == []  # nothing reached the coordinator to sum
+    assert net.validators[0].outcomes[0].accepted == ()
+    with pytest.raises(PrivacyError, match="lacks secret_bytes, sign, verify"):
+        secret_context(net.servers[0].ctx)
+    assert net.sim.bytes.by_kind["update"] == 0 and net.sim.bytes.by_kind["secagg"] == 0
+
+
+class Recorder(Wire):
+    def __init__(self) -> None:
+        super().__init__()
+        self.adverts: dict[str, AdvertiseKeys] = {}
+
+    def intercept(self, sim: Simulation, src: str, dst: str, msg: Message) -> bool:
+        if isinstance(msg, SecAggMessage) and payload_kind(msg.payload) is Kind.ADVERTISE_KEYS:
+            self.adverts[src] = AdvertiseKeys.from_bytes(msg.payload)
+        return super().intercept(sim, src, dst, msg)
+
+
+def test_keys_come_from_the_node_secret_not_from_the_spec() -> None:
+    spec = _spec()
+    runs = [Recorder(), Recorder(), Recorder()]
+    for wire, master in zip(
+        runs, (b"master seed no. 1", b"master seed no. 1", b"master seed no. 2"), strict=True
+    ):
+        _run(spec, wire, master=master)
+    a, b, c = (w.adverts for w in runs)
+    assert a == b  # reproducible from the simulation's master seed
+    for p in PROVIDERS:
+        assert a[p].c_pk != c[p].c_pk and a[p].s_pk != c[p].s_pk  # and only from it
+        # what anyone holding the spec could derive (the old seeding) is not the key
+        old = hashlib.sha256(f"deai/secagg/{spec.seed}/job/{p}/1".encode()).digest()
+        assert keypair(make_randbytes(old))[1] not in (a[p].c_pk, a[p].s_pk)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,13 @@ from typer.testing import CliRunner
 
 from deai.errors import ConfigError
 from deai.privacy.cli import app
+from deai.privacy.pii_eval import evaluate_corpus, load_corpus
 from deai.privacy.text import (
     CustomPattern,
     PiiKind,
     ScrubConfig,
+    find_pii,
+    find_pii_regex,
     iban_valid,
     load_patterns,
     luhn_valid,
@@ -111,3 +115,57 @@ def test_cli_scrub_jsonl(tmp_path: Path) -> None:
     assert got[0]["text"] == "reach me at [EMAIL] or [IPV4]"
     res = CliRunner().invoke(app, [str(src), str(dst), "--no-dedup"])
     assert res.exit_code == 0 and len(dst.read_text(encoding="utf-8").splitlines()) == 3
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_labelled_corpus_recall_and_precision_per_kind() -> None:
+    """The 220-line development corpus: every kind >= 0.95 recall and precision, and the
+    libraries beat the old regex set overall (recall and precision)."""
+    corpus = load_corpus(DATA / "pii_corpus.jsonl")
+    assert len(corpus) >= 200
+    ours = evaluate_corpus(corpus, find_pii)
+    for kind, score in ours.per_kind.items():
+        assert score.labelled >= 10, kind
+        assert score.recall >= 0.95 and score.precision >= 0.95, (kind, score)
+    old = evaluate_corpus(corpus, find_pii_regex).as_json()
+    new = ours.as_json()
+    assert new["recall"] > old["recall"] + 0.1 and new["precision"] > old["precision"] + 0.1
+
+
+def test_held_out_corpus_is_measured_not_tuned() -> None:
+    """48 lines written after the detector was frozen: reported as is (docs/privacy.md);
+    this only pins that the libraries still beat the regexes there."""
+    corpus = load_corpus(DATA / "pii_corpus_heldout.jsonl")
+    new = evaluate_corpus(corpus, find_pii).as_json()
+    old = evaluate_corpus(corpus, find_pii_regex).as_json()
+    assert new["recall"] > old["recall"] and new["precision"] > old["precision"]
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "pii"),
+    [
+        ("write to jane [at] example [dot] com", "EMAIL", "jane [at] example [dot] com"),
+        ("ring 2125550187 tonight", "PHONE", "2125550187"),  # bare 10 digits
+        ("Dial 1-800-FLOWERS now", "PHONE", "1-800-FLOWERS"),  # vanity
+        ("Paris: +33 1 23 45 67 89", "PHONE", "+33 1 23 45 67 89"),  # the whole French number
+        ("pay gb82 west 1234 5698 7654 32", "IBAN", "gb82 west 1234 5698 7654 32"),  # lower case
+    ],
+)
+def test_what_the_regexes_missed(text: str, kind: str, pii: str) -> None:
+    assert [(s.kind.value, text[s.start : s.end]) for s in find_pii(text)] == [(kind, pii)]
+    assert all(text[s.start : s.end] != pii for s in find_pii_regex(text))
+
+
+def test_detection_runs_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No network (the TLD check reads tldextract's bundled snapshot) and no spaCy model."""
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("PII detection tried to reach the network")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    out, counts = scrub_text("mail bob@example.org from 10.0.0.7, card 4111 1111 1111 1111")
+    assert counts == {"EMAIL": 1, "IPV4": 1, "CREDIT_CARD": 1}, out

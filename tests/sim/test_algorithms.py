@@ -4,9 +4,9 @@ runs are deterministic; D-PSGD consensus is faster on an exponential graph."""
 from typing import Any
 
 import pytest
+from scenario_kit import scenario as parse_scenario
 
 from deai.sim.runner import run_scenario
-from deai.sim.scenario import parse_scenario
 
 
 def _run(alg: dict[str, Any], rounds: int, providers: int = 20, **extra: Any) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """A simulated job settled on the embedded chain: the lying validator is slashed from
 on-chain evidence, honest ones are not, attackers earn nothing, and money is conserved."""
 
+from scenario_kit import scenario as parse_scenario
+
 from deai.sim.runner import run_scenario
-from deai.sim.scenario import parse_scenario
 
 ETH = 10**18
 

@@ -48,20 +48,24 @@ def test_attacked_run_reports_matrix_metrics() -> None:
 
 def test_scenarios_match_the_issue_settings() -> None:
     s20 = rb.scenario_dict(rb.RunKey(20, "alie", "krum", 1), rounds=20)
-    assert [g.get("count") for g in s20["nodes"]] == [16, 4, 1]
+    assert [g.get("count") for g in s20["simulation"]["nodes"]] == [16, 4, 1]
     assert s20["aggregation"]["f"] == 4 and s20["seed"] == 1
     s40 = rb.scenario_dict(rb.RunKey(40, "ipm", "median", 0), rounds=20)
-    assert [g.get("count") for g in s40["nodes"]] == [12, 8, 1]
+    assert [g.get("count") for g in s40["simulation"]["nodes"]] == [12, 8, 1]
     sybil = rb.scenario_dict(rb.RunKey(20, rb.SYBIL, "foolsgold", 0), rounds=20)
-    assert [g.get("count") for g in sybil["nodes"]] == [16, 10, 1]  # one attacker, 10 ids
-    assert sybil["nodes"][1] == {
+    assert [g.get("count") for g in sybil["simulation"]["nodes"]] == [
+        16,
+        10,
+        1,
+    ]  # one attacker, 10 ids
+    assert sybil["simulation"]["nodes"][1] == {
         "role": "provider",
         "count": 10,
         "attack": "label_flip",
         "sybil": True,
     }
     clean = rb.scenario_dict(rb.RunKey(20, rb.NO_ATTACK, "trimmed_mean", 0), rounds=20)
-    assert [g.get("count") for g in clean["nodes"]] == [20, 1]
+    assert [g.get("count") for g in clean["simulation"]["nodes"]] == [20, 1]
     assert clean["aggregation"]["f"] == 4  # the rule is configured as under attack
     keys = rb.plan(3, rb.ATTACKS, rb.AGGREGATORS)
     assert len(keys) == len(set(keys))

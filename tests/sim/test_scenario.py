@@ -23,15 +23,28 @@ def test_examples_exist_and_validate() -> None:
             r"algorithm.name: got 'fedsgd'.*'parallel_sgd', 'fedavg' or 'dpsgd'",
         ),
         ({"algorithm": {"lr": -1}}, r"algorithm.lr: got -1"),
-        ({"data": {"partitionn": "iid"}}, r"data.partitionn: unknown field"),
-        ({"data": {"dataset": "mnist"}}, r"data.dataset: got 'mnist'.*'digits' or 'synthetic'"),
-        ({"network": {"bandwidth_mbps": [100, 10]}}, r"bandwidth_mbps must be \[low, high\]"),
-        ({"nodes": [{"role": "validator"}]}, r"at least one provider"),
         (
-            {"nodes": [{"role": "provider", "behaviour": "evil"}, {"role": "validator"}]},
+            {"simulation": {"data": {"partitionn": "iid"}}},
+            r"simulation.data: dataset 'digits' has no parameter\(s\) \['partitionn'\]",
+        ),
+        (
+            {"simulation": {"data": {"dataset": "mnist"}}},
+            r"unknown dataset 'mnist'; allowed: .*breast_cancer.*digits",
+        ),
+        (
+            {"simulation": {"network": {"bandwidth_mbps": [100, 10]}}},
+            r"bandwidth_mbps must be \(low, high\)",
+        ),
+        ({"simulation": {"nodes": [{"role": "validator"}]}}, r"at least one provider"),
+        (
+            {
+                "simulation": {
+                    "nodes": [{"role": "provider", "behaviour": "evil"}, {"role": "validator"}]
+                }
+            },
             r"behaviour: got 'evil'; allowed: honest, nan",
         ),
-        ({"nodes": [{"role": "oracle"}]}, r"nodes.0.role: got 'oracle'"),
+        ({"simulation": {"nodes": [{"role": "oracle"}]}}, r"simulation.nodes.0.role: got 'oracle'"),
     ],
 )
 def test_bad_fields_get_one_clear_message(data: dict, expected: str) -> None:

@@ -1,11 +1,11 @@
 """Update codecs with exact wire bytes (see ``base``), error feedback and a registry."""
 
-from deai.compression.base import Codec, Encoded, IdentityCodec
+from deai.compression.base import Codec, CodecSpec, Encoded, IdentityCodec
 from deai.compression.compose import SparseThenQuantize
 from deai.compression.error_feedback import ErrorFeedback
 from deai.compression.lowrank import PowerSGD
 from deai.compression.quantize import QSGD, ScaledSign, StochasticUniform
-from deai.compression.registry import CodecConfig, CodecName, build_codec
+from deai.compression.registry import CodecConfig, CodecName, build_codec, codec_spec
 from deai.compression.sparse import RandomK, SparseCodec, TopK, ValueDType
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "Codec",
     "CodecConfig",
     "CodecName",
+    "CodecSpec",
     "Encoded",
     "ErrorFeedback",
     "IdentityCodec",
@@ -25,4 +26,5 @@ __all__ = [
     "TopK",
     "ValueDType",
     "build_codec",
+    "codec_spec",
 ]

@@ -16,20 +16,24 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from deai.compression.base import Codec, Encoded
+from deai.compression.base import Codec, Encoded, ParamValue
 from deai.compression.bits import Reader
 from deai.compression.sparse import SparseCodec
 from deai.errors import CodecError
 
 
 class SparseThenQuantize(Codec):
-    """``sparsifier`` picks the coordinates, ``values`` encodes what they hold."""
-
-    name = "sparse_quantize"
+    """``sparsifier`` picks the coordinates, ``values`` encodes what they hold. The name
+    says both (``topk_quantize``, ``randk_quantize``, ``topk_qsgd``...), so two different
+    compositions never send the same codec name."""
 
     def __init__(self, sparsifier: SparseCodec, values: Codec) -> None:
         self.sparsifier = sparsifier
         self.values = values
+        self.name = f"{sparsifier.name}_{values.name}"
+
+    def params(self) -> dict[str, ParamValue]:
+        return {"ratio": self.sparsifier.ratio, **self.values.params()}
 
     def encode(self, vector: Tensor) -> Encoded:
         idx, kept = self.sparsifier.sparsify(vector)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deai.compression.base import Codec, Encoded
+from deai.compression.base import Codec, Encoded, ParamValue
 from deai.compression.bits import Reader, unpack_floats
 from deai.errors import CodecError, ConfigError
 
@@ -81,11 +81,16 @@ class PowerSGD(Codec):
             raise ConfigError("powersgd: shapes must list the model's parameter shapes")
         if rank < 1:
             raise ConfigError(f"powersgd: rank must be >= 1, got {rank}")
+        self.rank = rank
         self.layers = _plan(tuple(tuple(s) for s in shapes), rank)
         self.dim = sum(layer.size for layer in self.layers)
         self.warm_start = warm_start
         self._gen = torch.Generator().manual_seed(seed)
         self._q: dict[int, Tensor] = {}
+
+    def params(self) -> dict[str, ParamValue]:
+        # the layer shapes come from the model, which both ends know; the rank fixes the rest
+        return {"rank": self.rank}
 
     def payload_size(self) -> int:
         return 4 * sum(layer.wire_floats for layer in self.layers)

@@ -34,7 +34,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from deai.compression.base import Codec, Encoded
+from deai.compression.base import Codec, Encoded, ParamValue
 from deai.compression.bits import Reader, pack_uint, packed_size, unpack_floats, unpack_uint
 from deai.errors import CodecError, ConfigError
 
@@ -66,6 +66,9 @@ class BucketQuantizer(Codec):
             raise ConfigError(f"{self.name}: bucket_size must be >= 0, got {bucket_size}")
         self.bucket_size = bucket_size
         self._rng = np.random.default_rng(seed)
+
+    def params(self) -> dict[str, ParamValue]:
+        return {"bucket_size": self.bucket_size}
 
     @property
     @abstractmethod
@@ -143,6 +146,9 @@ class StochasticUniform(BucketQuantizer):
         super().__init__(bucket_size, seed)
         self.bits = bits
 
+    def params(self) -> dict[str, ParamValue]:
+        return {"bits": self.bits, "bucket_size": self.bucket_size}
+
     @property
     def code_bits(self) -> int:
         return self.bits
@@ -178,6 +184,9 @@ class QSGD(BucketQuantizer):
             raise ConfigError(f"qsgd: levels must be in [1, 32767], got {levels}")
         super().__init__(bucket_size, seed)
         self.levels = levels
+
+    def params(self) -> dict[str, ParamValue]:
+        return {"levels": self.levels, "bucket_size": self.bucket_size}
 
     @property
     def code_bits(self) -> int:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deai.compression.base import Codec, Encoded
+from deai.compression.base import Codec, Encoded, ParamValue
 from deai.compression.bits import (
     Reader,
     index_bits,
@@ -62,6 +62,9 @@ class SparseCodec(Codec):
             raise ConfigError(f"{self.name}: ratio must be in (0, 1], got {ratio}")
         self.ratio = ratio
         self.value_dtype = value_dtype
+
+    def params(self) -> dict[str, ParamValue]:
+        return {"ratio": self.ratio, "value_dtype": self.value_dtype.value}
 
     def k_for(self, dim: int) -> int:
         """How many coordinates survive in a vector of length ``dim``."""

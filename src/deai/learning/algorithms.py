@@ -16,15 +16,14 @@ Affordable Future of Foundation Models", Algorithms 1–3), each defined once, a
   ``theta_j <- sum_k W_jk theta_k + delta_j``. With one local step this is exactly
   Algorithm 3; with E steps it is decentralized local SGD.
 
-The runtime roles read an :class:`AlgorithmSpec`; there is no other copy of the logic.
+The job spec's ``algorithm`` section names one; the roles read it through the functions
+below, and there is no other copy of the logic.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
 
-from deai.learning.topology import TopologyName
 from deai.learning.train import LocalTrainConfig
 
 
@@ -39,25 +38,36 @@ class Weighting(StrEnum):
     UNIFORM = "uniform"  # 1/m, as in Algorithm 1
 
 
-@dataclass(frozen=True)
-class AlgorithmSpec:
-    name: AlgorithmName = AlgorithmName.FEDAVG
-    local: LocalTrainConfig = field(default_factory=LocalTrainConfig)
-    server_lr: float = 1.0  # step size applied to the aggregated update
-    weighting: Weighting = Weighting.EXAMPLES
-    topology: TopologyName = TopologyName.RING  # D-PSGD only
-    participation: float = 1.0  # fraction of providers drawn each round (server algorithms)
-
-    @property
-    def gossip(self) -> bool:
-        return self.name is AlgorithmName.DPSGD
-
-
-def parallel_sgd(lr: float, batch_size: int) -> AlgorithmSpec:
-    """Algorithm 1: one gradient per provider per step, averaged with equal weights."""
-    return AlgorithmSpec(
-        name=AlgorithmName.PARALLEL_SGD,
-        local=LocalTrainConfig(steps=1, batch_size=batch_size, lr=1.0),
-        server_lr=lr,
-        weighting=Weighting.UNIFORM,
+def local_config(
+    name: AlgorithmName,
+    *,
+    epochs: int,
+    steps: int | None,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    prox_mu: float,
+) -> LocalTrainConfig:
+    """What one provider runs per round. Parallel SGD (Algorithm 1) is one gradient at the
+    global parameters: one step with learning rate 1, so the update is ``-g`` and the
+    server applies the step size."""
+    if name is AlgorithmName.PARALLEL_SGD:
+        return LocalTrainConfig(steps=1, batch_size=batch_size, lr=1.0)
+    return LocalTrainConfig(
+        epochs=epochs,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        momentum=momentum,
+        prox_mu=prox_mu,
     )
+
+
+def server_step_size(name: AlgorithmName, lr: float, server_lr: float) -> float:
+    """Parallel SGD applies the learning rate at the server; the others ``server_lr``."""
+    return lr if name is AlgorithmName.PARALLEL_SGD else server_lr
+
+
+def weighting_for(name: AlgorithmName, weighting: Weighting) -> Weighting:
+    """Parallel SGD averages with equal weights ``1/m`` (Algorithm 1)."""
+    return Weighting.UNIFORM if name is AlgorithmName.PARALLEL_SGD else weighting

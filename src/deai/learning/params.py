@@ -4,11 +4,18 @@ A model's trainable state travels as ``Tensor[d]`` in ``parameters_to_vector`` o
 aggregators, codecs, secure aggregation and hashing all see the same thing. ``FlatModel``
 runs a module *functionally* from such a vector, which lets the trainer ``vmap`` one
 computation over a stack ``Tensor[n, d]`` of many providers' parameters.
+
+A module says what it computes through two optional attributes, so no plane below needs
+to know its class: ``deai_task`` (a :class:`TaskName`; classification if absent) and
+``deai_vmap`` (``False`` for modules that ``torch.func.vmap`` cannot batch, such as
+transformers models; the trainer then runs requests one by one through the same step).
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from enum import StrEnum
 
 import torch
 from torch import Tensor, nn
@@ -16,11 +23,21 @@ from torch.func import functional_call
 from torch.nn.utils import parameters_to_vector
 
 
+class TaskName(StrEnum):
+    CLASSIFICATION = "classification"  # logits [B, C] against labels y [B]
+    CAUSAL_LM = "causal_lm"  # token windows x [B, T + 1]; logits [B, T, V] of x[:, 1:]
+
+
 class FlatModel:
     """A module plus the bookkeeping to run it from a flat parameter vector."""
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
+        # functional_call swaps the module's tensors while it runs: one caller at a time
+        # (a deployed node trains in a worker thread while its loop thread evaluates)
+        self.lock = threading.RLock()
+        self.task = TaskName(getattr(module, "deai_task", TaskName.CLASSIFICATION))
+        self.vmappable = bool(getattr(module, "deai_vmap", True))
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
         self.shapes = [p.shape for _, p in named]
@@ -30,26 +47,29 @@ class FlatModel:
         self.buffers = {n: b.detach().clone() for n, b in module.named_buffers()}
 
     def initial_vector(self) -> Tensor:
-        return (
-            parameters_to_vector([p for p in self.module.parameters() if p.requires_grad])
-            .detach()
-            .clone()
-        )
+        with self.lock:
+            return (
+                parameters_to_vector([p for p in self.module.parameters() if p.requires_grad])
+                .detach()
+                .clone()
+            )
 
     def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
         chunks = torch.split(flat, self.numels)
         return {n: c.view(s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)}
 
     def forward(self, flat: Tensor, x: Tensor) -> Tensor:
-        """``flat: [d]``, ``x: [B, *shape]`` -> logits ``[B, classes]``."""
+        """``flat: [d]``, ``x: [B, *shape]`` -> logits ``[B, classes]`` (``[B, T, V]``)."""
         params = self.unflatten(flat)
-        out: Tensor = functional_call(self.module, (params, self.buffers), (x,))
+        with self.lock:
+            out: Tensor = functional_call(self.module, (params, self.buffers), (x,))
         return out
 
     def load_into_module(self, flat: Tensor) -> nn.Module:
-        torch.nn.utils.vector_to_parameters(
-            flat.detach().clone(), [p for p in self.module.parameters() if p.requires_grad]
-        )
+        with self.lock:
+            torch.nn.utils.vector_to_parameters(
+                flat.detach().clone(), [p for p in self.module.parameters() if p.requires_grad]
+            )
         return self.module
 
 

@@ -10,6 +10,14 @@ function per request.
 
 Batches are drawn from a per-request seeded schedule; requests with fewer examples or
 steps than the longest in the group are masked, not padded with fake data.
+
+What the loss is depends on the model's :class:`~deai.learning.params.TaskName`:
+classification (cross-entropy of ``logits [B, C]`` against labels ``y [B]``) or causal
+language modelling, where an example is a window of token ids ``x [B, T + 1]`` and the loss
+is the mean next-token cross-entropy of ``logits [B, T, V]`` from ``x[:, :-1]`` against
+``x[:, 1:]`` (``y`` is unused). The local optimizer is SGD with heavy-ball momentum or AdamW
+(Loshchilov & Hutter 2019, the inner optimizer of DiLoCo), both written over the stack
+``[n, d]`` so they vectorize too.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
@@ -24,19 +33,40 @@ from torch import Tensor
 
 from deai.errors import ConfigError
 from deai.learning.data import Dataset
-from deai.learning.params import FlatModel
+from deai.learning.params import FlatModel, TaskName
+
+EVAL_CHUNK_TOKENS = 16_384  # causal LM evaluation: windows x length per forward pass
+
+
+class Optimizer(StrEnum):
+    SGD = "sgd"  # plain SGD, heavy-ball ``momentum`` if set (PyTorch convention)
+    ADAMW = "adamw"  # AdamW with bias correction and decoupled weight decay
 
 
 @dataclass(frozen=True)
 class LocalTrainConfig:
     epochs: int = 1  # passes over the local data (used when ``steps`` is None)
-    steps: int | None = None  # a fixed number of local SGD steps instead of epochs
+    steps: int | None = None  # a fixed number of local steps instead of epochs
     batch_size: int = 32  # examples per step (fewer if the provider holds fewer)
-    lr: float = 0.1  # local SGD learning rate
-    momentum: float = 0.0  # heavy-ball momentum, PyTorch convention
+    lr: float = 0.1  # local learning rate
+    momentum: float = 0.0  # heavy-ball momentum, PyTorch convention (SGD only)
     prox_mu: float = 0.0  # FedProx proximal weight (Li et al. 2020); 0 means plain local SGD
+    optimizer: Optimizer = Optimizer.SGD  # the local optimizer
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.999  # AdamW second-moment decay
+    eps: float = 1e-8  # AdamW denominator guard
+    clip_norm: float | None = None  # clip each step's gradient to this L2 norm
 
     def __post_init__(self) -> None:
+        try:  # a spec read from JSON passes the plain string
+            object.__setattr__(self, "optimizer", Optimizer(self.optimizer))
+        except ValueError:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}") from None
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.eps > 0):
+            raise ConfigError("adamw: need beta1, beta2 in [0, 1) and eps > 0")
+        if self.weight_decay < 0 or (self.clip_norm is not None and self.clip_norm <= 0):
+            raise ConfigError("weight_decay must be >= 0 and clip_norm > 0 or None")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps must be >= 1 or None, got {self.steps}")
         if self.epochs < 1 or self.batch_size < 1:
@@ -90,11 +120,21 @@ def planned_samples(num_examples: int, config: LocalTrainConfig) -> int:
     return config.steps * bs
 
 
+def per_example_loss(model: FlatModel, flat: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
+    """Loss of each example ``[B]``: cross-entropy, or mean next-token cross-entropy."""
+    if model.task is TaskName.CAUSAL_LM:
+        ids = xb.long()  # [B, T + 1] token windows
+        logits = model.forward(flat, ids[:, :-1])  # [B, T, V]
+        per_token = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        return per_token.mean(dim=1)  # [B]
+    logits = model.forward(flat, xb)  # [B, classes]
+    return F.cross_entropy(logits, yb, reduction="none")  # [B]
+
+
 def _loss(
     model: FlatModel, flat: Tensor, xb: Tensor, yb: Tensor, mb: Tensor, anchor: Tensor, mu: float
 ) -> Tensor:
-    logits = model.forward(flat, xb)  # [B, classes]
-    per_example = F.cross_entropy(logits, yb, reduction="none")  # [B]
+    per_example = per_example_loss(model, flat, xb, yb)  # [B]
     loss = (per_example * mb).sum() / mb.sum().clamp_min(1.0)
     if mu > 0.0:
         loss = loss + 0.5 * mu * ((flat - anchor) ** 2).sum()
@@ -115,10 +155,13 @@ def train_local(model: FlatModel, requests: Sequence[TrainRequest]) -> list[Trai
         groups.setdefault(r.config, []).append(i)
     for config, idx in groups.items():
         group = [requests[i] for i in idx]
-        try:
-            out = _train_group(model, group, config, vectorize=True)
-        except (RuntimeError, NotImplementedError):  # module not vmappable: same steps, one by one
-            out = [_train_group(model, [r], config, vectorize=False)[0] for r in group]
+        with model.lock:  # vmap traces through the module: nobody else may swap its tensors
+            try:
+                if not model.vmappable:
+                    raise NotImplementedError(f"{type(model.module).__name__} is run one by one")
+                out = _train_group(model, group, config, vectorize=True)
+            except (RuntimeError, NotImplementedError):  # not vmappable: same steps, one by one
+                out = [_train_group(model, [r], config, vectorize=False)[0] for r in group]
         results.update(zip(idx, out, strict=True))
     return [results[i] for i in range(len(requests))]
 
@@ -131,7 +174,8 @@ def _train_group(
     n_steps = max(len(s) for s in schedules)
     bs = max(len(b) for s in schedules for b in s)
     m_max = max(len(r.y) for r in reqs)
-    x_pad = torch.zeros((n, m_max, *reqs[0].x.shape[1:]), dtype=torch.float32)
+    x_dtype = reqs[0].x.dtype if model.task is TaskName.CAUSAL_LM else torch.float32
+    x_pad = torch.zeros((n, m_max, *reqs[0].x.shape[1:]), dtype=x_dtype)
     y_pad = torch.zeros((n, m_max), dtype=torch.long)
     idx = torch.zeros((n, n_steps, bs), dtype=torch.long)
     mask = torch.zeros((n, n_steps, bs), dtype=torch.float32)
@@ -142,8 +186,8 @@ def _train_group(
             idx[i, s, : len(b)] = b
             mask[i, s, : len(b)] = 1.0
     theta = torch.stack([r.params.detach().to(torch.float32) for r in reqs])  # [n, d]
-    anchor = theta.clone()
-    velocity = torch.zeros_like(theta)
+    anchor = theta.clone() if config.prox_mu > 0 else theta[:, :1]  # unused unless FedProx
+    opt = _StackedOptimizer(config, theta)
     mu = config.prox_mu
 
     def loss_fn(flat: Tensor, xb: Tensor, yb: Tensor, mb: Tensor, anc: Tensor) -> Tensor:
@@ -175,8 +219,7 @@ def _train_group(
             g, lo = step_fn(theta[0], xb[0], yb[0], mb[0], anchor[0])
             grads, losses = g[None], lo[None]
         active = (mb.sum(dim=1) > 0).to(theta.dtype)[:, None]  # [n, 1]
-        velocity = config.momentum * velocity + grads if config.momentum else grads
-        theta = theta - config.lr * active * velocity
+        theta = opt.step(theta, grads, active)
         loss_sum += losses.detach() * active[:, 0]
     return [
         TrainResult(
@@ -189,9 +232,61 @@ def _train_group(
     ]
 
 
+class _StackedOptimizer:
+    """SGD (heavy-ball) or AdamW over a stack ``theta [n, d]``; rows with ``active = 0``
+    (a request that has run out of steps) are left exactly as they are, state included."""
+
+    def __init__(self, config: LocalTrainConfig, theta: Tensor) -> None:
+        self.c = config
+        self.adam = config.optimizer is Optimizer.ADAMW
+        self.m = torch.zeros_like(theta) if self.adam or config.momentum else None
+        self.v = torch.zeros_like(theta) if self.adam else None
+        self.t = torch.zeros(theta.shape[0], 1)  # [n, 1] steps taken per row
+
+    def step(self, theta: Tensor, grads: Tensor, active: Tensor) -> Tensor:
+        c = self.c
+        if c.clip_norm is not None:
+            norm = grads.norm(dim=1, keepdim=True)  # [n, 1]
+            grads = grads * (c.clip_norm / norm.clamp_min(c.clip_norm))
+        if not self.adam:
+            if self.m is None:
+                return theta - c.lr * active * grads
+            self.m = torch.where(active > 0, c.momentum * self.m + grads, self.m)
+            return theta - c.lr * active * self.m
+        assert self.m is not None and self.v is not None
+        self.t = self.t + active
+        self.m = torch.where(active > 0, c.beta1 * self.m + (1 - c.beta1) * grads, self.m)
+        self.v = torch.where(active > 0, c.beta2 * self.v + (1 - c.beta2) * grads**2, self.v)
+        t = self.t.clamp_min(1.0)
+        m_hat = self.m / (1 - c.beta1**t)
+        v_hat = self.v / (1 - c.beta2**t)
+        decayed = theta * (1 - c.lr * c.weight_decay)  # decoupled, as torch.optim.AdamW
+        new = decayed - c.lr * m_hat / (v_hat.sqrt() + c.eps)
+        return torch.where(active > 0, new, theta)
+
+
+def _logits_and_targets(
+    model: FlatModel, flat: Tensor, x: Tensor, y: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Flattened ``(logits [N, C], targets [N])`` of a whole dataset for one vector."""
+    if model.task is not TaskName.CAUSAL_LM:
+        return model.forward(flat, x), y
+    ids = x.long()  # [N, T + 1]
+    chunk = max(1, EVAL_CHUNK_TOKENS // ids.shape[1])
+    logits = [model.forward(flat, ids[i : i + chunk, :-1]) for i in range(0, len(ids), chunk)]
+    v = logits[0].shape[-1]
+    return torch.cat(logits).reshape(-1, v), ids[:, 1:].reshape(-1)  # [N*T, V], [N*T]
+
+
 @torch.no_grad()
 def evaluate(model: FlatModel, flat: Tensor, data: Dataset) -> tuple[float, float]:
-    """(mean cross-entropy loss, accuracy) of one parameter vector on ``data``."""
+    """(mean cross-entropy loss, accuracy) of one parameter vector on ``data``; for a
+    causal LM, per next token (``exp(loss)`` is the perplexity)."""
+    if model.task is TaskName.CAUSAL_LM:
+        logits, targets = _logits_and_targets(model, flat, data.x, data.y)
+        loss = F.cross_entropy(logits, targets).item()
+        acc = (logits.argmax(dim=1) == targets).float().mean().item()
+        return float(loss), float(acc)
     logits = model.forward(flat, data.x)
     loss = F.cross_entropy(logits, data.y).item()
     acc = (logits.argmax(dim=1) == data.y).float().mean().item()
@@ -203,10 +298,12 @@ def evaluate_many(model: FlatModel, stack: Tensor, data: Dataset) -> tuple[Tenso
     """Losses ``[n]`` and accuracies ``[n]`` of a stack ``[n, d]`` of parameter vectors."""
 
     def one(flat: Tensor) -> tuple[Tensor, Tensor]:
-        logits = model.forward(flat, data.x)
-        return F.cross_entropy(logits, data.y), (logits.argmax(dim=1) == data.y).float().mean()
+        logits, y = _logits_and_targets(model, flat, data.x, data.y)
+        return F.cross_entropy(logits, y), (logits.argmax(dim=1) == y).float().mean()
 
     try:
+        if not model.vmappable:
+            raise NotImplementedError(f"{type(model.module).__name__} is run one by one")
         losses, accs = torch.func.vmap(one)(stack)
     except (RuntimeError, NotImplementedError):
         pairs = [one(row) for row in stack]

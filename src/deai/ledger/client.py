@@ -429,6 +429,10 @@ class Ledger:
         """Timestamp of the latest block."""
         return self.chain.latest_timestamp()
 
+    def block_number(self) -> int:
+        """Number of the latest block."""
+        return self.chain.block_number()
+
     def events(
         self, name: str, from_block: int | None = None, filters: Mapping[str, Any] | None = None
     ) -> list[Event]:

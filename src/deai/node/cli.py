@@ -81,13 +81,13 @@ def job_submit(
     config: ConfigOpt,
 ) -> None:
     """Submit JOB.toml to the requester node of --config; prints the job id."""
-    from deai.node.config import load_job_config, load_node_config
+    from deai.node.config import load_job, load_node_config
     from deai.node.http import NodeClient
     from deai.node.keystore import load_key
     from deai.node.signing import Signer
 
     try:
-        load_job_config(job_file)  # fail early, locally, with the same message
+        load_job(job_file)  # fail early, locally, with the same message
         cfg = load_node_config(config)
         signer = Signer(load_key(cfg.path(cfg.node.keystore), cfg.password().read()))
         client = NodeClient(cfg.node.url)
@@ -127,9 +127,9 @@ def job_fetch_model(
     """Download a finished job's model by hash (checked) into a safetensors file."""
     from safetensors.torch import save_file
 
+    from deai.job.spec import JobSpec
     from deai.learning.params import vector_from_bytes
     from deai.node.http import NodeClient
-    from deai.node.job import JobSpec
     from deai.node.roles import model_for
 
     try:

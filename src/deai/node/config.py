@@ -1,33 +1,28 @@
-"""``node.toml`` and ``job.toml``: TOML validated by pydantic, with one clear error.
+"""``node.toml`` and job files: TOML validated by pydantic, with one clear error.
 
 A node file says who the node is (keystore), where it listens, which roles it holds,
-where its private data shard comes from, and which chain it registers on. A job file is
-what a requester submits: the model, algorithm, data description, rounds, deadlines and
-budget. Mistakes become one :class:`~deai.errors.ConfigError` naming the field, the bad
-value and what is allowed, as :mod:`deai.sim.scenario` does. Relative paths in a node file
-are relative to the file's directory.
+where its private data shard comes from, and which chain it registers on. Nothing in it
+changes a job's result: a job file is a :class:`~deai.job.spec.JobSpec` (the same TOML a
+scenario uses, whose ``[simulation]`` table, if present, is ignored), and every validator
+derives its behaviour from the spec alone. Mistakes become one
+:class:`~deai.errors.ConfigError` naming the field, the bad value and what is allowed.
+Relative paths in a node file are relative to the file's directory.
 """
 
 from __future__ import annotations
 
-import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deai.aggregation.registry import AggregatorName
 from deai.errors import ConfigError
+from deai.job.data import DataSource
+from deai.job.errors import read_toml, validate
+from deai.job.spec import JobSpec
 from deai.ledger.types import Role as ChainRole
 from deai.node.keystore import PasswordSource
-from deai.sim.scenario import (
-    AlgorithmSection,
-    DataSection,
-    ModelSection,
-    ValidationSection,
-    describe_error,
-)
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -86,7 +81,7 @@ class ChainSection(_Strict):
     poll_s: PositiveFloat = 0.2  # how often settlement polls the chain
 
 
-class NodeDataSection(DataSection):
+class NodeDataSection(DataSource):
     seed: int = 0  # seeds the split and the partition; equal on every node of a network
     shards: Annotated[int, Field(ge=1)] = 1  # how many providers share the training split
     index: Annotated[int, Field(ge=0)] = 0  # which shard this node holds
@@ -98,22 +93,17 @@ class NodeDataSection(DataSection):
         return self
 
 
-class ValidatorSection(_Strict):
-    aggregator: AggregatorName = AggregatorName.MEAN  # robust rule, deai.aggregation
-
-
 class FaultSection(_Strict):
     """Fault injection for tests and demos; an honest node leaves this out."""
 
     train_delay_s: Annotated[float, Field(ge=0)] = 0.0  # sleep before each local training
-    behaviour: str = "honest"  # a provider behaviour name from deai.sim.behaviours
+    behaviour: str = "honest"  # a provider fault from deai.node.faults
 
 
 class NodeConfig(_Strict):
     node: NodeSection
     chain: ChainSection | None = None
     data: NodeDataSection = NodeDataSection()
-    validator: ValidatorSection = ValidatorSection()
     faults: FaultSection = FaultSection()
     peers: dict[str, str] = {}  # static address -> URL map (used before the chain)
     base_dir: Path = Path(".")  # filled by load_node_config: the file's directory
@@ -129,60 +119,24 @@ class NodeConfig(_Strict):
         return role in self.node.roles
 
 
-class JobConfig(_Strict):
-    name: str = "job"
-    rounds: Annotated[int, Field(ge=1, le=100_000)] = 3
-    seed: int = 0
-    budget_wei: Annotated[int, Field(ge=1)] = 3 * 10**18  # escrowed for the whole job
-    round_timeout_s: PositiveFloat = 30.0  # wall-clock seconds a round waits for updates
-    providers: list[str] = []  # addresses; empty = every provider registered on the chain
-    validators: list[str] = []  # addresses; empty = every validator registered on the chain
-    commit_period_s: Annotated[int, Field(ge=1)] = 600
-    reveal_period_s: Annotated[int, Field(ge=1)] = 600
-    claim_period_s: Annotated[int, Field(ge=1)] = 7 * 24 * 3600
-    data: DataSection = DataSection()
-    model: ModelSection = ModelSection()
-    algorithm: AlgorithmSection = AlgorithmSection()
-    validation: ValidationSection = ValidationSection()
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _parse(cls: type[M], data: dict[str, Any], source: str, what: str) -> M:
-    try:
-        return cls.model_validate(data)
-    except ValidationError as e:
-        lines = [describe_error(dict(err)) for err in e.errors()]
-        raise ConfigError(f"{source}: invalid {what}\n  " + "\n  ".join(lines)) from None
-
-
-def _read_toml(path: Path, what: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such {what} file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-
-
 def parse_node_config(
     data: dict[str, Any], source: str = "node.toml", base: Path = Path(".")
 ) -> NodeConfig:
     if "base_dir" in data:
         raise ConfigError(f"{source}: base_dir: unknown field; check the spelling")
-    return _parse(NodeConfig, {**data, "base_dir": base}, source, "node config")
+    return validate(NodeConfig, {**data, "base_dir": base}, source, "node config")
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
     path = Path(path)
-    return parse_node_config(_read_toml(path, "node config"), str(path), path.parent.resolve())
+    return parse_node_config(read_toml(path, "node config"), str(path), path.parent.resolve())
 
 
-def parse_job_config(data: dict[str, Any], source: str = "job.toml") -> JobConfig:
-    return _parse(JobConfig, data, source, "job")
+def parse_job(data: dict[str, Any], source: str = "job.toml") -> JobSpec:
+    """A job file's spec (a scenario's ``[simulation]`` table is ignored)."""
+    data = {k: v for k, v in data.items() if k != "simulation"}
+    return validate(JobSpec, data, source, "job")
 
 
-def load_job_config(path: str | Path) -> JobConfig:
-    path = Path(path)
-    return parse_job_config(_read_toml(path, "job"), str(path))
+def load_job(path: str | Path) -> JobSpec:
+    return parse_job(read_toml(path, "job"), str(path))

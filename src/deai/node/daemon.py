@@ -22,42 +22,40 @@ import asyncio
 import json
 import logging
 import os
-import queue
 import secrets
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from deai.aggregation.registry import AggregatorConfig, build_aggregator
 from deai.errors import ChainError, ConfigError, DeaiError
-from deai.incentives.rewards import split_budget
+from deai.job.spec import DataSchema, JobSpec, Parties
 from deai.learning.data import Dataset
-from deai.learning.models import ModelConfig
+from deai.learning.params import FlatModel
 from deai.learning.partition import partition
 from deai.ledger.chain import RpcChain
 from deai.ledger.client import Ledger
-from deai.ledger.errors import Reverted
-from deai.ledger.merkle import PayoutTree
-from deai.ledger.types import Deployment, JobState, RoundResult, result_commitment
+from deai.ledger.types import Deployment, JobState
 from deai.ledger.types import Role as ChainRole
-from deai.node.config import JobConfig, NodeConfig, NodeRole, load_node_config, parse_job_config
-from deai.node.hooks import RoundOutcome
-from deai.node.job import JobSpec, UpdatePolicy
+from deai.node.base import NodeContext, open_spec
+from deai.node.config import NodeConfig, NodeRole, load_node_config, parse_job
+from deai.node.faults import Fault, FaultyBehaviour
+from deai.node.hooks import Honest, RoundOutcome
 from deai.node.keystore import load_key
 from deai.node.messages import Message, OpenJob, decode, encode
+from deai.node.payouts import RoundPayouts
 from deai.node.roles import Provider, Requester, Role, Validator
 from deai.node.runtime import NodeRuntime, PeerDirectory, Poster, RuntimeConfig
+from deai.node.secagg import install as install_secagg
+from deai.node.settlement import CommitteeMember
 from deai.node.signing import Signer
 from deai.node.store import ArtifactStore
-from deai.sim.behaviours import build_behaviour
-from deai.sim.runner import algorithm_spec
+from deai.node.validator import JobPending
 
 log = logging.getLogger("deai.node")
 
@@ -102,7 +100,8 @@ class ChainLink:
         return view.endpoint or None if view.roles else None
 
     def members(self, role: ChainRole) -> list[str]:
-        """Registered nodes holding ``role`` with at least the minimum stake, join order."""
+        """Registered nodes holding ``role`` with at least the minimum stake, sorted by
+        address (so the same job file names the same parties in the same order)."""
         min_stake = self.ledger.min_stake()
         seen = dict.fromkeys(str(e.args["node"]) for e in self.ledger.events("Joined"))
         out = []
@@ -110,19 +109,21 @@ class ChainLink:
             view = self.ledger.node(addr)
             if view.roles & role and view.stake >= min_stake:
                 out.append(view.address)
-        return out
+        return sorted(out, key=str.lower)
 
-    def create_job(self, spec: JobSpec, cfg: JobConfig) -> int:
+    def create_job(self, spec: JobSpec) -> int:
+        settle = spec.settlement
+        assert settle is not None
         with self.tx_lock:
             return self.ledger.create_job(
                 self.address,
-                budget=cfg.budget_wei,
+                budget=settle.budget_wei,
                 spec_hash=bytes.fromhex(spec.spec_hash()),
                 rounds=spec.rounds,
-                committee_size=len(spec.validators),
-                commit_period=cfg.commit_period_s,
-                reveal_period=cfg.reveal_period_s,
-                claim_period=cfg.claim_period_s,
+                committee_size=min(settle.committee, len(spec.validators)),
+                commit_period=settle.commit_period_s,
+                reveal_period=settle.reveal_period_s,
+                claim_period=settle.claim_period_s,
             )
 
     def find_job(self, spec: JobSpec) -> int | None:
@@ -135,124 +136,12 @@ class ChainLink:
 
 
 @dataclass
-class _ChainJob:
-    chain_id: int
-    spec: JobSpec
-    round_budget: int
-    cumulative: dict[str, int] = field(default_factory=dict)
+class _Prepared:
+    """What a validator needs before it can take a job: its chain job and the data."""
 
-
-class ChainSettlement:
-    """A validator's :class:`~deai.node.hooks.Settlement` on the Jobs contract.
-
-    Per finished round: split the round budget among the accepted updates the aggregator
-    kept, in proportion to their aggregation weight (capped example counts), exactly in
-    wei (:func:`deai.incentives.rewards.split_budget`); add it to every provider's
-    cumulative payout; build the payout Merkle tree; commit to (model hash, root, total),
-    reveal once the committee has committed, finalize once it has revealed. A provider
-    that sent nothing, or whose update was rejected or excluded, earns nothing that
-    round. Chain calls run on one worker thread in round order, off the event loop.
-    """
-
-    def __init__(self, link: ChainLink, store: ArtifactStore, poll_s: float = 0.2) -> None:
-        self.link = link
-        self.store = store
-        self.poll_s = poll_s
-        self.jobs: dict[str, _ChainJob] = {}
-        self.records: list[dict[str, Any]] = []  # one per settled (or failed) round
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._work, name="deai-settle", daemon=True)
-        self._thread.start()
-
-    # called on the event loop ------------------------------------------------------
-    def note_job(self, sender: str, msg: Message) -> None:
-        """Runtime hook: learn the chain job of every ``OpenJob`` this node receives."""
-        if not isinstance(msg, OpenJob) or msg.job_id in self.jobs:
-            return
-        try:
-            spec = JobSpec.from_json(msg.spec_json)
-        except DeaiError:
-            return
-        if spec.spec_hash() == msg.spec_hash and sender == spec.requester:
-            self._queue.put(lambda: self._attach(spec))
-
-    def settle(self, outcome: RoundOutcome) -> None:
-        self._queue.put(lambda: self._settle(outcome))
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout_s)
-
-    # worker thread ----------------------------------------------------------------
-    def _work(self) -> None:
-        while (job := self._queue.get()) is not None:
-            try:
-                job()
-            except Exception:
-                log.exception("settlement step failed")
-
-    def _attach(self, spec: JobSpec) -> None:
-        chain_id = self.link.find_job(spec)
-        if chain_id is None:
-            log.warning("job %s has no escrow on chain; it will not be settled", spec.job_id)
-            return
-        view = self.link.ledger.job(chain_id)
-        self.jobs[spec.job_id] = _ChainJob(chain_id, spec, view.round_budget)
-
-    def _wait(self, until: Callable[[], bool], deadline: float) -> None:
-        while not until() and time.time() < deadline:
-            time.sleep(self.poll_s)
-
-    def _settle(self, outcome: RoundOutcome) -> None:
-        t0 = time.perf_counter()
-        job = self.jobs.get(outcome.job_id)
-        record: dict[str, Any] = {"job_id": outcome.job_id, "round": outcome.round}
-        self.records.append(record)
-        if job is None:
-            record["error"] = "job not escrowed on chain"
-            return
-        ledger, me, cid, idx = self.link.ledger, self.link.address, job.chain_id, outcome.round - 1
-        record["chain_job_id"] = cid
-        self._wait(lambda: ledger.round(cid).index >= idx, time.time() + 60)
-        rv = ledger.round(cid)
-        if rv.index != idx or me not in ledger.committee(cid):
-            record["error"] = f"not a member of chain round {idx} (open round {rv.index})"
-            return
-        kept = [i for i, a in enumerate(outcome.accepted) if a not in outcome.excluded]
-        pay = split_budget(
-            [outcome.weights[i] if i in kept else 0.0 for i in range(len(outcome.accepted))],
-            job.round_budget,
-            excluded=[i for i in range(len(outcome.accepted)) if i not in kept],
-        )
-        for addr, amount in zip(outcome.accepted, pay.amounts, strict=True):
-            job.cumulative[addr] = job.cumulative.get(addr, 0) + amount
-        table = {p: job.cumulative.get(p, 0) for p in job.spec.providers}
-        tree = PayoutTree(cid, table)
-        result = RoundResult(bytes.fromhex(outcome.model_hash), tree.root, pay.total)
-        salt = secrets.token_bytes(32)
-        with self.link.tx_lock:
-            ledger.commit(me, cid, idx, result_commitment(cid, idx, me, result, salt))
-        self._wait(lambda: len(ledger.round(cid).committed) == rv.size, rv.commit_deadline + 1)
-        with self.link.tx_lock:
-            ledger.reveal(me, cid, idx, result, salt)
-        self._wait(lambda: len(ledger.round(cid).revealed) == rv.size, rv.reveal_deadline + 1)
-        try:
-            with self.link.tx_lock:
-                ledger.finalize_round(me, cid, idx)
-        except Reverted as e:  # another member finalized first
-            if "wrong round" not in e.reason and "not open" not in e.reason:
-                raise
-        digest = self.store.put(json.dumps({"job": cid, "payouts": table}, sort_keys=True).encode())
-        record.update(
-            round_payout=dict(zip(outcome.accepted, pay.amounts, strict=True)),
-            cumulative=table,
-            total=pay.total,
-            root="0x" + tree.root.hex(),
-            payouts_artifact=digest,
-            model_hash=outcome.model_hash,
-            chain_s=time.perf_counter() - t0,
-            settled_at=time.time(),
-        )
+    chain_id: int | None
+    validation: Dataset | None
+    error: str | None = None  # why the job cannot be taken (the validator refuses it)
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -265,55 +154,70 @@ class _Submitted:
 
 
 class JobDesk:
-    """A requester node's jobs: escrow on chain, then the ``Requester`` role opens them."""
+    """A requester node's jobs: bind the spec, escrow on chain, open the job."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.jobs: dict[str, _Submitted] = {}
 
-    def build_spec(self, cfg: JobConfig) -> JobSpec:
-        link = self.node.link
-        providers = list(cfg.providers)
-        validators = list(cfg.validators)
-        if not providers or not validators:
-            if link is None:
-                raise ConfigError("job: list providers and validators (this node has no chain)")
-            providers = providers or link.members(ChainRole.PROVIDER)
-            validators = validators or link.members(ChainRole.VALIDATOR)
-        if not providers or not validators:
-            raise ConfigError("job: no registered providers or validators found on the chain")
-        splits = cfg.data.load(cfg.seed)
-        return JobSpec(
-            job_id=f"{cfg.name}-{secrets.token_hex(4)}",
-            rounds=cfg.rounds,
-            seed=cfg.seed,
-            algorithm=algorithm_spec(cfg.algorithm),
-            model=ModelConfig(
-                name=cfg.model.name, hidden=tuple(cfg.model.hidden), channels=cfg.model.channels
-            ),
-            input_shape=splits.train.input_shape,
-            num_classes=splits.train.num_classes,
-            requester=self.node.address,
-            providers=tuple(providers),
-            validators=tuple(validators),
-            round_timeout_s=cfg.round_timeout_s,
-            policy=UpdatePolicy(cfg.validation.max_update_norm, cfg.validation.max_examples),
+    def bind(self, spec: JobSpec, nonce: str) -> JobSpec:
+        """The spec with this node's validation data schema, the parties (the spec's, or
+        every registered provider and validator, sorted by address) and the nonce."""
+        validation = self.node.validation
+        if validation is None or len(validation) == 0:
+            raise ConfigError("this requester node has no validation data ([data] in node.toml)")
+        digest = self.node.store.put(validation.to_bytes())
+        schema = DataSchema(
+            input_shape=validation.input_shape,
+            num_classes=validation.num_classes,
+            validation=digest,
         )
+        parties = spec.parties
+        if parties is None:
+            link = self.node.link
+            if link is None:
+                raise ConfigError("job: list the parties (this node has no chain to find them)")
+            providers = link.members(ChainRole.PROVIDER)
+            validators = link.members(ChainRole.VALIDATOR)
+            if not providers or not validators:
+                raise ConfigError("job: no registered providers or validators on the chain")
+            parties = Parties(
+                requester=self.node.address,
+                providers=tuple(providers),
+                validators=tuple(validators),
+            )
+        elif parties.requester.lower() != self.node.address.lower():
+            raise ConfigError(f"parties.requester must be this node ({self.node.address})")
+        return spec.bind(data=schema, parties=parties, nonce=nonce)
 
-    async def submit(self, text: str) -> dict[str, Any]:
-        import tomllib
-
-        try:
-            cfg = parse_job_config(tomllib.loads(text), "submitted job")
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"submitted job: not valid TOML: {e}") from None
-        spec = await asyncio.to_thread(self.build_spec, cfg)
+    async def submit(self, body: str) -> dict[str, Any]:
+        spec, nonce = _parse_submission(body)
+        bound = await asyncio.to_thread(self.bind, spec, nonce)
+        existing = self.jobs.get(bound.job_id)
+        if existing is not None:  # the same spec and nonce: the same job, never paid twice
+            return self._receipt(existing, again=True)
         link = self.node.link
-        chain_id = await asyncio.to_thread(link.create_job, spec, cfg) if link else None
-        role = Requester(self.node.address, spec)
-        self.jobs[spec.job_id] = _Submitted(spec, role, chain_id, time.time())
+        chain_id = None
+        if bound.settlement is not None:
+            if link is None:
+                raise ConfigError("job: [settlement] needs a node with a [chain] section")
+            chain_id = await asyncio.to_thread(link.find_job, bound)
+            if chain_id is None:
+                chain_id = await asyncio.to_thread(link.create_job, bound)
+        role = Requester(self.node.address, bound)
+        job = _Submitted(bound, role, chain_id, time.time())
+        self.jobs[bound.job_id] = job
         self.node.runtime.add_role(role)  # starts it: OpenJob goes to every party
-        return {"job_id": spec.job_id, "chain_job_id": chain_id, "spec_hash": spec.spec_hash()}
+        return self._receipt(job)
+
+    def _receipt(self, job: _Submitted, again: bool = False) -> dict[str, Any]:
+        return {
+            "job_id": job.spec.job_id,
+            "chain_job_id": job.chain_id,
+            "spec_hash": job.spec.spec_hash(),
+            "nonce": job.spec.nonce,
+            "already_submitted": again,
+        }
 
     def status(self, job_id: str) -> dict[str, Any] | None:
         job = self.jobs.get(job_id)
@@ -350,6 +254,34 @@ class JobDesk:
         return out
 
 
+def _parse_submission(body: str) -> tuple[JobSpec, str]:
+    """A submitted job: JSON ``{"spec": {...}, "nonce": ...}`` or a job TOML file."""
+    import tomllib
+
+    nonce: str | None = None
+    text = body.strip()
+    if text.startswith("{"):
+        try:
+            d = json.loads(text)
+        except ValueError as e:
+            raise ConfigError(f"submitted job: not valid JSON: {e}") from None
+        if not isinstance(d, dict) or not isinstance(d.get("spec"), dict):
+            raise ConfigError('submitted job: expected {"spec": {...}, "nonce": "..."}')
+        spec = parse_job(d["spec"], "submitted job")
+        nonce = d.get("nonce")
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"submitted job: not valid TOML: {e}") from None
+        spec = parse_job(data, "submitted job")
+    if nonce is None:
+        nonce = spec.nonce or secrets.token_hex(8)
+    if not isinstance(nonce, str) or not 0 < len(nonce) <= 64:
+        raise ConfigError("submitted job: nonce must be a string of 1 to 64 characters")
+    return spec, nonce
+
+
 # ----------------------------------------------------------------------------- node
 class Node:
     """One deployed node (implements :class:`deai.node.http.NodeApi`)."""
@@ -370,6 +302,7 @@ class Node:
         self.store = ArtifactStore(self.data_dir / "artifacts", max_bytes=n.max_body_bytes)
         self.link = link
         peers = PeerDirectory(config.peers, link.endpoint if link else None)
+        self.peers = peers
         self.runtime = NodeRuntime(
             self.signer,
             peers,
@@ -384,36 +317,131 @@ class Node:
             ),
             poster,
         )
-        self.settlement: ChainSettlement | None = None
         self.desk: JobDesk | None = JobDesk(self) if config.has(NodeRole.REQUESTER) else None
+        self.train: Dataset | None = None
+        self.validation: Dataset | None = None
+        self.prepared: dict[str, _Prepared] = {}
+        self.members: dict[str, CommitteeMember] = {}
+        self._preparing: set[str] = set()
         self._build_roles()
 
     def _build_roles(self) -> None:
         cfg = self.config
-        if not (cfg.has(NodeRole.PROVIDER) or cfg.has(NodeRole.VALIDATOR)):
-            return
-        train, validation = node_data(cfg)
+        needs_data = any(cfg.has(r) for r in NodeRole)
+        if needs_data:
+            self.train, self.validation = node_data(cfg)
         if cfg.has(NodeRole.VALIDATOR):
-            if self.link is not None:
-                self.settlement = ChainSettlement(
-                    self.link, self.store, cfg.chain.poll_s if cfg.chain else 0.2
-                )
-                self.runtime.hooks.append(self.settlement.note_job)
-            self.runtime.add_role(
-                Validator(
-                    self.address,
-                    validation,
-                    aggregator=build_aggregator(cfg.validator.aggregator, AggregatorConfig()),
-                    settlement=self.settlement,
-                )
+            validator = Validator(
+                self.address, self._validation_for, settlement=self._settlement_for
             )
+            self.runtime.add_role(validator)
+            for r in install_secagg(None, validator):
+                self.runtime.add_role(r)
+            self.runtime.hooks.append(self._prepare)
         if cfg.has(NodeRole.PROVIDER):
-            behaviour = build_behaviour(cfg.faults.behaviour, cfg.data.seed + cfg.data.index)
-            self.runtime.add_role(Provider(self.address, train, behaviour=behaviour))
+            assert self.train is not None
+            name = cfg.faults.behaviour
+            behaviour = Honest() if name == "honest" else FaultyBehaviour(Fault(name))
+            provider = Provider(self.address, self.train, behaviour=behaviour)
+            self.runtime.add_role(provider)
+            for r in install_secagg(provider, None):
+                self.runtime.add_role(r)
             self.runtime.hooks.append(self._journal)
 
     def role(self, kind: type[Role]) -> Role | None:
         return next((r for r in self.runtime.roles if isinstance(r, kind)), None)
+
+    # -------------------------------------------------------- what a validator needs
+    def _validation_for(self, spec: JobSpec) -> Dataset:
+        prep = self.prepared.get(spec.job_id)
+        if prep is None:
+            raise JobPending(spec.job_id)
+        if prep.validation is None:
+            raise ConfigError(prep.error or "no validation data")
+        return prep.validation
+
+    def _settlement_for(
+        self, spec: JobSpec, model: FlatModel, validation: Dataset, ctx: NodeContext
+    ) -> CommitteeMember | None:
+        prep = self.prepared.get(spec.job_id)
+        if self.link is None or prep is None or prep.chain_id is None:
+            return None
+        view = self.link.ledger.job(prep.chain_id)  # one call, at job start
+        poll = self.config.chain.poll_s if self.config.chain else 1.0
+        member = CommitteeMember(
+            ctx,
+            self.link.ledger,
+            prep.chain_id,
+            self.address,
+            RoundPayouts(spec, model, validation, view.round_budget),
+            lambda node_id: node_id,  # deployed: a node id is its chain address
+            spec.providers,
+            poll_s=poll,
+            on_error=lambda text: log.warning("%s", text),
+        )
+        self.members[spec.job_id] = member
+        return member
+
+    def _prepare(self, sender: str, msg: Message) -> None:
+        """Runtime hook: before a validator takes a job, find its chain job and its
+        validation data (local, or fetched from the requester by digest), off the loop;
+        then hand the ``OpenJob`` to the roles again."""
+        if not isinstance(msg, OpenJob) or msg.job_id in self.prepared:
+            return
+        if msg.job_id in self._preparing:
+            return
+        try:
+            spec = open_spec(msg)
+        except DeaiError:
+            return
+        if self.address not in spec.validators or sender != spec.requester:
+            return
+        self._preparing.add(msg.job_id)
+        self.runtime._spawn(self._prepare_job(sender, msg, spec))
+
+    async def _prepare_job(self, sender: str, msg: OpenJob, spec: JobSpec) -> None:
+        try:
+            validation = await self._fetch_validation(spec)
+            chain_id = None
+            if spec.settlement is not None and self.link is not None:
+                chain_id = await asyncio.to_thread(self.link.find_job, spec)
+                if chain_id is None:
+                    log.warning("job %s: no escrow on chain for its spec hash", spec.job_id)
+            self.prepared[spec.job_id] = _Prepared(chain_id, validation)
+        except DeaiError as e:
+            log.warning("job %s: cannot take it: %s", spec.job_id, e)
+            self.prepared[spec.job_id] = _Prepared(None, None, str(e))
+        finally:
+            self._preparing.discard(spec.job_id)
+        for role in self.runtime.roles:
+            if isinstance(role, Validator):
+                self.runtime._guarded(role.handle, sender, msg)
+
+    async def _fetch_validation(self, spec: JobSpec) -> Dataset:
+        want = spec.data_schema.validation
+        local = self.validation
+        if want is None:
+            if local is None:
+                raise ConfigError("no validation data on this node and none named by the spec")
+            return local
+        if local is not None and local.digest() == want:
+            return local
+        if not self.store.has(want):
+            from deai.node.http import NodeClient
+
+            url = await self.peers.url(spec.requester)
+            if url is None:
+                raise ConfigError(f"cannot reach requester {spec.requester} for its data")
+
+            def fetch() -> bytes:
+                client = NodeClient(url)
+                try:
+                    return client.fetch(want)
+                finally:
+                    client.close()
+
+            self.store.put(await asyncio.to_thread(fetch))
+        return Dataset.from_bytes(self.store.get(want))
 
     # ------------------------------------------------------------------- journal
     @property
@@ -439,7 +467,8 @@ class Node:
                     isinstance(msg, OpenJob)
                     and not JobSpec.from_json(msg.spec_json).algorithm.gossip
                 ):
-                    provider.handle(str(entry["sender"]), msg)
+                    for role in self.runtime.roles:
+                        role.handle(str(entry["sender"]), msg)
                     log.info("resumed job %s from the journal", msg.job_id)
             except (OSError, ValueError, KeyError, DeaiError) as e:
                 log.warning("skipping journal entry %s: %s", path.name, e)
@@ -456,15 +485,13 @@ class Node:
                 roles,
                 self.config.chain.stake_wei,
             )
-        self._replay_journal()
         await self.runtime.start()
+        self._replay_journal()
         log.info("node %s (%s) up at %s", self.config.node.name, self.address, self.config.node.url)
 
     async def shutdown(self) -> None:
         log.info("node %s shutting down", self.config.node.name)
         await self.runtime.close()
-        if self.settlement is not None:
-            await asyncio.to_thread(self.settlement.close)
 
     # ---------------------------------------------------------------- NodeApi
     def receive(self, headers: Any, body: bytes) -> object:
@@ -501,19 +528,43 @@ class Node:
                         "round": v.round.round if v.round else 0,
                         "closed": bool(v.round and v.round.closed),
                         "done": v.done,
+                        "stopped": v.stopped,
                     }
                     for j, v in validator.jobs.items()
                 },
                 "outcomes": [_outcome_json(o) for o in validator.outcomes],
                 "rejections": [r.__dict__ for r in validator.rejections],
-                "settlements": list(self.settlement.records) if self.settlement else [],
+                "refusals": [r.__dict__ for r in validator.refusals],
+                "settlements": {
+                    j: [_duty_json(d) for d in m.duties] for j, m in self.members.items()
+                },
+                # what each provider can claim: the payouts of every settled round
+                "payout_tables": {j: dict(m.settled_table) for j, m in self.members.items()},
             }
         provider = self.role(Provider)
         if isinstance(provider, Provider):
-            out["provider"] = {"jobs": sorted(provider.jobs), "examples": provider.num_examples}
+            out["provider"] = {
+                "jobs": sorted(provider.jobs),
+                "examples": provider.num_examples,
+                "refusals": [r.__dict__ for r in provider.refusals],
+            }
         if self.desk is not None:
             out["requester"] = {"jobs": sorted(self.desk.jobs)}
         return out
+
+
+def _duty_json(d: Any) -> dict[str, Any]:
+    return {
+        "round": d.index + 1,
+        "phase": str(d.phase),
+        "member": d.member,
+        "settled": d.settled,
+        "round_payout": dict(d.paid),
+        "total": sum(d.paid.values()) if d.settled else 0,
+        "model_hash": d.model_hash,
+        "slashed": list(d.slashed),
+        "error": d.error,
+    }
 
 
 def _outcome_json(o: RoundOutcome) -> dict[str, Any]:
@@ -527,6 +578,9 @@ def _outcome_json(o: RoundOutcome) -> dict[str, Any]:
         "missing": list(o.missing),
         "rejections": [r.__dict__ for r in o.rejections],
         "weights": list(o.weights),
+        "applied": o.applied,
+        "note": o.note,
+        "epsilon": o.epsilon,
         "started_s": o.started_s,
         "closed_s": o.closed_s,
     }

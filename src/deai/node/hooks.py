@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from torch import Tensor
@@ -22,6 +22,25 @@ class Rejection:
     sender: str
     reason: str  # a RejectReason value
     detail: str
+
+
+@dataclass(frozen=True)
+class ProviderPrivacy:
+    """One provider's privacy loss so far (DP jobs)."""
+
+    rounds: int  # rounds it contributed to
+    epsilon_public: float  # against anyone who sees the released models
+    epsilon_aggregator: float  # against the validators who aggregate (inf: unbounded)
+
+
+@dataclass(frozen=True)
+class RoundPrivacy:
+    """What a DP round cost, and the whole job's loss so far."""
+
+    noise_multiplier: float  # the effective noise multiplier of this round's sum
+    epsilon_public_max: float  # worst provider, against the public model
+    epsilon_aggregator_max: float  # worst provider, against the aggregator
+    per_provider: dict[str, ProviderPrivacy] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -40,8 +59,16 @@ class RoundOutcome:
     updates: Tensor | None  # [len(accepted), d] the accepted updates (for evaluators)
     started_s: float
     closed_s: float
-    epsilon: float | None = None  # privacy spent so far (DP jobs)
     start_params: Tensor | None = None  # [d] global parameters the round started from
+    applied: bool = True  # False: the model is unchanged this round (see ``note``)
+    note: str = ""  # why no update was applied, or what the rule did of note
+    privacy: RoundPrivacy | None = None  # DP jobs: this round's noise and the loss so far
+    secure: bool = False  # only the secure sum was seen (``updates`` is None)
+
+    @property
+    def epsilon(self) -> float | None:
+        """The worst provider's epsilon against the public model so far (DP jobs)."""
+        return None if self.privacy is None else self.privacy.epsilon_public_max
 
 
 class Behaviour(Protocol):

@@ -3,26 +3,32 @@ algorithms) or gossips with its neighbours (D-PSGD)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from deai.compression.base import IdentityCodec
+from deai.compression.error_feedback import ErrorFeedback
 from deai.errors import CodecError, InvalidMessage, InvalidUpdate
+from deai.job.spec import JobSpec
 from deai.learning.data import Dataset
 from deai.learning.params import FlatModel, vector_bytes, vector_from_bytes, vector_hash
 from deai.learning.train import TrainRequest, TrainResult
 from deai.node.base import (
     Encoder,
     Role,
+    build_codec_for,
+    codec_seed,
     gossip_weights,
     model_for,
     open_spec,
     param_policy,
     participants,
+    secret_seed,
+    train_seed,
 )
+from deai.node.dp import privatize
 from deai.node.hooks import (
     Behaviour,
     Honest,
@@ -31,7 +37,6 @@ from deai.node.hooks import (
     RoundObserver,
     SecureUploader,
 )
-from deai.node.job import JobSpec, derive_seed
 from deai.node.messages import (
     FinalModel,
     GossipModel,
@@ -40,7 +45,6 @@ from deai.node.messages import (
     Update,
 )
 from deai.node.validation import RejectReason, check_vector
-from deai.privacy.dp_fedavg import clip_update, gaussian_noise
 
 
 @dataclass
@@ -52,6 +56,23 @@ class _GossipState:
     deadline_passed: bool = False
 
 
+@dataclass(frozen=True)
+class ProviderRefusal:
+    """A job, or one round of it, that this provider would not take part in, and why."""
+
+    job_id: str
+    round: int  # 0: the whole job
+    reason: str
+
+
+def encoder_for(spec: JobSpec, provider: str) -> Encoder:
+    """The job's codec for one provider, with error feedback if the spec asks for it."""
+    codec = build_codec_for(spec, codec_seed(spec, provider))
+    if spec.codec.error_feedback and spec.codec.name != "identity":
+        return ErrorFeedback(codec)
+    return codec
+
+
 class Provider(Role):
     """Trains on its own private data; sends updates (server algorithms) or gossips."""
 
@@ -60,19 +81,20 @@ class Provider(Role):
         node_id: str,
         data: Dataset,
         *,
-        codec: Encoder | None = None,
         behaviour: Behaviour | None = None,
         observer: RoundObserver | None = None,
     ) -> None:
         super().__init__(node_id)
+        self.data = data
         self.behaviour = behaviour or Honest()
         self.x, self.y = self.behaviour.local_data(data.x, data.y)
-        self.codec = codec or IdentityCodec()
         self.observer = observer or NullObserver()
         self.uploader: SecureUploader | None = None  # set when secure aggregation is on
         self.jobs: dict[str, tuple[JobSpec, str, FlatModel]] = {}
+        self.encoders: dict[str, Encoder] = {}  # job id -> its codec (stateful: error feedback)
         self.gossip: dict[str, _GossipState] = {}
         self.rejections: list[Rejection] = []
+        self.refusals: list[ProviderRefusal] = []
 
     @property
     def num_examples(self) -> int:
@@ -82,15 +104,41 @@ class Provider(Role):
         spec = open_spec(msg)
         if self.node_id not in spec.providers or sender != spec.requester:
             return
+        if spec.job_id in self.jobs:
+            return
+        reason = self._cannot_honour(spec)
+        if reason is not None:
+            self.refusals.append(ProviderRefusal(spec.job_id, 0, reason))
+            return
         model = model_for(spec)
         self.jobs[spec.job_id] = (spec, msg.spec_hash, model)
+        self.encoders[spec.job_id] = encoder_for(spec, self.node_id)
         if spec.algorithm.gossip:
             self.gossip[spec.job_id] = _GossipState(params=model.initial_vector())
             self._start_gossip_round(spec.job_id, 1)
 
+    def _cannot_honour(self, spec: JobSpec) -> str | None:
+        schema = spec.data_schema
+        if tuple(schema.input_shape) != tuple(self.data.input_shape):
+            return (
+                f"the job's data has shape {tuple(schema.input_shape)}; this provider's data "
+                f"has {tuple(self.data.input_shape)}"
+            )
+        if schema.num_classes != self.data.num_classes:
+            return (
+                f"the job has {schema.num_classes} classes; this provider's data has "
+                f"{self.data.num_classes}"
+            )
+        if spec.privacy is not None and spec.privacy.secure_aggregation and self.uploader is None:
+            return (
+                "the job uses secure aggregation and this node has no SecAgg client "
+                "installed: refusing rather than sending plaintext updates"
+            )
+        return None
+
     def _request(self, spec: JobSpec, params: Tensor, round_: int) -> TrainRequest:
-        seed = derive_seed(spec.seed, spec.job_id, self.node_id, round_)
-        return TrainRequest(params, self.x, self.y, spec.algorithm.local, seed)
+        seed = train_seed(spec, self.node_id, round_)
+        return TrainRequest(params, self.x, self.y, spec.algorithm.local(), seed)
 
     # server algorithms ------------------------------------------------------------
     def on_train_task(self, sender: str, msg: TrainTask) -> None:
@@ -106,11 +154,20 @@ class Provider(Role):
             delta = self.behaviour.update(result.params - params, msg.round)
             if spec.privacy is not None:
                 delta = self._privatize(spec, msg.round, delta)
-                if spec.privacy.secure_aggregation and self.uploader is not None:
+                if spec.privacy.secure_aggregation:
+                    if self.uploader is None:  # fail closed: never send it in the clear
+                        self.refusals.append(
+                            ProviderRefusal(
+                                spec.job_id,
+                                msg.round,
+                                "secure aggregation required and no SecAgg client: update not sent",
+                            )
+                        )
+                        return
                     self.uploader.submit(spec.job_id, msg.round, delta, self.num_examples)
                     return
             try:
-                enc = self.codec.encode(delta)
+                enc = self.encoders[spec.job_id].encode(delta)
             except CodecError:  # e.g. non-finite values: send raw, validators will judge
                 enc = IdentityCodec().encode(delta)
             update = Update(
@@ -128,19 +185,12 @@ class Provider(Role):
         self.ctx.train(model, self._request(spec, params, msg.round), done)
 
     def _privatize(self, spec: JobSpec, round_: int, delta: Tensor) -> Tensor:
-        """Clip to the sensitivity and add this provider's share of the noise."""
-        p = spec.privacy
-        assert p is not None
-        delta = clip_update(delta, p.clip).vector
-        if p.noise_multiplier > 0:
-            m = len(participants(spec, round_))
-            # in simulation the noise seed is derived; a deployed node draws it from the OS
-            gen = torch.Generator().manual_seed(
-                derive_seed(spec.seed, spec.job_id, self.node_id, round_, "dp-noise")
-            )
-            std = p.noise_multiplier * p.clip / math.sqrt(m)
-            delta = delta + gaussian_noise(delta.shape[0], std, gen)
-        return delta
+        """Clip to the sensitivity and add this provider's share of the noise, drawn from
+        the node's secret randomness (never from the spec: the validator knows the spec)."""
+        gen = torch.Generator().manual_seed(
+            secret_seed(self.ctx, f"dp-noise/{spec.job_id}/{round_}")
+        )
+        return privatize(spec, delta, len(participants(spec, round_)), gen)
 
     # D-PSGD -----------------------------------------------------------------------
     def _start_gossip_round(self, job_id: str, round_: int) -> None:

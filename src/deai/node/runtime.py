@@ -10,6 +10,11 @@ The role objects are the simulation's, unchanged. Only what the context does dif
 * ``call_later`` is ``loop.call_later`` on wall-clock seconds.
 * ``train`` runs ``train_local(model, [request])`` in a one-thread worker pool, so the
   event loop keeps serving while a node trains, and calls ``done`` back on the loop.
+* ``offload`` runs blocking work (chain calls) on a separate one-thread pool, so chain
+  transactions from this node's account are serialized and never block the loop; each
+  call is one short step (settlement never blocks inside a step).
+* ``secret_bytes`` is the OS CSPRNG; ``sign``/``verify`` use the node's identity key
+  (EIP-191 personal messages; a node id is its address).
 
 Inbound, :meth:`NodeRuntime.receive` checks the envelope (signature, recipient, replay
 window, nonce), decodes the body, refuses a round lower than one the same sender already
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
@@ -51,6 +57,7 @@ from deai.node.signing import (
     ReplayGuard,
     Signer,
     verify,
+    verify_bytes,
 )
 from deai.node.store import ArtifactStore
 
@@ -191,6 +198,7 @@ class NodeRuntime:
             initializer=torch.set_num_threads,
             initargs=(self.config.torch_threads,),
         )
+        self._chain_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deai-chain")
         self._tasks: set[asyncio.Future[Any]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._closing = False
@@ -225,6 +233,7 @@ class NodeRuntime:
             for t in late:
                 t.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._chain_pool.shutdown(wait=False, cancel_futures=True)
         await self.poster.aclose()
 
     # ------------------------------------------------------------- NodeContext
@@ -244,6 +253,26 @@ class NodeRuntime:
             return
         env = self.signer.sign(to, body, _round_of(msg))
         self._spawn(self._post(to, body, env))
+
+    def offload(self, fn: Callable[[], Any], done: Callable[[Any, Exception | None], None]) -> None:
+        async def run() -> None:
+            try:
+                result = await self.loop.run_in_executor(self._chain_pool, fn)
+            except Exception as e:  # handed to the role, which records it
+                self._guarded(done, None, e)
+                return
+            self._guarded(done, result, None)
+
+        self._spawn(run())
+
+    def secret_bytes(self, label: str, n: int = 32) -> bytes:
+        return os.urandom(n)
+
+    def sign(self, data: bytes) -> bytes:
+        return self.signer.sign_bytes(data)
+
+    def verify(self, node_id: str, data: bytes, signature: bytes) -> bool:
+        return verify_bytes(node_id, data, signature)
 
     def train(
         self, model: FlatModel, request: TrainRequest, done: Callable[[TrainResult], None]

@@ -7,15 +7,19 @@ schema'd ``to_bytes()`` of a ``deai.privacy.secagg.messages`` dataclass; the pay
 kind byte says which stage it belongs to, so the two can never disagree.
 
 Per round (clients are the round's drawn providers, numbered by their position in
-``participants(spec, round)``; ``t = max(2, privacy.min_survivors)``):
+``participants(spec, round)``; ``t = max(2, privacy.min_survivors, holders // 2 + 1)``):
 
 0. a provider finishes training, clips and noises its update (``Provider._privatize``) and
    hands it to its :class:`SecAggClientRole` (the provider's ``SecureUploader``), which
-   advertises two public keys to the coordinator; the coordinator answers with rosters;
-1. clients send encrypted Shamir shares; the coordinator relays them as bundles;
-2. clients send masked inputs; the coordinator announces the survivors;
-3. survivors send the shares needed to unmask; the coordinator removes the masks and
-   calls ``Validator.accept_sum`` with the exact sum of the survivors' updates.
+   advertises two public keys, signed with its node identity key; the coordinator checks
+   the signatures and answers with rosters of signed keys;
+1. clients check every signature in their roster (one bad one: abort) and send encrypted
+   Shamir shares; the coordinator relays them as bundles;
+2. clients send masked inputs; the coordinator announces the survivor set U3;
+3. survivors sign U3 (the consistency round); the coordinator relays the signatures;
+4. a client that sees ``t`` valid signatures of its share holders on the U3 it signed
+   sends the shares needed to unmask; the coordinator removes the masks and calls
+   ``Validator.accept_sum`` with the exact sum of the survivors' updates.
 
 Deadlines: stage ``s`` closes at the latest at ``started + f_s * round_timeout_s``
 (:class:`StageDeadlines`, every ``f_s < 1``), and earlier as soon as every client still in
@@ -25,19 +29,24 @@ coordinator records a :class:`SecAggAbort` with the reason and closes the round 
 contributors (no update, no privacy charged) so the job moves on. The validator's own round
 deadline still applies, so nothing waits forever.
 
-Threat model: honest-but-curious coordinator, fewer than ``t`` colluding clients (see
-``protocol``). The coordinator learns only the sum; a peer's malformed or impersonating
-message is rejected and recorded against that peer, who is then treated as dropped. Not
-covered: a client can put any vector in ``[-range, range]^d`` into the sum (the validator
-cannot re-clip what it cannot see; use group-wise secagg for robustness), and rosters are
-not signed (an actively malicious server is out of scope, as in ``protocol``).
+Threat model: a malicious coordinator colluding with ``c < 2t - holders`` clients (see
+``deai.privacy.secagg.protocol``): it cannot substitute keys, cannot show two survivor sets
+to different clients, and learns only the sum of one agreed set of at least ``t`` signers.
+A client aborts (:class:`SecAggRefusal`, with the reason) on any sign of tampering. A
+peer's malformed, unsigned or impersonating message is rejected and recorded against that
+peer, who is then treated as dropped. Not covered: a client can put any vector in
+``[-range, range]^d`` into the sum (the validator cannot re-clip what it cannot see; use
+group-wise secagg for robustness), and a coordinator can drop honest clients (it then gets
+an abort or a smaller sum, never an individual input).
 
 Other validators of the committee do not run the protocol: the coordinator relays the
 unmasked sum to them in a :class:`SecAggSum`, which they must trust.
 
-Randomness: in simulation a client's key and mask randomness is derived from
-``(spec.seed, job, node, round)`` so runs are reproducible (and predictable to anyone who
-knows the seed: simulation only); a deployed node sets ``seeded=False`` to use ``os.urandom``.
+Randomness and identity come from the runtime (:class:`SecretContext`): keys, masks and
+Shamir coefficients are drawn from ``ctx.secret_bytes`` (the OS CSPRNG when deployed; in
+simulation a per-node stream from a master seed that no role can read), never from the
+spec; signatures are ``ctx.sign`` / ``ctx.verify`` with the node identity keys. A runtime
+without them cannot run secure aggregation: the round fails closed with the reason.
 """
 
 from __future__ import annotations
@@ -45,27 +54,31 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import ClassVar
+from typing import ClassVar, Protocol, cast
 
 import torch
 from torch import Tensor
 
 from deai.errors import ConfigError, InvalidMessage, PrivacyError
+from deai.job.spec import JobSpec
 from deai.learning.params import vector_bytes, vector_from_bytes
+from deai.node.base import NodeContext
 from deai.node.hooks import Rejection
-from deai.node.job import JobSpec
 from deai.node.messages import Message, OpenJob, message
 from deai.node.roles import Provider, Role, Validator, participants
 from deai.node.validation import RejectReason
 from deai.privacy.secagg.client import SecAggClient
-from deai.privacy.secagg.crypto import RandBytes, make_randbytes
+from deai.privacy.secagg.crypto import SeededRandom
 from deai.privacy.secagg.fixedpoint import modulus_bits
+from deai.privacy.secagg.graph import neighbours
 from deai.privacy.secagg.messages import (
     MAGIC,
     AdvertiseKeys,
+    ConsistencyCheck,
+    ConsistencySignature,
     KeyRoster,
     Kind,
     MaskedInput,
@@ -75,8 +88,83 @@ from deai.privacy.secagg.messages import (
     UnmaskResponse,
 )
 from deai.privacy.secagg.messages import Message as StageMessage
-from deai.privacy.secagg.protocol import SecAggAborted, SecAggConfig, Stage
+from deai.privacy.secagg.protocol import SecAggAborted, SecAggConfig, Stage, Verifier
 from deai.privacy.secagg.server import SecAggOutput, SecAggServer
+from deai.privacy.secrets import SimulatedSecrets
+
+# --------------------------------------------------------------------------- runtime
+
+
+class SecretContext(Protocol):
+    """What secure aggregation needs of the runtime beyond ``NodeContext``."""
+
+    def secret_bytes(self, label: str, n: int = 32) -> bytes:
+        """``n`` bytes of this node's secret randomness for ``label`` (never public)."""
+        ...
+
+    def sign(self, data: bytes) -> bytes:
+        """This node's identity signature on ``data`` (EIP-191)."""
+        ...
+
+    def verify(self, node_id: str, data: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` on ``data`` is ``node_id``'s identity signature."""
+        ...
+
+
+_SECRET_METHODS = ("secret_bytes", "sign", "verify")
+
+
+def secret_context(ctx: object) -> SecretContext:
+    """``ctx`` as a :class:`SecretContext`; ``PrivacyError`` (fail closed) if it is not one."""
+    missing = [m for m in _SECRET_METHODS if not callable(getattr(ctx, m, None))]
+    if missing:
+        raise PrivacyError(
+            "secure aggregation needs per-node secret randomness and an identity key from the "
+            f"runtime, which lacks {', '.join(missing)}; refusing to run without them"
+        )
+    return cast(SecretContext, ctx)
+
+
+class WithSecrets:
+    """A ``NodeContext`` plus :class:`SecretContext` backed by a simulation's secret store,
+    for runtimes that do not provide the three methods yet. Attach it in place of the
+    runtime's context (``role.attach(WithSecrets(role.ctx, secrets))``)."""
+
+    def __init__(self, inner: NodeContext, secrets: SimulatedSecrets) -> None:
+        self._inner = inner
+        self._secrets = secrets
+        self.node_id = inner.node_id
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def now(self) -> float:
+        return self._inner.now()
+
+    def send(self, to: str, msg: Message) -> None:
+        self._inner.send(to, msg)
+
+    def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
+        self._inner.call_later(delay_s, fn)
+
+    def secret_bytes(self, label: str, n: int = 32) -> bytes:
+        return self._secrets.secret_bytes(self.node_id, label, n)
+
+    def sign(self, data: bytes) -> bytes:
+        return self._secrets.sign(self.node_id, data)
+
+    def verify(self, node_id: str, data: bytes, signature: bytes) -> bool:
+        return self._secrets.verify(node_id, data, signature)
+
+
+def _verifier(ctx: SecretContext, drawn: tuple[str, ...]) -> Verifier:
+    """Client index -> node id of the round, then the runtime's identity check."""
+
+    def verify(u: int, data: bytes, signature: bytes) -> bool:
+        return 0 <= u < len(drawn) and ctx.verify(drawn[u], data, signature)
+
+    return verify
+
 
 # --------------------------------------------------------------------------- wire
 
@@ -118,12 +206,13 @@ class StageDeadlines:
     opened. All below 1, so the protocol ends before the validator's round deadline."""
 
     advertise: float = 0.5  # local training plus key advertisement
-    share_keys: float = 0.65
-    masked_input: float = 0.8
+    share_keys: float = 0.62
+    masked_input: float = 0.74
+    consistency: float = 0.86
     unmask: float = 0.95
 
     def __post_init__(self) -> None:
-        fs = (self.advertise, self.share_keys, self.masked_input, self.unmask)
+        fs = (self.advertise, self.share_keys, self.masked_input, self.consistency, self.unmask)
         if not all(a < b for a, b in zip((0.0, *fs), (*fs, 1.0), strict=True)):
             raise ConfigError(f"secagg stage deadlines must increase within (0, 1), got {fs}")
 
@@ -132,6 +221,7 @@ class StageDeadlines:
             Stage.ADVERTISE_KEYS: self.advertise,
             Stage.SHARE_KEYS: self.share_keys,
             Stage.MASKED_INPUT: self.masked_input,
+            Stage.CONSISTENCY: self.consistency,
             Stage.UNMASKING: self.unmask,
         }[stage]
 
@@ -142,7 +232,6 @@ class SecAggRoleConfig:
     degree: int | None = None  # None: full SecAgg; even k: SecAgg+ graph with k neighbours
     noise_sigmas: float = 6.0  # coordinate range = clip + noise_sigmas * one provider's noise std
     deadlines: StageDeadlines = field(default_factory=StageDeadlines)
-    seeded: bool = True  # derive client randomness from the spec seed (simulation only)
 
 
 def round_config(
@@ -154,6 +243,10 @@ def round_config(
     clip``) plus ``noise_sigmas`` standard deviations of the provider's noise share, so
     honest inputs are (almost surely) never cut. Raises ``ConfigError`` if the job cannot
     run secure aggregation this round (fewer than 2 drawn, threshold above n, ...).
+
+    The threshold is at least ``holders // 2 + 1`` (more than half of each secret's
+    holders) whatever the spec asks, because below that a malicious coordinator can split
+    the clients into two groups that each sign a different survivor set.
     """
     p = spec.privacy
     if p is None or not p.secure_aggregation:
@@ -161,14 +254,16 @@ def round_config(
     n = len(participants(spec, round_))
     noise_std = p.noise_multiplier * p.clip / math.sqrt(n)
     tag = f"{spec_hash}/{round_}".encode()
+    graph_seed = hashlib.sha256(b"deai/secagg/graph/" + tag).digest()
+    holders = min(len(v) for v in neighbours(n, cfg.degree, graph_seed)) + 1 if n >= 2 else n
     return SecAggConfig(
         n_clients=n,
-        threshold=max(2, p.min_survivors),
+        threshold=max(2, spec.min_survivors(), holders // 2 + 1),
         dim=dim,
         clip=p.clip + cfg.noise_sigmas * noise_std,
         value_bits=min(cfg.value_bits, 32 - modulus_bits(0, n)),
         degree=cfg.degree,
-        graph_seed=hashlib.sha256(b"deai/secagg/graph/" + tag).digest(),
+        graph_seed=graph_seed,
         session=hashlib.sha256(b"deai/secagg/session/" + tag).digest(),
     )
 
@@ -237,13 +332,14 @@ class SecAggClientRole(Role):
         drawn = participants(spec, round_)
         if self.node_id not in drawn:
             return
-        seed = f"deai/secagg/{spec.seed}/{job_id}/{self.node_id}/{round_}".encode()
-        rand: RandBytes = make_randbytes(
-            hashlib.sha256(seed).digest() if self.config.seeded else None
-        )
         try:
+            ctx = secret_context(self.ctx)
             cfg = round_config(spec, spec_hash, round_, int(delta.shape[0]), self.config)
-            client = SecAggClient(drawn.index(self.node_id), cfg, delta, rand)
+            # fresh per round: the label never repeats for this node
+            rand = SeededRandom(ctx.secret_bytes(f"deai/secagg/{job_id}/{round_}", 32))
+            client = SecAggClient(
+                drawn.index(self.node_id), cfg, delta, rand, ctx.sign, _verifier(ctx, drawn)
+            )
         except (ConfigError, PrivacyError) as e:
             self._refuse(job_id, round_, e)
             return
@@ -265,6 +361,8 @@ class SecAggClientRole(Role):
                 out = client.share_keys(KeyRoster.from_bytes(msg.payload))
             elif kind is Kind.SHARE_BUNDLE:
                 out = client.masked_input(ShareBundle.from_bytes(msg.payload))
+            elif kind is Kind.CONSISTENCY_CHECK:
+                out = client.consistency(ConsistencyCheck.from_bytes(msg.payload))
             elif kind is Kind.UNMASK_REQUEST:
                 out = client.unmask(UnmaskRequest.from_bytes(msg.payload))
             else:
@@ -310,6 +408,9 @@ def _parse(stage: Stage, payload: bytes) -> tuple[int, Callable[[SecAggServer], 
     if stage is Stage.MASKED_INPUT and kind is Kind.MASKED_INPUT:
         masked = MaskedInput.from_bytes(payload)
         return masked.sender, lambda s: s.receive_masked(masked)
+    if stage is Stage.CONSISTENCY and kind is Kind.CONSISTENCY_SIGNATURE:
+        sig = ConsistencySignature.from_bytes(payload)
+        return sig.sender, lambda s: s.receive_consistency(sig)
     if stage is Stage.UNMASKING and kind is Kind.UNMASK_RESPONSE:
         resp = UnmaskResponse.from_bytes(payload)
         return resp.sender, lambda s: s.receive_unmask(resp)
@@ -368,16 +469,16 @@ class SecAggServerRole(Role):
             return cur
         spec = job.spec
         try:
+            ctx = secret_context(self.ctx)
             cfg = round_config(spec, spec.spec_hash(), round_, job.model.dim, self.config)
-        except ConfigError as e:
+        except (ConfigError, PrivacyError) as e:
             self._abort(job_id, round_, job.model.dim, Stage.ADVERTISE_KEYS, str(e))
             return None
-        state = _ServerRound(
-            job_id, round_, st.participants, SecAggServer(cfg), set(range(cfg.n_clients))
-        )
+        server = SecAggServer(cfg, _verifier(ctx, st.participants))
+        state = _ServerRound(job_id, round_, st.participants, server, set(range(cfg.n_clients)))
         self._rounds[job_id] = state
         now = self.ctx.now()
-        for stage in (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASKING):
+        for stage in list(Stage)[:-1]:
             at = st.started_s + self.config.deadlines.fraction(stage) * spec.round_timeout_s
             self.ctx.call_later(max(0.0, at - now), partial(self._deadline, state, stage))
         return state
@@ -391,13 +492,15 @@ class SecAggServerRole(Role):
         srv = state.server
         stage = srv.stage
         try:
-            out: dict[int, KeyRoster] | dict[int, ShareBundle] | dict[int, UnmaskRequest]
+            out: Mapping[int, StageMessage]
             if stage is Stage.ADVERTISE_KEYS:
                 out = srv.close_advertise()
             elif stage is Stage.SHARE_KEYS:
                 out = srv.close_shares()
             elif stage is Stage.MASKED_INPUT:
                 out = srv.close_masked()
+            elif stage is Stage.CONSISTENCY:
+                out = srv.close_consistency()
             else:
                 self._deliver(state, srv.finish())
                 return

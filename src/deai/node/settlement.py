@@ -1,16 +1,25 @@
-"""Settle a training job's rounds on chain: the ``Settlement`` hook of each validator.
+"""On-chain settlement of a training job's rounds: one implementation for both transports.
 
-Each committee member, when its validator closes a round, computes the round's payouts,
-folds them into the job's cumulative payout tree, and commits
-``keccak(job, round, member, model_hash, payouts_root, round_total, salt)``. When every
-member of the round's on-chain committee has committed, each reveals, and the round is
-finalized: the strict majority settles it, dissenters and non-revealers are slashed by
-the contract (never by an admin). Providers claim their cumulative payout with one Merkle
-proof at the end (``claim_all``).
+A :class:`CommitteeMember` is one validator's :class:`~deai.node.hooks.Settlement` for one
+job. When its validator closes round ``r`` it computes the round's payouts with the job's
+payout rule (:class:`deai.node.payouts.RoundPayouts`) and queues the round. A small state
+machine then drives the chain, one step at a time, never blocking the event loop (chain
+calls go through ``NodeContext.offload``; waits are ``call_later`` polls):
 
-In simulation the committee shares one :class:`ChainJob` object (it stands for the chain
-and for the members' message exchange about who has committed); each member keeps its own
-cumulative payouts, salt and result, so a lying member really commits a different result.
+1. wait until the chain has opened round ``r`` (every earlier round is final);
+2. if this member is on round ``r``'s committee: commit
+   ``keccak(job, round, member, model_hash, payouts_root, round_total, salt)``;
+3. reveal once every member has committed or the commit window closed;
+4. finalize once every member has revealed or the reveal window closed (anyone may; a
+   revert because another member finalized first is fine);
+5. read whether round ``r`` settled or aborted: only settled rounds enter the cumulative
+   payout table, so the table always equals what the chain will pay.
+
+Every wait is keyed to the round it waits for (a round that moved on ends the wait), and
+every wait has the chain's own deadline as its way out. The same code runs in the
+simulator (embedded chain, virtual clock, ``offload`` inline) and in a deployed node (any
+JSON-RPC chain, a worker thread per call). A fault (a validator that lies) is injected
+through the ``tamper`` hook, never by copying this code.
 """
 
 from __future__ import annotations
@@ -18,120 +27,244 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
 
-from deai.ledger.client import Ledger
+from deai.errors import ChainError
 from deai.ledger.merkle import PayoutTree
-from deai.ledger.types import RoundResult, result_commitment
+from deai.ledger.types import RoundResult, RoundView, result_commitment
+from deai.node.base import NodeContext
 from deai.node.hooks import RoundOutcome
 
 PayoutFn = Callable[[RoundOutcome], dict[str, int]]
+Tamper = Callable[[RoundResult], RoundResult]
+
+
+class JobsChain(Protocol):
+    """The part of :class:`deai.ledger.client.Ledger` settlement uses."""
+
+    def round(self, job_id: int) -> RoundView: ...
+
+    def committee(self, job_id: int) -> list[str]: ...
+
+    def commit(self, account: str, job_id: int, round_index: int, commitment: bytes) -> None: ...
+
+    def reveal(
+        self, account: str, job_id: int, round_index: int, result: RoundResult, salt: bytes
+    ) -> None: ...
+
+    def finalize_round(self, account: str, job_id: int, round_index: int) -> None: ...
+
+    def now(self) -> int: ...
+
+    def job(self, job_id: int) -> Any: ...
+
+    def block_number(self) -> int: ...
+
+    def events(
+        self, name: str, from_block: int | None = None, filters: dict[str, Any] | None = None
+    ) -> list[Any]: ...
+
+
+class Phase(StrEnum):
+    WAITING = "waiting"  # the chain has not opened this round yet
+    COMMITTED = "committed"
+    REVEALED = "revealed"
+    FINAL = "final"  # the chain finalized the round (settled or aborted)
 
 
 @dataclass
-class _Pending:
-    result: RoundResult
-    salt: bytes
+class RoundDuty:
+    """One round of one job, as this member sees it."""
+
+    index: int  # 0-based chain round index
+    model_hash: str
+    paid: dict[str, int]  # provider -> wei this round, by the payout rule
+    contributions: dict[str, float]
+    phase: Phase = Phase.WAITING
+    member: bool | None = None  # on this round's committee (None: not known yet)
+    result: RoundResult | None = None
+    salt: bytes = b""
+    settled: bool | None = None  # after FINAL: did the chain settle it
+    from_block: int | None = None  # a block before anything of this round happened
+    error: str | None = None
+    slashed: list[str] = field(default_factory=list)  # addresses the contract slashed
+    committee: list[str] = field(default_factory=list)  # addresses drawn for the round
 
 
-@dataclass
-class ChainRound:
-    """What the report shows of one settled round."""
-
-    round: int
-    committee: list[str]
-    results: dict[str, str]  # member node -> hex of the result hash it revealed
-    total: int
-    gas: int
-    slashed: list[str] = field(default_factory=list)
-
-
-class ChainJob:
-    """One job on chain and its committee's settlement members."""
+class CommitteeMember:
+    """The ``Settlement`` hook of one validator for one job (see the module docstring)."""
 
     def __init__(
-        self, ledger: Ledger, job_id: int, requester: str, accounts: dict[str, str]
+        self,
+        ctx: NodeContext,
+        chain: JobsChain,
+        chain_job: int,
+        me: str,
+        payouts: PayoutFn,
+        account_of: Callable[[str], str],
+        providers: tuple[str, ...],
+        *,
+        poll_s: float = 1.0,
+        tamper: Tamper | None = None,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
-        self.ledger = ledger
-        self.job_id = job_id
-        self.requester = requester
-        self.accounts = accounts  # node id -> address (validators and providers)
-        self.nodes = {a: n for n, a in accounts.items()}
-        self._pending: dict[int, dict[str, _Pending]] = {}
-        self.rounds: list[ChainRound] = []
-        self.members: dict[str, ChainMember] = {}
-
-    def member(self, node_id: str, payouts: PayoutFn, liar: bool = False) -> ChainMember:
-        m = ChainMember(self, node_id, payouts, liar)
-        self.members[node_id] = m
-        return m
-
-    def committed(self, round_index: int, node_id: str, pending: _Pending) -> None:
-        got = self._pending.setdefault(round_index, {})
-        got[node_id] = pending
-        committee = [self.nodes[a] for a in self.ledger.committee(self.job_id)]
-        if not set(committee) <= set(got):
-            return
-        gas_before = sum(g for _, g in self.ledger.gas_log)
-        for n in committee:
-            p = got[n]
-            self.ledger.reveal(self.accounts[n], self.job_id, round_index, p.result, p.salt)
-        block = self.ledger.chain.w3.eth.block_number
-        self.ledger.finalize_round(self.accounts[committee[0]], self.job_id, round_index)
-        slashed = [
-            self.nodes.get(e.args["member"], e.args["member"])
-            for e in self.ledger.events("MemberSlashed", from_block=block)
-        ]
-        self.rounds.append(
-            ChainRound(
-                round=round_index + 1,
-                committee=committee,
-                results={n: got[n].result.hash.hex() for n in committee},
-                total=max((got[n].result.total for n in committee), default=0),
-                gas=sum(g for _, g in self.ledger.gas_log) - gas_before,
-                slashed=slashed,
-            )
-        )
-        del self._pending[round_index]
-
-    def claim_all(self, tree: PayoutTree) -> int:
-        """Claim every positive cumulative payout in batches; return the gas used."""
-        gas_before = sum(g for _, g in self.ledger.gas_log)
-        payees = [a for a in tree.accounts if tree.amount(a) > 0]
-        for i in range(0, len(payees), 64):
-            self.ledger.claim_many(self.requester, self.job_id, tree, payees[i : i + 64])
-        return sum(g for _, g in self.ledger.gas_log) - gas_before
-
-
-class ChainMember:
-    """The ``Settlement`` hook of one validator."""
-
-    def __init__(self, job: ChainJob, node_id: str, payouts: PayoutFn, liar: bool) -> None:
-        self.job = job
-        self.node_id = node_id
+        self.ctx = ctx
+        self.chain = chain
+        self.chain_job = chain_job
+        self.me = me  # this validator's chain address
         self.payouts = payouts
-        self.liar = liar  # commits a wrong model hash: the contract must slash it
-        self.cumulative: dict[str, int] = {}
-        self.tree: PayoutTree | None = None
-        self.contribution_totals: dict[str, float] = {}  # node -> sum over rounds
+        self.account_of = account_of  # node id -> chain address
+        self.providers = providers
+        self.poll_s = poll_s
+        self.tamper = tamper
+        self.on_error = on_error
+        self.duties: list[RoundDuty] = []
+        self.settled_table: dict[str, int] = {self.account_of(p): 0 for p in providers}
+        self.contribution_totals: dict[str, float] = {}
+        self._busy = False
 
+    # ---------------------------------------------------------------- on the loop
     def settle(self, outcome: RoundOutcome) -> None:
-        address = self.job.accounts[self.node_id]
-        round_index = outcome.round - 1
-        paid = self.payouts(outcome)  # every validator tracks the cumulative payouts
-        for node, value in getattr(self.payouts, "last_contributions", {}).items():
+        paid = self.payouts(outcome)
+        contributions = dict(getattr(self.payouts, "last_contributions", {}))
+        for node, value in contributions.items():
             self.contribution_totals[node] = self.contribution_totals.get(node, 0.0) + value
-        for node, wei in paid.items():
-            acct = self.job.accounts[node]
-            self.cumulative[acct] = self.cumulative.get(acct, 0) + wei
-        accounts = {self.job.accounts[n]: 0 for n in self.job.accounts if n.startswith("provider")}
-        self.tree = PayoutTree(self.job.job_id, {**accounts, **self.cumulative})
-        if address not in self.job.ledger.committee(self.job.job_id):
-            return  # not drawn for this round's committee: nothing to commit
-        model_hash = bytes.fromhex(outcome.model_hash)
-        if self.liar:
-            model_hash = hashlib.sha256(b"not the aggregate" + model_hash).digest()
-        result = RoundResult(model_hash, self.tree.root, sum(paid.values()))
-        salt = hashlib.sha256(f"{self.node_id}/{outcome.job_id}/{outcome.round}".encode()).digest()
-        commitment = result_commitment(self.job.job_id, round_index, address, result, salt)
-        self.job.ledger.commit(address, self.job.job_id, round_index, commitment)
-        self.job.committed(round_index, self.node_id, _Pending(result, salt))
+        self.duties.append(RoundDuty(outcome.round - 1, outcome.model_hash, paid, contributions))
+        self._kick(0.0)
+
+    @property
+    def finished(self) -> bool:
+        return all(d.phase is Phase.FINAL for d in self.duties)
+
+    def tree(self) -> PayoutTree:
+        """The payout tree of every settled round: what each provider can claim."""
+        return PayoutTree(self.chain_job, dict(self.settled_table))
+
+    def _kick(self, delay: float) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        self.ctx.call_later(delay, lambda: self.ctx.offload(self._step, self._after))
+
+    def _after(self, wait: float | None, error: Exception | None) -> None:
+        self._busy = False
+        if error is not None:
+            head = self._head()
+            text = f"settlement of chain job {self.chain_job}: {error}"
+            if head is not None:
+                head.error = text
+            if self.on_error is not None:
+                self.on_error(text)
+            wait = self.poll_s
+        if wait is not None and self._head() is not None:
+            self._kick(wait)
+
+    def _head(self) -> RoundDuty | None:
+        return next((d for d in self.duties if d.phase is not Phase.FINAL), None)
+
+    # -------------------------------------------------------- off the loop (offload)
+    def _step(self) -> float | None:
+        """Take the next action for the oldest unfinished round; return how long to wait
+        before the next step (None: nothing left to do)."""
+        duty = self._head()
+        if duty is None:
+            return None
+        if duty.from_block is None:
+            duty.from_block = self.chain.block_number()
+        rv = self.chain.round(self.chain_job)
+        if rv.index < duty.index:
+            return self.poll_s
+        if rv.index > duty.index or self._job_done():
+            self._resolve(duty)
+            return 0.0
+        if duty.member is None:
+            duty.committee = [str(a) for a in self.chain.committee(self.chain_job)]
+            duty.member = self.me.lower() in [a.lower() for a in duty.committee]
+        now = self.chain.now()
+        if not duty.member:
+            if now > rv.reveal_deadline:  # anyone may finalize a round past its windows
+                self._finalize(duty)
+                return 0.0
+            return self._until(rv.reveal_deadline + 1, now)
+        if duty.phase is Phase.WAITING:
+            if now > rv.commit_deadline:
+                return (
+                    self._until(rv.reveal_deadline + 1, now) if now <= rv.reveal_deadline else 0.0
+                )
+            self._commit(duty)
+            return 0.0
+        if duty.phase is Phase.COMMITTED:
+            if len(rv.committed) < rv.size and now <= rv.commit_deadline:
+                return self._until(rv.commit_deadline + 1, now)
+            if now <= rv.reveal_deadline:
+                assert duty.result is not None
+                self.chain.reveal(self.me, self.chain_job, duty.index, duty.result, duty.salt)
+            duty.phase = Phase.REVEALED
+            return 0.0
+        if len(rv.revealed) < rv.size and now <= rv.reveal_deadline:
+            return self._until(rv.reveal_deadline + 1, now)
+        self._finalize(duty)
+        return 0.0
+
+    def _until(self, deadline: int, now: int) -> float:
+        return float(min(self.poll_s, max(deadline - now, 0) + 0.5))
+
+    def _job_done(self) -> bool:
+        from deai.ledger.types import JobState
+
+        return bool(JobState(self.chain.job(self.chain_job).state) & JobState.DONE)
+
+    def _commit(self, duty: RoundDuty) -> None:
+        table = dict(self.settled_table)
+        for node, wei in duty.paid.items():
+            acct = self.account_of(node)
+            table[acct] = table.get(acct, 0) + wei
+        tree = PayoutTree(self.chain_job, table)
+        result = RoundResult(bytes.fromhex(duty.model_hash), tree.root, sum(duty.paid.values()))
+        if self.tamper is not None:
+            result = self.tamper(result)
+        duty.result = result
+        duty.salt = self.ctx.secret_bytes(f"settlement-salt/{self.chain_job}/{duty.index}")
+        commitment = result_commitment(self.chain_job, duty.index, self.me, result, duty.salt)
+        self.chain.commit(self.me, self.chain_job, duty.index, commitment)
+        duty.phase = Phase.COMMITTED
+
+    def _finalize(self, duty: RoundDuty) -> None:
+        try:
+            self.chain.finalize_round(self.me, self.chain_job, duty.index)
+        except ChainError as e:  # another member finalized first: the round moved on
+            rv = self.chain.round(self.chain_job)
+            if rv.index == duty.index and not self._job_done():
+                raise e
+        self._resolve(duty)
+
+    def _resolve(self, duty: RoundDuty) -> None:
+        """The chain finalized the round: did it settle, and who was slashed."""
+        f = {"job_id": self.chain_job}
+        start = duty.from_block
+        settled = [
+            e
+            for e in self.chain.events("RoundSettled", from_block=start, filters=f)
+            if _round(e) == duty.index
+        ]
+        duty.settled = bool(settled)
+        duty.slashed = [
+            str(e.args["member"])
+            for e in self.chain.events("MemberSlashed", from_block=start, filters=f)
+            if _round(e) == duty.index
+        ]
+        if duty.settled:
+            for node, wei in duty.paid.items():
+                acct = self.account_of(node)
+                self.settled_table[acct] = self.settled_table.get(acct, 0) + wei
+        duty.phase = Phase.FINAL
+
+
+def _round(event: Any) -> int:
+    return int(event.args["round"])
+
+
+def default_salt(node_id: str, job_id: str, round_: int) -> bytes:
+    """Only for tests that need a reproducible salt; members use secret randomness."""
+    return hashlib.sha256(f"{node_id}/{job_id}/{round_}".encode()).digest()

@@ -169,6 +169,19 @@ class Signer:
         sig = "0x" + bytes(signed.signature).hex()
         return replace(unsigned, signature=sig)
 
+    def sign_bytes(self, data: bytes) -> bytes:
+        """An EIP-191 signature over ``data`` (rosters, records: not envelopes)."""
+        return bytes(self._account.sign_message(encode_defunct(data)).signature)
+
+
+def verify_bytes(address: str, data: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` is ``address``'s EIP-191 signature over ``data``."""
+    try:
+        found = Account.recover_message(encode_defunct(data), signature=signature)
+    except Exception:  # a malformed signature is simply not valid
+        return False
+    return bool(found.lower() == address.lower())
+
 
 def recover(envelope: Envelope, body: bytes) -> str:
     """The address that signed ``envelope`` over ``body``; ``bad_signature`` if none."""

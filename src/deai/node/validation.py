@@ -18,7 +18,7 @@ from torch import Tensor
 
 from deai.compression.base import Codec, Encoded
 from deai.errors import CodecError, InvalidUpdate
-from deai.node.job import UpdatePolicy
+from deai.job.spec import UpdatePolicy
 from deai.node.messages import Update
 
 
@@ -34,6 +34,7 @@ class RejectReason(StrEnum):
     NORM_TOO_LARGE = "norm_too_large"
     BAD_EXAMPLE_COUNT = "bad_example_count"
     BAD_HASH = "bad_hash"
+    PLAINTEXT_IN_SECURE_JOB = "plaintext_in_secure_job"
 
 
 def reject(reason: RejectReason, detail: str = "") -> InvalidUpdate:

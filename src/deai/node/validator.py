@@ -1,46 +1,63 @@
-"""The validator role: checks every update, aggregates robustly, accounts privacy,
-settles the round and drives the next one."""
+"""The validator role: the round state machine of a job.
+
+Everything the validator does with a job comes from the job's spec: the model, the
+strategy (aggregation rule, server step, DP), the codec it decodes, the validation policy,
+and whether it settles on chain. A job it cannot honour (settlement without a chain,
+validation data that does not match the spec's digest, a spec it cannot build) is refused
+with a reason in :attr:`Validator.refusals`.
+
+Per round: open (the coordinator, ``spec.validators[0]``, sends train tasks), collect and
+check every update (or the secure sum), close at completion or the deadline, hand the
+round's inputs to the strategy, settle, move on. Every member of the committee does this
+independently, so their model hashes can be compared at settlement.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from deai.aggregation.base import Aggregator, RoundContext, weighted_mean
-from deai.compression.base import Codec, IdentityCodec
-from deai.errors import InvalidMessage, InvalidUpdate
-from deai.learning.algorithms import Weighting
+from deai.aggregation.base import Aggregator
+from deai.compression.base import Codec
+from deai.errors import ConfigError, DeaiError, InvalidMessage, InvalidUpdate
+from deai.job.spec import JobSpec, UpdatePolicy, derive_seed
 from deai.learning.data import Dataset
 from deai.learning.params import FlatModel, vector_bytes, vector_from_bytes, vector_hash
 from deai.learning.train import TrainRequest, train_local
-from deai.node.base import Role, model_for, open_spec, param_policy, participants
-from deai.node.hooks import (
-    NoSettlement,
-    NullObserver,
-    Rejection,
-    RoundObserver,
-    RoundOutcome,
-    Settlement,
+from deai.node.base import (
+    NodeContext,
+    Role,
+    build_codec_for,
+    model_for,
+    open_spec,
+    param_policy,
 )
-from deai.node.job import JobSpec, derive_seed
-from deai.node.messages import (
-    FinalModel,
-    JobResult,
-    OpenJob,
-    TrainTask,
-    Update,
-)
+from deai.node.dp import DPStrategy, dp_norm_bound
+from deai.node.hooks import NullObserver, Rejection, RoundObserver, RoundOutcome, Settlement
+from deai.node.messages import FinalModel, JobResult, OpenJob, TrainTask, Update
+from deai.node.strategy import SecureSum, ServerStrategy, Strategy, Updates
 from deai.node.validation import RejectReason, check_vector, decode_update
-from deai.privacy.accounting import AccountantKind, PrivacyAccountant, PrivacyBudget
-from deai.privacy.dp_fedavg import clip_update
+
+DataSource = Callable[[JobSpec], Dataset]  # the requester's validation data for a job
+SettlementFactory = Callable[[JobSpec, FlatModel, Dataset, NodeContext], Settlement | None]
+
+
+class JobPending(DeaiError):
+    """The node is still fetching what the job needs (its data, its chain job); the
+    runtime hands the ``OpenJob`` to the validator again when it is there."""
+
+
+@dataclass(frozen=True)
+class JobRefusal:
+    job_id: str
+    reason: str
 
 
 @dataclass
-class _RoundState:
+class RoundState:
     round: int
     participants: tuple[str, ...]
     started_s: float
@@ -54,56 +71,72 @@ class _RoundState:
 
 
 @dataclass
-class _ValidatorJob:
+class ValidatorJob:
     spec: JobSpec
     model: FlatModel
     params: Tensor
-    round: _RoundState | None = None
+    strategy: Strategy
+    decoder: Codec
+    validation: Dataset
+    settlement: Settlement | None
+    round: RoundState | None = None
     finals: dict[str, tuple[Tensor, int]] = field(default_factory=dict)
     done: bool = False
-    early: dict[str, tuple[str, Update]] = field(default_factory=dict)  # next round's, held
-    accountant: PrivacyAccountant | None = None  # DP jobs
+    early: dict[str, Update] = field(default_factory=dict)  # next round's updates, held
+    early_sums: dict[int, SecureSum] = field(default_factory=dict)
     stopped: str | None = None  # why the job ended early, if it did
+
+    @property
+    def secure(self) -> bool:
+        p = self.spec.privacy
+        return p is not None and p.secure_aggregation
+
+
+def build_strategy(
+    spec: JobSpec, aggregator: Aggregator, reference: Callable[[int, Tensor], Tensor | None]
+) -> Strategy:
+    """The job's strategy, from the spec alone: the registered rule and server step,
+    wrapped in DP when the spec asks for privacy."""
+    inner = ServerStrategy(
+        spec, aggregator, reference if spec.aggregation.rule == "fltrust" else None
+    )
+    return DPStrategy(spec, inner) if spec.privacy is not None else inner
 
 
 class Validator(Role):
-    """Checks every update, aggregates robustly, settles the round, drives the next one.
-
-    The first validator of a job's committee coordinates (sends the train tasks and the
-    result); every member validates and aggregates independently, so their model hashes
-    can be compared at settlement.
-    """
+    """Checks every update, runs the job's strategy, settles the round, drives the next."""
 
     def __init__(
         self,
         node_id: str,
-        validation: Dataset,
+        data: DataSource,
         *,
-        aggregator: Aggregator = weighted_mean,
-        codecs: Mapping[str, Codec] | None = None,
-        settlement: Settlement | None = None,
+        settlement: SettlementFactory | None = None,
         observer: RoundObserver | None = None,
-        server_step: Callable[[Tensor, Tensor, float], Tensor] | None = None,
-        root_data: Dataset | None = None,
     ) -> None:
         super().__init__(node_id)
-        self.validation = validation
-        self.aggregator = aggregator
-        self.codecs = dict(codecs) if codecs else {IdentityCodec.name: IdentityCodec()}
-        self.settlement = settlement or NoSettlement()
+        self.data = data
+        self.settlement_for = settlement
         self.observer = observer or NullObserver()
-        self.server_step = server_step or (lambda theta, agg, lr: theta + lr * agg)
-        self.root_data = root_data  # a small trusted dataset (FLTrust's reference update)
-        self.jobs: dict[str, _ValidatorJob] = {}
+        self.jobs: dict[str, ValidatorJob] = {}
         self.rejections: list[Rejection] = []
+        self.refusals: list[JobRefusal] = []
         self.outcomes: list[RoundOutcome] = []
 
+    # ------------------------------------------------------------------ opening a job
     def on_open_job(self, sender: str, msg: OpenJob) -> None:
         spec = open_spec(msg)
         if self.node_id not in spec.validators or sender != spec.requester:
             return
-        model = model_for(spec)
-        job = _ValidatorJob(spec, model, model.initial_vector())
+        if spec.job_id in self.jobs:
+            return  # a re-delivered OpenJob changes nothing
+        try:
+            job = self._build(spec)
+        except JobPending:
+            return
+        except DeaiError as e:
+            self.refusals.append(JobRefusal(spec.job_id, str(e)))
+            return
         self.jobs[spec.job_id] = job
         if spec.algorithm.gossip:
             wait = spec.round_timeout_s * (spec.rounds + 1)
@@ -111,17 +144,64 @@ class Validator(Role):
         else:
             self._open_round(job, 1)
 
-    def _coordinator(self, job: _ValidatorJob) -> bool:
+    def _build(self, spec: JobSpec) -> ValidatorJob:
+        from deai.registry import aggregators
+
+        validation = self.data(spec)
+        want = spec.data_schema.validation
+        if want is not None and validation.digest() != want:
+            raise ConfigError(
+                f"job {spec.job_id}: this node's validation data does not match the spec's "
+                f"digest {want[:12]}...: refusing the job"
+            )
+        if (spec.aggregation.rule == "fltrust" or spec.settlement is not None) and len(
+            validation
+        ) == 0:
+            raise ConfigError(
+                f"job {spec.job_id}: needs the requester's validation data, which is empty"
+            )
+        model = model_for(spec)
+        aggregator = aggregators.build(spec.aggregation.rule, spec.aggregation.params)
+        holder: list[ValidatorJob] = []
+        strategy = build_strategy(
+            spec, aggregator, lambda r, params: self._reference(holder[0], r, params)
+        )
+        settlement = None
+        if spec.settlement is not None:
+            if self.settlement_for is None:
+                raise ConfigError(
+                    f"job {spec.job_id} is settled on chain and this node has no chain: "
+                    "refusing the job"
+                )
+            settlement = self.settlement_for(spec, model, validation, self.ctx)
+            if settlement is None:
+                raise ConfigError(f"job {spec.job_id}: cannot settle it on this node's chain")
+        job = ValidatorJob(
+            spec,
+            model,
+            model.initial_vector(),
+            strategy,
+            build_codec_for(spec, 0),
+            validation,
+            settlement,
+        )
+        holder.append(job)
+        return job
+
+    def coordinator(self, job: ValidatorJob) -> bool:
         return job.spec.validators[0] == self.node_id
 
-    def _open_round(self, job: _ValidatorJob, round_: int) -> None:
+    # ---------------------------------------------------------------------- rounds
+    def _open_round(self, job: ValidatorJob, round_: int) -> None:
         spec = job.spec
-        if not self._budget_allows_next_round(job):
+        reason = job.strategy.stop_reason(round_)
+        if reason is not None:
+            job.stopped = reason
             self._deliver(job)
             return
-        st = _RoundState(round_, participants(spec, round_), self.ctx.now())
+        st = RoundState(round_, job.strategy.configure_train(round_), self.ctx.now())
         job.round = st
-        if self._coordinator(job):
+        if self.coordinator(job):
             task = TrainTask(spec.job_id, round_, vector_bytes(job.params), vector_hash(job.params))
             for p in st.participants:
                 self.ctx.send(p, task)
@@ -131,35 +211,51 @@ class Validator(Role):
                 self._close_round(job)
 
         self.ctx.call_later(spec.round_timeout_s, deadline)
-        early = [m for m in job.early.values() if m[1].round == round_]
-        job.early = {}
-        for sender, msg in early:
-            self.on_update(sender, msg)
+        held = [(s, m) for s, m in job.early.items() if m.round == round_]
+        job.early = {s: m for s, m in job.early.items() if m.round > round_}
+        for sender, msg in held:
+            self._take_update(job, sender, msg)
+        if round_ in job.early_sums:
+            s = job.early_sums.pop(round_)
+            self._close_round(job, s)
 
-    def _reject(self, st_list: list[Rejection], round_: int, sender: str, e: Exception) -> None:
+    def _reject(self, st: RoundState | None, round_: int, sender: str, e: Exception) -> None:
         reason = e.reason if isinstance(e, InvalidUpdate) else str(RejectReason.MALFORMED)
         rej = Rejection(round_, sender, reason, str(e))
-        st_list.append(rej)
+        if st is not None:
+            st.rejections.append(rej)
         self.rejections.append(rej)
         self.observer.on_rejection(self.node_id, rej)
 
     def on_update(self, sender: str, msg: Update) -> None:
         job = self.jobs.get(msg.job_id)
-        if job is None or job.done:
+        if job is None or job.done or job.round is None:
             return
         st = job.round
-        if st is None:
-            return
         if msg.round == st.round + 1 and not st.closed and sender in job.spec.providers:
             # the next round's update overtook this round's last ones (links are FIFO per
             # sender, not across senders): hold it, first one per sender, until we get there
-            job.early.setdefault(sender, (sender, msg))
+            job.early.setdefault(sender, msg)
             return
-        if not self._coordinator(job) and msg.round == st.round + 1 and st.closed:
-            self._open_round(job, msg.round)  # followers open rounds as updates arrive
-            st = job.round
-            assert st is not None
+        self._take_update(job, sender, msg)
+
+    def _policy(self, job: ValidatorJob, st: RoundState) -> UpdatePolicy:
+        if job.spec.privacy is None:
+            return job.spec.policy
+        bound = dp_norm_bound(job.spec, len(st.participants), job.model.dim)
+        return UpdatePolicy(
+            max_norm=min(job.spec.policy.max_norm, bound), max_examples=job.spec.policy.max_examples
+        )
+
+    def _take_update(self, job: ValidatorJob, sender: str, msg: Update) -> None:
+        st = job.round
+        assert st is not None
         try:
+            if job.secure:
+                raise InvalidUpdate(
+                    str(RejectReason.PLAINTEXT_IN_SECURE_JOB),
+                    "the job uses secure aggregation: a plaintext update is refused unread",
+                )
             if sender not in job.spec.providers or sender not in st.participants:
                 raise InvalidUpdate(str(RejectReason.UNEXPECTED_SENDER), f"{sender} not drawn")
             if sender in st.updates or sender in st.rejected:
@@ -172,11 +268,11 @@ class Validator(Role):
                 msg,
                 round_=st.round,
                 dim=job.model.dim,
-                policy=job.spec.policy,
-                codecs=self.codecs,
+                policy=self._policy(job, st),
+                codecs={job.decoder.name: job.decoder},
             )
         except (InvalidUpdate, InvalidMessage) as e:
-            self._reject(st.rejections, msg.round, sender, e)
+            self._reject(st, msg.round, sender, e)
             if sender in st.participants and msg.round == st.round and not st.closed:
                 st.rejected.add(sender)
                 if st.complete():
@@ -186,50 +282,43 @@ class Validator(Role):
         if st.complete():
             self._close_round(job)
 
-    def _close_round(
-        self, job: _ValidatorJob, secure_sum: tuple[Tensor, tuple[str, ...]] | None = None
+    def accept_sum(
+        self, job_id: str, round_: int, total: Tensor, contributors: tuple[str, ...]
     ) -> None:
+        """Close a secure-aggregation round with the unmasked sum of ``contributors``."""
+        job = self.jobs.get(job_id)
+        if job is None or job.done or job.round is None or not job.secure:
+            return
+        st = job.round
+        s = SecureSum(tuple(contributors), total)
+        if st.round == round_ and not st.closed:
+            self._close_round(job, s)
+        elif round_ == st.round + 1:
+            job.early_sums[round_] = s  # this member has not closed the last round yet
+
+    def _inputs(self, job: ValidatorJob, st: RoundState) -> Updates | SecureSum:
+        senders = tuple(s for s in st.participants if s in st.updates)
+        if job.secure:
+            return SecureSum((), torch.zeros(job.model.dim))
+        stack = (
+            torch.stack([st.updates[s][0] for s in senders])
+            if senders
+            else torch.zeros((0, job.model.dim))
+        )
+        return Updates(senders, stack, tuple(st.updates[s][1] for s in senders))
+
+    def _close_round(self, job: ValidatorJob, secure_sum: SecureSum | None = None) -> None:
         st = job.round
         assert st is not None and not st.closed
         st.closed = True
         spec = job.spec
-        start_params = job.params.clone()
-        senders = tuple(s for s in st.participants if s in st.updates)
-        excluded: tuple[str, ...] = ()
-        stack: Tensor | None = None
-        weights: tuple[float, ...] = ()
-        if secure_sum is not None:  # only the sum of the survivors' updates is known
-            total, senders = secure_sum
-            if senders:
-                job.params = self.server_step(
-                    job.params, total / len(st.participants), spec.algorithm.server_lr
-                )
-        elif spec.privacy is not None and len(senders) < spec.privacy.min_survivors:
-            # too few noise shares arrived to keep the promised noise: no update, no charge
-            senders = ()
-        elif senders:
-            stack = torch.stack([st.updates[s][0] for s in senders])
-            w = torch.tensor(
-                [
-                    float(min(st.updates[s][1], spec.policy.max_examples))
-                    if spec.algorithm.weighting is Weighting.EXAMPLES
-                    else 1.0
-                    for s in senders
-                ]
-            )
-            if spec.privacy is not None:
-                # DP-FedAvg: clipped updates (providers clipped and noised them; clipping
-                # again bounds a dishonest one), fixed denominator: the drawn count
-                clipped = torch.stack([clip_update(u, spec.privacy.clip).vector for u in stack])
-                agg_vector = clipped.sum(dim=0) / len(st.participants)
-            else:
-                ctx = RoundContext(senders=senders, round=st.round, reference=self._reference(job))
-                agg = self.aggregator(stack, w, ctx)
-                agg_vector = agg.vector
-                excluded = tuple(senders[i] for i in agg.excluded)
-            job.params = self.server_step(job.params, agg_vector, spec.algorithm.server_lr)
-            weights = tuple(w.tolist())
-        epsilon = self._account(job, len(senders))
+        start = job.params
+        inputs: Updates | SecureSum = (
+            secure_sum if secure_sum is not None else self._inputs(job, st)
+        )
+        result = job.strategy.aggregate_train(st.round, start, inputs)
+        job.params = result.params
+        plain = isinstance(inputs, Updates)
         outcome = RoundOutcome(
             job_id=spec.job_id,
             round=st.round,
@@ -237,105 +326,45 @@ class Validator(Role):
             params=job.params.clone(),
             model_hash=vector_hash(job.params),
             participants=st.participants,
-            accepted=senders,
-            excluded=excluded,
+            accepted=result.accepted,
+            excluded=result.excluded,
             rejections=tuple(st.rejections),
             missing=tuple(
                 p
                 for p in st.participants
-                if p not in st.updates and p not in st.rejected and p not in senders
+                if p not in st.updates and p not in st.rejected and p not in result.accepted
             ),
-            weights=weights,
-            updates=stack,
+            weights=result.weights,
+            updates=_rows(inputs, result.accepted) if plain else None,
             started_s=st.started_s,
             closed_s=self.ctx.now(),
-            epsilon=epsilon,
-            start_params=start_params,
+            start_params=start.clone(),
+            applied=result.applied,
+            note=result.note,
+            privacy=result.privacy,
+            secure=not plain,
         )
         self.outcomes.append(outcome)
-        self.settlement.settle(outcome)
+        if job.settlement is not None:
+            job.settlement.settle(outcome)
         self.observer.on_round(outcome)
         if st.round < spec.rounds:
-            if self._coordinator(job):
-                self._open_round(job, st.round + 1)
+            self._open_round(job, st.round + 1)
         else:
             self._deliver(job)
 
-    def accept_sum(
-        self, job_id: str, round_: int, total: Tensor, contributors: tuple[str, ...]
-    ) -> None:
-        """Close a secure-aggregation round with the unmasked sum of ``contributors``."""
-        job = self.jobs.get(job_id)
-        if (
-            job is not None
-            and not job.done
-            and job.round is not None
-            and job.round.closed
-            and not self._coordinator(job)
-            and round_ == job.round.round + 1
-        ):
-            self._open_round(job, round_)  # followers open rounds as relayed sums arrive
-        if job is None or job.round is None or job.round.round != round_ or job.round.closed:
-            return
-        self._close_round(job, secure_sum=(total, contributors))
-
-    # differential privacy ----------------------------------------------------------
-    def _effective_noise(self, spec: JobSpec, arrived: int) -> float:
-        """Noise multiplier the sum actually carries when ``arrived`` of the ``m`` drawn
-        providers each added their ``1/m`` share of the variance."""
-        p = spec.privacy
-        assert p is not None
-        m = len(participants(spec, 1))  # the drawn count is the same every round
-        return p.noise_multiplier * math.sqrt(max(arrived, 1) / m)
-
-    def _sample_rate(self, spec: JobSpec) -> float:
-        return len(participants(spec, 1)) / len(spec.providers)
-
-    def _budget_allows_next_round(self, job: _ValidatorJob) -> bool:
-        p = job.spec.privacy
-        if p is None or p.epsilon is None or p.noise_multiplier <= 0:
-            return p is None or p.epsilon is None
-        if job.accountant is None:
-            job.accountant = PrivacyAccountant(AccountantKind.RDP)
-        worst = self._effective_noise(job.spec, p.min_survivors)  # fewest allowed arrivals
-        budget = PrivacyBudget(p.epsilon, p.delta)
-        if job.accountant.would_exceed(budget, worst, self._sample_rate(job.spec)):
-            spent = job.accountant.epsilon(p.delta)
-            job.stopped = (
-                f"privacy budget: round {job.round.round + 1 if job.round else 1} could raise "
-                f"epsilon above {p.epsilon} (spent {spent:.3f} at delta={p.delta}); "
-                "training stopped and the current model was delivered"
-            )
-            return False
-        return True
-
-    def _account(self, job: _ValidatorJob, arrived: int) -> float | None:
-        p = job.spec.privacy
-        if p is None or p.noise_multiplier <= 0:
-            return None
-        if job.accountant is None:
-            job.accountant = PrivacyAccountant(AccountantKind.RDP)
-        if arrived > 0:
-            job.accountant.step(
-                self._effective_noise(job.spec, arrived), self._sample_rate(job.spec)
-            )
-        return job.accountant.epsilon(p.delta) if job.accountant.history else 0.0
-
-    def _reference(self, job: _ValidatorJob) -> Tensor | None:
-        """The validator's own update on its root data (the same local training)."""
-        if self.root_data is None:
-            return None
-        st = job.round
-        assert st is not None
-        seed = derive_seed(job.spec.seed, job.spec.job_id, self.node_id, st.round)
+    def _reference(self, job: ValidatorJob, round_: int, params: Tensor) -> Tensor:
+        """The validator's own update on the requester's validation data (FLTrust's root
+        update): the same local training as a provider's."""
+        seed = derive_seed(job.spec.seed, job.spec.job_id, "reference", round_)
         req = TrainRequest(
-            job.params, self.root_data.x, self.root_data.y, job.spec.algorithm.local, seed
+            params, job.validation.x, job.validation.y, job.spec.algorithm.local(), seed
         )
-        return train_local(job.model, [req])[0].params - job.params
+        return train_local(job.model, [req])[0].params - params
 
-    def _deliver(self, job: _ValidatorJob) -> None:
+    def _deliver(self, job: ValidatorJob) -> None:
         job.done = True
-        if self._coordinator(job):
+        if self.coordinator(job):
             spec = job.spec
             self.ctx.send(
                 spec.requester,
@@ -350,13 +379,15 @@ class Validator(Role):
         if job is None or job.done or not job.spec.algorithm.gossip:
             return
         try:
-            if sender not in job.spec.providers or sender in job.finals:
+            if sender not in job.spec.providers:
                 raise InvalidUpdate(str(RejectReason.UNEXPECTED_SENDER), f"{sender}")
+            if sender in job.finals:
+                raise InvalidUpdate(str(RejectReason.DUPLICATE), "second final model")
             theta = check_vector(
                 vector_from_bytes(msg.params, job.model.dim), param_policy(job.spec)
             )
         except (InvalidUpdate, InvalidMessage) as e:
-            self._reject(self.rejections, msg.round, sender, e)
+            self._reject(None, msg.round, sender, e)
             return
         job.finals[sender] = (theta, msg.num_examples)
         if len(job.finals) == len(job.spec.providers):
@@ -367,6 +398,13 @@ class Validator(Role):
         if job.done:
             return
         if job.finals:
-            stack = torch.stack([t for t, _ in job.finals.values()])
-            job.params = stack.mean(dim=0)
+            order = [p for p in job.spec.providers if p in job.finals]
+            job.params = torch.stack([job.finals[p][0] for p in order]).mean(dim=0)
         self._deliver(job)
+
+
+def _rows(inputs: Updates | SecureSum, accepted: tuple[str, ...]) -> Tensor | None:
+    if not isinstance(inputs, Updates) or not accepted:
+        return None
+    index = {s: i for i, s in enumerate(inputs.senders)}
+    return inputs.stack[[index[s] for s in accepted]]

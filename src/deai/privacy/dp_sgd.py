@@ -8,6 +8,11 @@ privacy amplification by sampling that the accountants assume really holds. Opac
 returns what the caller needs for accounting (steps and sample rate) and the trained
 parameters in ``parameters_to_vector`` order.
 
+Every Poisson draw is one accounted step *and* one noised step: an empty batch still adds
+``N(0, (z C)^2)`` to a zero clipped sum (skipping it, as an earlier version did, leaves less
+noise than the accountant assumes), and the step count is checked against the steps
+Opacus' own accountant hook recorded.
+
 Determinism: the Poisson sampler and the noise each get a ``torch.Generator`` seeded from
 ``seed``, and the model is deep-copied first, so the same (model, data, config, seed)
 gives the same parameters on the same machine and thread count. Opacus' ``secure_mode``
@@ -27,7 +32,7 @@ from opacus import PrivacyEngine
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from deai.errors import ConfigError
+from deai.errors import ConfigError, PrivacyError
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class DPSGDResult:
     steps: int  # optimizer steps taken (one Poisson-sampled batch each)
     sample_rate: float  # batch_size / n, the rate to account with
     noise_multiplier: float
+    empty_batches: int = 0  # Poisson batches with no example (noised all the same)
 
 
 def train_dp_sgd(
@@ -88,19 +94,30 @@ def train_dp_sgd(
             noise_generator=noise_gen,
         )
     criterion = loss_fn or nn.CrossEntropyLoss()
-    steps = 0
+    steps = empty = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # backward-hook notices from Opacus' grad samplers
         for _ in range(config.epochs):
             for xb, yb in dl:
-                steps += 1  # an empty Poisson batch still counts (conservative)
-                if len(xb) == 0:
-                    continue
+                steps += 1
                 opt.zero_grad()
-                criterion(private(xb), yb).backward()
+                if len(xb) == 0:
+                    # The accountant charges every Poisson draw, so the mechanism must noise
+                    # every draw: an empty batch is a step with a zero clipped sum plus
+                    # N(0, (z C)^2), like any other. Opacus' optimizer handles a batch of
+                    # zero per-sample gradients; it needs them to exist (empty), so set them.
+                    empty += 1
+                    for p in work.parameters():
+                        if p.requires_grad:
+                            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)  # type: ignore[attr-defined]
+                else:
+                    criterion(private(xb), yb).backward()
                 opt.step()
+    noised = sum(int(h[2]) for h in engine.accountant.history)  # Opacus' step hook count
+    if noised != steps:
+        raise PrivacyError(f"DP-SGD noised {noised} steps but accounts {steps}")
     private.remove_hooks()
     params = torch.nn.utils.parameters_to_vector(p.detach() for p in work.parameters())
     sample_rate = 1.0 / len(dl)
     assert math.isclose(sample_rate, config.batch_size / n, rel_tol=0.5), "Opacus sample rate"
-    return DPSGDResult(params.clone(), steps, sample_rate, config.noise_multiplier)
+    return DPSGDResult(params.clone(), steps, sample_rate, config.noise_multiplier, empty)

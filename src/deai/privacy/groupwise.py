@@ -70,7 +70,7 @@ def groupwise_aggregate(
     for gi, members in enumerate(groups):
         idx = list(members)
         if config.secure and len(idx) >= 2:
-            t = max(2, math.ceil(config.threshold_fraction * len(idx)))
+            t = max(2, len(idx) // 2 + 1, math.ceil(config.threshold_fraction * len(idx)))
             sc = SecAggConfig(
                 n_clients=len(idx),
                 threshold=t,

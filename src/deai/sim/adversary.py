@@ -22,8 +22,8 @@ from torch import Tensor
 
 from deai.attacks.spec import AttackSpec, apply_update_attack
 from deai.compression.base import Codec, Encoded
+from deai.job.spec import derive_seed
 from deai.learning.params import vector_from_bytes
-from deai.node.job import derive_seed
 from deai.node.messages import Message, TrainTask, Update
 from deai.sim.engine import Simulation
 

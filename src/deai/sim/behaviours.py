@@ -12,12 +12,6 @@ import torch
 from torch import Tensor
 
 from deai.attacks.spec import AttackSpec, data_attack
-from deai.node.faults import Fault, FaultyBehaviour
-from deai.node.hooks import Behaviour, Honest
-
-
-def behaviour_names() -> list[str]:
-    return ["honest", *(str(f) for f in Fault)]
 
 
 class DataPoisoning:
@@ -35,11 +29,3 @@ class DataPoisoning:
 
     def claim(self, num_examples: int) -> int:
         return num_examples
-
-
-def build_behaviour(name: str, seed: int, attack: AttackSpec | None = None) -> Behaviour:
-    if attack is not None:
-        return DataPoisoning(attack, seed)
-    if name == "honest":
-        return Honest()
-    return FaultyBehaviour(Fault(name))

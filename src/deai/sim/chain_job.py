@@ -1,50 +1,62 @@
-"""Run a simulated training job's settlement on a real (embedded) chain.
+"""A simulated job's settlement on a real (embedded) chain.
 
 Deploys the contracts on an in-process EVM, stakes the validators, escrows the
-requester's budget, gives each validator a :class:`ChainMember` settlement hook, and after
-the job claims every provider's payout with Merkle proofs. The report shows each node's
-payout, stake, slashes and the gas used.
+requester's budget, and gives each validator the same
+:class:`~deai.node.settlement.CommitteeMember` a deployed node uses. The chain's clock
+follows the simulation's virtual clock, so commit and reveal windows mean the same thing
+as on a real network. After the job every provider's payout is claimed with Merkle
+proofs; a failure anywhere is recorded in the report, never lost.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 from eth_account import Account
 from eth_utils import keccak
 
-from deai.errors import ConfigError
-from deai.incentives.evaluators import EvaluatorConfig, EvaluatorName
+from deai.errors import ConfigError, DeaiError
+from deai.job.spec import JobSpec
 from deai.learning.data import Dataset
 from deai.learning.params import FlatModel
 from deai.ledger.chain import EmbeddedChain
 from deai.ledger.client import Ledger
-from deai.node.settlement import ChainJob, ChainMember
 from deai.ledger.types import Role as ChainRole
-from deai.node.job import JobSpec
+from deai.ledger.types import RoundResult
+from deai.node.base import NodeContext
 from deai.node.payouts import RoundPayouts
+from deai.node.settlement import CommitteeMember
 
 ETH = 10**18
 
 
 @dataclass(frozen=True)
 class ChainSetup:
-    budget_eth: float = 10.0  # the requester's escrow for the whole job
     stake_eth: float = 5.0  # each validator's stake
-    committee: int = 3  # committee size per round
-    evaluator: EvaluatorName = EvaluatorName.LOO  # contribution evaluator for payouts
+
+
+def _lie(result: RoundResult) -> RoundResult:
+    """A lying validator's tamper hook: commit a model hash that is not the aggregate."""
+    wrong = hashlib.sha256(b"not the aggregate" + result.model_hash).digest()
+    return RoundResult(wrong, result.root, result.total)
 
 
 class SimChain:
-    def __init__(
-        self, setup: ChainSetup, spec: JobSpec, validators: list[str], providers: list[str]
-    ) -> None:
-        chain = EmbeddedChain()
-        self.ledger = Ledger.deploy(chain)
-        accounts = chain.accounts
+    def __init__(self, setup: ChainSetup, spec: JobSpec, liars: set[str]) -> None:
+        settle = spec.settlement
+        if settle is None:
+            raise ConfigError("SimChain needs a job with [settlement]")
+        self.chain = EmbeddedChain()
+        self.ledger = Ledger.deploy(self.chain)
+        accounts = self.chain.accounts
+        validators, providers = list(spec.validators), list(spec.providers)
         if len(validators) + 1 > len(accounts):
-            raise ConfigError(f"the embedded chain funds {len(accounts) - 1} validators at most")
+            raise ConfigError(
+                f"settlement: the embedded chain funds {len(accounts) - 1} validators at most, "
+                f"the job has {len(validators)}"
+            )
         self.requester = accounts[0]
         self.accounts: dict[str, str] = {v: accounts[i + 1] for i, v in enumerate(validators)}
         for p in providers:  # providers only receive: deterministic unfunded addresses
@@ -53,78 +65,138 @@ class SimChain:
         for v in validators:
             self.ledger.register(self.accounts[v], stake, f"sim://{v}", ChainRole.VALIDATOR)
         self.stake_before = {v: self.ledger.node(self.accounts[v]).stake for v in validators}
-        self.requester_before = self.ledger.balance(self.requester)
-        self.job_id = self.ledger.create_job(
+        self.chain_job = self.ledger.create_job(
             self.requester,
-            budget=int(setup.budget_eth * ETH),
+            budget=settle.budget_wei,
             spec_hash=bytes.fromhex(spec.spec_hash()),
             rounds=spec.rounds,
-            committee_size=min(setup.committee, len(validators)),
-            commit_period=3600,
-            reveal_period=3600,
-            claim_period=7 * 24 * 3600,
+            committee_size=min(settle.committee, len(validators)),
+            commit_period=settle.commit_period_s,
+            reveal_period=settle.reveal_period_s,
+            claim_period=settle.claim_period_s,
         )
-        self.round_budget = self.ledger.job(self.job_id).round_budget
-        self.setup = setup
-        self.job = ChainJob(self.ledger, self.job_id, self.requester, self.accounts)
-        self.validators = validators
-        self.providers = providers
+        self.round_budget = self.ledger.job(self.chain_job).round_budget
+        self.spec = spec
+        self.liars = liars
+        self.members: dict[str, CommitteeMember] = {}
+        self.errors: list[str] = []
+        self.base_time = self.ledger.now()
+
+    def sync_clock(self, virtual_now: float) -> None:
+        """Keep the chain's clock at (start + virtual time): windows are virtual seconds."""
+        behind = int(self.base_time + virtual_now) - self.ledger.now()
+        if behind > 0:
+            self.chain.advance_time(behind)
 
     def member(
-        self, node_id: str, model: FlatModel, validation: Dataset, server_lr: float, liar: bool
-    ) -> ChainMember:
-        payouts = RoundPayouts(
-            model,
-            validation,
-            EvaluatorConfig(name=self.setup.evaluator),
-            self.round_budget,
-            server_lr,
+        self, node_id: str, ctx: NodeContext, model: FlatModel, validation: Dataset
+    ) -> CommitteeMember:
+        payouts = RoundPayouts(self.spec, model, validation, self.round_budget)
+        m = CommitteeMember(
+            ctx,
+            self.ledger,
+            self.chain_job,
+            self.accounts[node_id],
+            payouts,
+            self.accounts.__getitem__,
+            self.spec.providers,
+            poll_s=1.0,
+            tamper=_lie if node_id in self.liars else None,
+            on_error=self.errors.append,
         )
-        return self.job.member(node_id, payouts, liar)
+        self.members[node_id] = m
+        return m
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.members) and all(m.finished for m in self.members.values())
 
     def finish(self) -> dict[str, Any]:
-        """Claim every payout and summarise the chain side of the job."""
+        """Claim every payout and summarise the chain side of the job. A failing step is
+        recorded in ``errors``; the summary is still complete."""
         honest = next(
-            (m for m in self.job.members.values() if not m.liar and m.tree is not None), None
+            (m for v, m in self.members.items() if v not in self.liars and m.duties), None
         )
-        claim_gas = self.job.claim_all(honest.tree) if honest and honest.tree else 0
-        view = self.ledger.job(self.job_id)
+        claim_gas = 0
+        if honest is not None:
+            claim_gas = self._claim(honest)
+        view = self.ledger.job(self.chain_job)
         contributions = dict(honest.contribution_totals) if honest else {}
         providers = [
             {
                 "node": p,
                 "address": self.accounts[p],
                 "contribution": contributions.get(p, 0.0),
+                "owed_wei": honest.settled_table.get(self.accounts[p], 0) if honest else 0,
                 "paid_wei": self.ledger.balance(self.accounts[p]),
             }
-            for p in self.providers
+            for p in self.spec.providers
         ]
         validators = [
             {
                 "node": v,
                 "address": self.accounts[v],
-                "liar": self.job.members[v].liar if v in self.job.members else False,
+                "liar": v in self.liars,
                 "stake_before_wei": self.stake_before[v],
                 "stake_after_wei": self.ledger.node(self.accounts[v]).stake,
             }
-            for v in self.validators
+            for v in self.spec.validators
         ]
+        rounds = []
+        if honest is not None:
+            for d in honest.duties:
+                rounds.append(
+                    {
+                        "round": d.index + 1,
+                        "settled": d.settled,
+                        "slashed": [self._node(a) for a in d.slashed],
+                        "committee": [self._node(a) for a in d.committee],
+                        "total": sum(d.paid.values()) if d.settled else 0,
+                        "error": d.error,
+                        "results": {v: _result_hash(m, d.index) for v, m in self.members.items()},
+                    }
+                )
         gas_total = sum(g for _, g in self.ledger.gas_log)
         return {
             "chain": "embedded (eth-tester + py-evm)",
-            "job_id": self.job_id,
+            "job_id": self.chain_job,
             "deposit_wei": view.deposit,
             "payable_wei": view.payable_total,
             "claimed_wei": view.claimed_total,
             "refunded_wei": view.refunded,
             "slashed_wei": view.slashed,
-            "rounds": [r.__dict__ for r in self.job.rounds],
+            "rounds": rounds,
             "providers": providers,
             "validators": validators,
             "gas_total": gas_total,
             "gas_claims": claim_gas,
             "gas_by_call": _gas_by_label(self.ledger.gas_log),
+            "errors": list(self.errors),
         }
+
+    def _node(self, address: str) -> str:
+        for node, acct in self.accounts.items():
+            if acct.lower() == address.lower():
+                return node
+        return address
+
+    def _claim(self, member: CommitteeMember) -> int:
+        gas_before = sum(g for _, g in self.ledger.gas_log)
+        tree = member.tree()
+        payees = [a for a in tree.accounts if tree.amount(a) > 0]
+        try:
+            for i in range(0, len(payees), 64):
+                self.ledger.claim_many(self.requester, self.chain_job, tree, payees[i : i + 64])
+        except DeaiError as e:
+            self.errors.append(f"claims: {e}")
+        return sum(g for _, g in self.ledger.gas_log) - gas_before
+
+
+def _result_hash(member: CommitteeMember, index: int) -> str | None:
+    if index >= len(member.duties):
+        return None
+    result = member.duties[index].result
+    return None if result is None else result.hash.hex()
 
 
 def _gas_by_label(log: list[tuple[str, int]]) -> dict[str, int]:

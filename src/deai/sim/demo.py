@@ -4,7 +4,7 @@
    compressed updates, every round settled on an embedded chain by a validator committee
    (one validator lies and is slashed), providers paid by contribution.
 2. A private job (``scenarios/demo_private.toml``): DP-FedAvg with secure aggregation;
-   epsilon per round.
+   epsilon per provider against the public model and against the aggregator.
 3. A compute market (``deai.verification.market``): outsourced inference tasks, secretly
    sampled for cross-checking on chain; a lazy worker is caught and slashed.
 
@@ -75,6 +75,7 @@ def run_demo(
             "total_bytes_up",
             "sim_time_s",
             "wall_time_s",
+            "notes",
         )
         if k in p
     }

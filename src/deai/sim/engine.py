@@ -18,17 +18,20 @@ tell: they see the same ``NodeContext`` a deployed node gives them.
 from __future__ import annotations
 
 import functools
+import hashlib
 import heapq
 import itertools
+import secrets
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from deai.learning.params import FlatModel
 from deai.learning.train import TrainRequest, TrainResult, planned_samples, train_local
 from deai.node.messages import Message, Update, encode
 from deai.node.roles import Role
+from deai.privacy.secrets import SimulatedSecrets
 from deai.sim.network import FaultModel, NetworkModel
 
 
@@ -57,6 +60,34 @@ class _Ctx:
     def __init__(self, engine: Simulation, node_id: str) -> None:
         self.engine = engine
         self.node_id = node_id
+        secrets_ = engine._secrets
+        self._secret = functools.partial(secrets_.secret_bytes, node_id)
+        self._sign = functools.partial(secrets_.sign, node_id)
+        self._verify = secrets_.verify
+
+    def secret_bytes(self, label: str, n: int = 32) -> bytes:
+        return self._secret(label, n)
+
+    def sign(self, data: bytes) -> bytes:
+        return self._sign(data)
+
+    def verify(self, node_id: str, data: bytes, signature: bytes) -> bool:
+        return self._verify(node_id, data, signature)
+
+    def offload(self, fn: Callable[[], Any], done: Callable[[Any, Exception | None], None]) -> None:
+        """Blocking work runs at once, in virtual time, as its own event."""
+
+        def run() -> None:
+            for hook in self.engine.before_offload:
+                hook(self.engine.now)
+            try:
+                result = fn()
+            except Exception as e:  # handed to the role, as a deployed node's worker does
+                done(None, e)
+                return
+            done(result, None)
+
+        self.engine.schedule(self.engine.now, run)
 
     def now(self) -> float:
         return self.engine.now
@@ -81,7 +112,16 @@ class Simulation:
         network: NetworkModel,
         faults: FaultModel | None = None,
         interceptor: Interceptor | None = None,
+        master_seed: int | None = 0,
     ) -> None:
+        master = (
+            secrets.token_bytes(32)
+            if master_seed is None
+            else hashlib.sha256(f"deai/sim-master/{master_seed}".encode()).digest()
+        )
+        # every node's secret randomness and identity key; roles see only their own
+        self._secrets = SimulatedSecrets(master)
+        self.before_offload: list[Callable[[float], None]] = []  # e.g. keep chain time in step
         self.network = network
         self.faults = faults
         self.interceptor = interceptor

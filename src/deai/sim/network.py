@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deai.node.job import derive_seed
+from deai.job.spec import derive_seed
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
 """Build a simulated network from a scenario, run it, and measure it.
 
-The runner wires real roles to the simulation engine; the metrics collector observes
-rounds (it is not part of the protocol and costs no bytes) and evaluates each new global
-model on the held-out test split.
+:func:`plan` does everything that can fail for a reason knowable from the scenario
+(loading and splitting the data, binding the job spec to its parties and data schema,
+sizing the model, matching attacks to the data) and is what ``deai check`` runs;
+:func:`execute` runs a plan with the real roles on the simulation engine. The metrics
+collector observes rounds (it is not part of the protocol and costs no bytes) and
+evaluates each new global model on the held-out test split.
 """
 
 from __future__ import annotations
@@ -18,99 +21,165 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deai.aggregation.base import Aggregator
-from deai.aggregation.default import DefaultConfig
-from deai.aggregation.registry import AggregatorConfig, AggregatorName, build_aggregator
 from deai.attacks.data import TriggerSpec, add_trigger
-from deai.attacks.spec import AttackName
-from deai.compression.base import Codec
-from deai.compression.error_feedback import ErrorFeedback
-from deai.compression.registry import CodecConfig, CodecName, build_codec
-from deai.learning.algorithms import AlgorithmName, AlgorithmSpec, parallel_sgd
+from deai.attacks.spec import AttackName, AttackSpec
+from deai.errors import ConfigError, DeaiError
+from deai.job.spec import DataSchema, JobSpec, Parties
 from deai.learning.data import Dataset, Splits
-from deai.learning.models import ModelConfig
+from deai.learning.models import MAX_PARAMETERS, ModelConfig, check_model_size
 from deai.learning.params import FlatModel
 from deai.learning.partition import label_histograms, label_skew, partition
 from deai.learning.topology import consensus_distance
-from deai.learning.train import LocalTrainConfig, evaluate, evaluate_many
-from deai.node.hooks import Rejection, RoundOutcome
-from deai.node.job import JobSpec, PrivacySpec, UpdatePolicy
-from deai.node.roles import Encoder, Provider, Requester, Validator, model_for
+from deai.learning.train import evaluate, evaluate_many
+from deai.node.base import NodeContext, build_codec_for, model_for
+from deai.node.faults import Fault, FaultyBehaviour
+from deai.node.hooks import Behaviour, Honest, Rejection, RoundOutcome, Settlement
+from deai.node.roles import Provider, Requester, Validator
 from deai.node.secagg import SecAggServerRole
 from deai.node.secagg import install as install_secagg
 from deai.sim.adversary import Adversary, AttackerGroup
-from deai.sim.behaviours import build_behaviour
+from deai.sim.behaviours import DataPoisoning
 from deai.sim.chain_job import ChainSetup, SimChain
 from deai.sim.engine import Simulation
 from deai.sim.network import FaultModel, NetworkConfig, NetworkModel, draw_profiles
-from deai.sim.scenario import AlgorithmSection, Role, Scenario
+from deai.sim.scenario import NO_SECAGG, Role, Scenario
 
 ProgressFn = Callable[[int, int], None]
+REQUESTER = "requester"
 
 
-def make_aggregator(s: Scenario) -> Aggregator:
-    """A fresh aggregator for one validator (stateful rules keep per-job history)."""
-    a = s.aggregation
-    return build_aggregator(
-        s.aggregator,
-        AggregatorConfig(
-            f=a.f,
-            multi_krum_m=a.multi_krum_m,
-            trim_fraction=a.trim_fraction,
-            norm_bound=a.norm_bound,
-            default=DefaultConfig(
-                trim_fraction=a.default_trim_fraction, use_weights=a.default_use_weights
-            ),
+# ------------------------------------------------------------------------------ planning
+@dataclass(frozen=True)
+class ProviderPlan:
+    node_id: str
+    behaviour: str  # "honest", a fault name, or "attack:<name>"
+    group: int  # index of its [[simulation.nodes]] group
+    attack: AttackSpec | None = None  # a built-in attack
+    custom: str | None = None  # a user-registered attack's name
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A scenario made concrete: everything :func:`execute` needs, all of it checked."""
+
+    scenario: Scenario
+    spec: JobSpec  # bound: parties and data schema filled in
+    splits: Splits
+    parts: list[np.ndarray]  # provider i's indices into splits.train
+    providers: list[ProviderPlan]
+    validators: list[str]
+    liars: set[str]
+    parameters: int
+
+
+def _attack_for(s: Scenario, group_attack: str, params: dict[str, Any], splits: Splits) -> Any:
+    from deai.registry import attacks
+
+    entry = attacks.get(group_attack)
+    if not entry.builtin:
+        return None
+    p = dict(params)
+    k = splits.train.num_classes
+    if group_attack == AttackName.LABEL_FLIP.value:
+        if "num_classes" in p and int(p["num_classes"]) != k:
+            raise ConfigError(
+                f"simulation.nodes: label_flip.num_classes = {p['num_classes']} but the "
+                f"dataset {s.simulation.data.dataset!r} has {k} classes"
+            )
+        p["num_classes"] = k
+    if group_attack == AttackName.BACKDOOR.value:
+        shape = splits.train.input_shape
+        if len(shape) != 3:
+            raise ConfigError(
+                f"simulation.nodes: the backdoor attack stamps a pixel trigger and needs image "
+                f"data (C, H, W); {s.simulation.data.dataset!r} has shape {shape}"
+            )
+        if int(p.get("target", 0)) >= k:
+            raise ConfigError(f"simulation.nodes: backdoor.target must be < {k} classes")
+        size = int(p.get("size", 2))
+        if size > min(shape[1:]):
+            raise ConfigError(f"simulation.nodes: backdoor.size {size} exceeds the image size")
+    return entry.factory(**p)
+
+
+def plan(s: Scenario) -> Plan:
+    """Check and bind a scenario without running it. Raises one ``ConfigError`` for
+    anything knowable from the file."""
+    sim = s.simulation
+    d = sim.data
+    splits = d.load(s.seed)
+    if len(splits.validation) == 0 and (
+        s.settlement is not None or s.aggregation.rule == "fltrust"
+    ):
+        what = "settlement (payouts are measured on it)" if s.settlement else "fltrust"
+        raise ConfigError(
+            f"simulation.data.validation_fraction: 0 leaves the requester no validation data, "
+            f"which {what} needs"
+        )
+    providers: list[ProviderPlan] = []
+    for gi, g in enumerate(sim.nodes):
+        if g.role is not Role.PROVIDER:
+            continue
+        attack = _attack_for(s, g.attack, g.attack_params, splits) if g.attack else None
+        label = f"attack:{g.attack}" if g.attack is not None else g.behaviour
+        custom = g.attack if g.attack is not None and attack is None else None
+        for _ in range(g.count):
+            providers.append(
+                ProviderPlan(f"provider-{len(providers):03d}", label, gi, attack, custom)
+            )
+    liars_flags = [
+        g.behaviour == "liar" for g in sim.nodes if g.role is Role.VALIDATOR for _ in range(g.count)
+    ]
+    validators = [f"validator-{i}" for i in range(len(liars_flags))]
+    if s.parties is not None:  # explicit ids (e.g. to match a real network's addresses)
+        if len(s.parties.providers) != len(providers) or len(s.parties.validators) != len(
+            validators
+        ):
+            raise ConfigError(
+                "parties: the spec names "
+                f"{len(s.parties.providers)} providers and {len(s.parties.validators)} "
+                f"validators, the simulation has {len(providers)} and {len(validators)}"
+            )
+        providers = [
+            ProviderPlan(pid, p.behaviour, p.group, p.attack, p.custom)
+            for pid, p in zip(s.parties.providers, providers, strict=True)
+        ]
+        validators = list(s.parties.validators)
+    liars = {v for v, liar in zip(validators, liars_flags, strict=True) if liar}
+    if liars and s.settlement is None:
+        raise ConfigError(
+            "simulation.nodes: a lying validator needs [settlement] (the chain is what catches it)"
+        )
+    parts = partition(splits.train.y.numpy(), len(providers), d.partition_config(), s.seed)
+    train = splits.train
+    parameters = check_model_size(
+        ModelConfig(s.model.name, s.model.params),
+        train.input_shape,
+        train.num_classes,
+        MAX_PARAMETERS,
+    )
+    schema = DataSchema(
+        input_shape=train.input_shape,
+        num_classes=train.num_classes,
+        validation=splits.validation.digest(),
+    )
+    requester = s.parties.requester if s.parties is not None else REQUESTER
+    spec = s.job.bind(
+        data=schema,
+        parties=Parties(
+            requester=requester,
+            providers=tuple(p.node_id for p in providers),
+            validators=tuple(validators),
         ),
     )
+    if spec.settlement is not None and len(validators) > 9:
+        raise ConfigError("settlement: the embedded chain funds at most 9 validators")
+    model_for(spec)  # builds (and caches) the model: a factory that fails, fails here
+    build_codec_for(spec, 0)
+    return Plan(s, spec, splits, parts, providers, validators, liars, parameters)
 
 
-def make_codec(s: Scenario, shapes: tuple[tuple[int, ...], ...]) -> Codec:
-    c = s.compression
-    return build_codec(
-        s.codec,
-        CodecConfig(
-            ratio=c.ratio, bits=c.bits, levels=c.levels, rank=c.rank, shapes=shapes, seed=s.seed
-        ),
-    )
-
-
-def make_encoder(s: Scenario, shapes: tuple[tuple[int, ...], ...]) -> Encoder:
-    codec = make_codec(s, shapes)
-    use_ef = s.compression.error_feedback and s.codec is not CodecName.IDENTITY
-    return ErrorFeedback(codec) if use_ef else codec
-
-
-def algorithm_spec(a: AlgorithmSection) -> AlgorithmSpec:
-    if a.name is AlgorithmName.PARALLEL_SGD:
-        return parallel_sgd(a.lr, a.batch_size)
-    local = LocalTrainConfig(
-        epochs=a.epochs,
-        steps=a.steps,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        momentum=a.momentum,
-        prox_mu=a.prox_mu,
-    )
-    return AlgorithmSpec(
-        name=a.name,
-        local=local,
-        server_lr=a.server_lr,
-        weighting=a.weighting,
-        topology=a.topology,
-        participation=a.participation,
-    )
-
-
-@dataclass
-class RunResult:
-    metrics: dict[str, Any]
-    histograms: np.ndarray  # [providers, classes]
-    provider_ids: list[str]
-    final_params: Tensor | None
-    rejections: list[dict[str, Any]] = field(default_factory=list)
-
-
+# ---------------------------------------------------------------------------- measuring
 class MetricsCollector:
     """Observer: evaluates every round's model on the test split and snapshots bytes."""
 
@@ -138,6 +207,7 @@ class MetricsCollector:
         self.total_rounds = rounds
         self.rounds: list[dict[str, Any]] = []
         self.rejections: list[dict[str, Any]] = []
+        self.outcomes: list[RoundOutcome] = []
         self._gossip: dict[int, dict[str, tuple[Tensor, float]]] = {}
         self._last_up = 0
         self._last_down = 0
@@ -176,13 +246,21 @@ class MetricsCollector:
     def on_round(self, outcome: RoundOutcome) -> None:
         if outcome.validator != self.coordinator:
             return
+        self.outcomes.append(outcome)
+        extra: dict[str, Any] = {}
+        if outcome.privacy is not None:
+            extra["epsilon"] = outcome.privacy.epsilon_public_max
+            extra["epsilon_aggregator"] = outcome.privacy.epsilon_aggregator_max
+            extra["noise_multiplier"] = outcome.privacy.noise_multiplier
         self._record(
             outcome.round,
             outcome.params,
             outcome.closed_s,
             round_time_s=outcome.closed_s - outcome.started_s,
-            epsilon=outcome.epsilon,
             accepted=len(outcome.accepted),
+            applied=outcome.applied,
+            note=outcome.note,
+            **extra,
             **self._detection(outcome),
             missing=list(outcome.missing),
             excluded=list(outcome.excluded),
@@ -229,88 +307,77 @@ class MetricsCollector:
         )
 
 
-def _privacy_spec(s: Scenario, n_providers: int) -> PrivacySpec | None:
-    p = s.privacy
-    if p is None:
-        return None
-    drawn = max(1, math.ceil(s.algorithm.participation * n_providers))
-    return PrivacySpec(
-        clip=p.clip,
-        noise_multiplier=p.noise_multiplier,
-        epsilon=p.epsilon,
-        delta=p.delta,
-        secure_aggregation=p.secure_aggregation,
-        min_survivors=max(1, math.ceil(p.threshold * drawn)),
-    )
+# ------------------------------------------------------------------------------- running
+@dataclass
+class RunResult:
+    """What a run produced: the metrics (the report's input) and the raw pieces."""
+
+    metrics: dict[str, Any]
+    histograms: np.ndarray  # [providers, classes]
+    provider_ids: list[str]
+    final_params: Tensor | None
+    spec: JobSpec
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: list[RoundOutcome] = field(default_factory=list)
 
 
-def build_spec(s: Scenario, splits: Splits, providers: list[str], validators: list[str]) -> JobSpec:
-    return JobSpec(
-        job_id=f"{s.name}-{s.seed}",
-        rounds=s.rounds,
-        seed=s.seed,
-        algorithm=algorithm_spec(s.algorithm),
-        model=ModelConfig(
-            name=s.model.name, hidden=tuple(s.model.hidden), channels=s.model.channels
-        ),
-        input_shape=splits.train.input_shape,
-        num_classes=splits.train.num_classes,
-        requester="requester",
-        providers=tuple(providers),
-        validators=tuple(validators),
-        round_timeout_s=s.network.round_timeout_s,
-        privacy=_privacy_spec(s, len(providers)),
-        policy=UpdatePolicy(
-            max_norm=s.validation.max_update_norm, max_examples=s.validation.max_examples
-        ),
-    )
+def _behaviour(p: ProviderPlan, seed: int) -> Behaviour:
+    if p.attack is not None:
+        return DataPoisoning(p.attack, seed)
+    if p.custom is not None:
+        return _custom_attack(p, seed)
+    if p.behaviour in ("honest", NO_SECAGG):
+        return Honest()
+    return FaultyBehaviour(Fault(p.behaviour))
 
 
-@dataclass(frozen=True)
-class _ProviderPlan:
-    node_id: str
-    behaviour: str  # "honest", a fault name, or "attack:<name>"
-    group: int  # index of its [[nodes]] group
+def _custom_attack(p: ProviderPlan, seed: int) -> Behaviour:
+    from deai.registry import attacks
+
+    assert p.custom is not None
+    made = attacks.get(p.custom).factory(seed=seed)
+    for method in ("local_data", "update", "claim"):
+        if not callable(getattr(made, method, None)):
+            raise ConfigError(
+                f"attack {p.custom!r}: its factory must return an object with local_data, "
+                f"update and claim (a provider Behaviour); {type(made).__name__} has no {method}"
+            )
+    behaviour: Behaviour = made
+    return behaviour
 
 
-def _provider_plans(s: Scenario) -> list[_ProviderPlan]:
-    plans: list[_ProviderPlan] = []
-    for gi, g in enumerate(s.nodes):
-        if g.role is not Role.PROVIDER:
-            continue
-        label = f"attack:{g.attack}" if g.attack is not None else g.behaviour
-        for _ in range(g.count):
-            plans.append(_ProviderPlan(f"provider-{len(plans):03d}", label, gi))
-    return plans
-
-
-def _adversary(s: Scenario, plans: list[_ProviderPlan], codec: Codec) -> Adversary | None:
+def _adversary(pl: Plan) -> Adversary | None:
     groups = []
-    for gi, g in enumerate(s.nodes):
-        spec = g.attack_spec()
-        if spec is None:
+    for gi, g in enumerate(pl.scenario.simulation.nodes):
+        members = [p for p in pl.providers if p.group == gi and p.attack is not None]
+        if not members:
             continue
-        nodes = tuple(p.node_id for p in plans if p.group == gi)
-        groups.append(AttackerGroup(f"group-{gi}", spec, nodes, sybil=g.sybil))
+        spec = members[0].attack
+        assert spec is not None
+        nodes = tuple(p.node_id for p in members)
+        jittered = AttackSpec(spec.name, spec.params, 1, g.jitter)
+        groups.append(AttackerGroup(f"group-{gi}", jittered, nodes, sybil=g.sybil))
     if not groups:
         return None
-    return Adversary(groups, {codec.name: codec}, s.seed, hold_s=0.5 * s.network.round_timeout_s)
+    codec = build_codec_for(pl.spec, 0)
+    hold = 0.5 * pl.spec.round_timeout_s
+    return Adversary(groups, {codec.name: codec}, pl.spec.seed, hold_s=hold)
 
 
-def _trigger(s: Scenario) -> TriggerSpec | None:
-    for g in s.nodes:
-        spec = g.attack_spec()
-        if spec is not None and spec.name is AttackName.BACKDOOR:
+def _trigger(pl: Plan) -> TriggerSpec | None:
+    for p in pl.providers:
+        if p.attack is not None and p.attack.name is AttackName.BACKDOOR:
+            a = p.attack
             return TriggerSpec(
-                target=int(spec.num("target")), size=int(spec.num("size")), value=spec.num("value")
+                target=int(a.num("target")), size=int(a.num("size")), value=a.num("value")
             )
     return None
 
 
-def _network(
-    s: Scenario, providers: list[str], servers: list[str]
-) -> tuple[NetworkModel, FaultModel]:
-    net = s.network
+def _network(pl: Plan) -> tuple[NetworkModel, FaultModel]:
+    net = pl.scenario.simulation.network
+    providers = [p.node_id for p in pl.providers]
+    servers = [*pl.validators, pl.spec.requester]
     config = NetworkConfig(
         bandwidth_mbps=net.bandwidth_mbps,
         latency_ms=net.latency_ms,
@@ -319,9 +386,10 @@ def _network(
         straggler_fraction=net.straggler_fraction,
         straggler_slowdown=net.straggler_slowdown,
     )
+    seed = pl.spec.seed
     return (
-        NetworkModel(draw_profiles(config, providers, servers, s.seed)),
-        FaultModel(net.dropout, s.seed, set(providers)),
+        NetworkModel(draw_profiles(config, providers, servers, seed)),
+        FaultModel(net.dropout, seed, set(providers)),
     )
 
 
@@ -339,106 +407,126 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def run_scenario(s: Scenario, progress: ProgressFn | None = None, threads: int = 1) -> RunResult:
-    """Run one scenario to completion; deterministic given ``s.seed``."""
+    """Plan and run one scenario to completion; deterministic given its seeds."""
     with torch_threads(threads):
-        return _run_scenario(s, progress)
+        return execute(plan(s), progress)
 
 
-def _run_scenario(s: Scenario, progress: ProgressFn | None) -> RunResult:
+def execute(pl: Plan, progress: ProgressFn | None = None) -> RunResult:
     wall = time.perf_counter()
-    torch.manual_seed(s.seed)
-    d = s.data
-    splits = d.load(s.seed)
-    plans = _provider_plans(s)
-    providers = [p.node_id for p in plans]
-    validator_liar = [
-        g.behaviour == "liar" for g in s.nodes if g.role is Role.VALIDATOR for _ in range(g.count)
-    ]
-    validators = [f"validator-{i}" for i in range(len(validator_liar))]
-    labels = splits.train.y.numpy()
-    parts = partition(labels, len(plans), d.partition_config(), s.seed)
-    spec = build_spec(s, splits, providers, validators)
-    network, faults = _network(s, providers, [*validators, "requester"])
+    s, spec, splits = pl.scenario, pl.spec, pl.splits
+    torch.manual_seed(spec.seed)
+    providers = [p.node_id for p in pl.providers]
+    network, faults = _network(pl)
     model = model_for(spec)
-    shapes = tuple(tuple(sh) for sh in model.shapes)
-    codec = make_codec(s, shapes)
-    adversary = _adversary(s, plans, codec)
-    sim = Simulation(network, faults, adversary)
-    attackers = adversary.attackers if adversary is not None else set()
+    adversary = _adversary(pl)
+    master = s.simulation.master_seed
+    sim = Simulation(network, faults, adversary, master_seed=None if master == "os" else master)
+    attackers = {p.node_id for p in pl.providers if p.attack is not None or p.custom is not None}
     collector = MetricsCollector(
         sim,
         model,
         splits.test,
         providers,
         progress,
-        s.rounds,
-        validators[0],
+        spec.rounds,
+        pl.validators[0],
         attackers=attackers,
-        trigger=_trigger(s),
+        trigger=_trigger(pl),
     )
-    requester = Requester("requester", spec)
-    sim.add_node("requester", requester)
-    root = splits.validation if s.aggregator is AggregatorName.FLTRUST else None
+    requester = Requester(spec.requester, spec)
+    sim.add_node(spec.requester, requester)
     secure = spec.privacy is not None and spec.privacy.secure_aggregation
-    chain = (
-        SimChain(
-            ChainSetup(
-                s.ledger.budget_eth, s.ledger.stake_eth, s.ledger.committee, s.ledger.evaluator
-            ),
-            spec,
-            validators,
-            providers,
-        )
-        if s.ledger
-        else None
-    )
+    chain: SimChain | None = None
+    chain_error: str | None = None
+    if spec.settlement is not None:
+        chain = SimChain(ChainSetup(s.simulation.stake_eth), spec, pl.liars)
+        sim.before_offload.append(chain.sync_clock)
+
+    def settlement(
+        spec_: JobSpec, model_: FlatModel, validation: Dataset, ctx: NodeContext
+    ) -> Settlement | None:
+        return chain.member(ctx.node_id, ctx, model_, validation) if chain else None
+
     validator_roles: list[Validator] = []
-    for v, liar in zip(validators, validator_liar, strict=True):
-        settlement = (
-            chain.member(v, model_for(spec), splits.validation, spec.algorithm.server_lr, liar)
-            if chain
-            else None
-        )
-        validator_roles.append(
-            Validator(
-                v,
-                splits.validation,
-                aggregator=make_aggregator(s),
-                codecs={codec.name: codec},
-                settlement=settlement,
-                observer=collector,
-                root_data=root,
-            )
-        )
-        sim.add_node(
-            v, validator_roles[-1], *(install_secagg(None, validator_roles[-1]) if secure else [])
-        )
-    for i, (plan, idx) in enumerate(zip(plans, parts, strict=True)):
-        group = s.nodes[plan.group]
-        behaviour = build_behaviour(group.behaviour, s.seed + i, group.attack_spec())
-        provider = Provider(
-            plan.node_id,
-            splits.train.subset(idx),
-            codec=make_encoder(s, shapes),
-            behaviour=behaviour,
+    for v in pl.validators:
+        role = Validator(
+            v,
+            lambda _spec: splits.validation,
+            settlement=settlement if chain is not None else None,
             observer=collector,
         )
-        sim.add_node(plan.node_id, provider, *(install_secagg(provider, None) if secure else []))
-    sim.run(stop=lambda: requester.result is not None)
+        validator_roles.append(role)
+        sim.add_node(v, role, *(install_secagg(None, role) if secure else []))
+    provider_roles: list[Provider] = []
+    for i, (p, idx) in enumerate(zip(pl.providers, pl.parts, strict=True)):
+        provider = Provider(
+            p.node_id,
+            splits.train.subset(idx),
+            behaviour=_behaviour(p, spec.seed + i),
+            observer=collector,
+        )
+        provider_roles.append(provider)
+        client = secure and p.behaviour != NO_SECAGG  # the fault: no SecAgg client installed
+        sim.add_node(p.node_id, provider, *(install_secagg(provider, None) if client else []))
+
+    def done() -> bool:
+        return requester.result is not None and (chain is None or chain.finished)
+
+    sim.run(stop=done)
+    metrics = _metrics(
+        pl, sim, collector, requester, validator_roles, attackers, wall, provider_roles
+    )
+    if chain is not None:
+        try:
+            metrics["ledger"] = chain.finish()
+        except DeaiError as e:  # the run's output is never lost to a settlement failure
+            chain_error = f"settlement failed: {e}"
+            metrics["ledger"] = {"errors": [chain_error]}
+        metrics["settlement_errors"] = metrics["ledger"].get("errors", [])
+    hist = label_histograms(splits.train.y.numpy(), pl.parts, splits.train.num_classes)
+    return RunResult(
+        metrics,
+        hist,
+        providers,
+        requester.result,
+        spec,
+        collector.rejections,
+        collector.outcomes,
+    )
+
+
+def _metrics(
+    pl: Plan,
+    sim: Simulation,
+    collector: MetricsCollector,
+    requester: Requester,
+    validators: list[Validator],
+    attackers: set[str],
+    wall: float,
+    providers_roles: list[Provider],
+) -> dict[str, Any]:
+    s, spec, splits = pl.scenario, pl.spec, pl.splits
+    model = model_for(spec)
     rounds = collector.rounds
     final = requester.result
     final_loss, final_acc = (
-        evaluate(model, final, splits.test) if final is not None else (float("nan"), 0.0)
+        evaluate(model, final, splits.test) if final is not None else (math.nan, 0.0)
     )
     wall_s = time.perf_counter() - wall
-    metrics: dict[str, Any] = {
+    labels = splits.train.y.numpy()
+    m: dict[str, Any] = {
         "scenario": s.name,
-        "algorithm": str(s.algorithm.name),
-        "aggregator": str(s.aggregator),
-        "codec": str(s.codec),
-        "seed": s.seed,
-        "providers": len(plans),
-        "validators": len(validators),
+        "job_id": spec.job_id,
+        "spec_hash": spec.spec_hash(),
+        "algorithm": str(spec.algorithm.name),
+        "aggregator": spec.aggregation.rule,
+        "codec": spec.codec.name,
+        "dataset": s.simulation.data.dataset,
+        "seed": spec.seed,
+        "providers": len(pl.providers),
+        "validators": len(pl.validators),
+        "model_parameters": pl.parameters,
         "final_accuracy": final_acc,
         "final_loss": final_loss,
         "final_model_hash": requester.result_hash,
@@ -449,35 +537,86 @@ def _run_scenario(s: Scenario, progress: ProgressFn | None) -> RunResult:
         "uncompressed_update_bytes": sim.bytes.raw_update_bytes,
         "total_bytes_down": sum(r["bytes_down"] for r in rounds),
         "total_bytes": sim.bytes.total(),
+        "bytes_by_kind": dict(sim.bytes.by_kind),
         "messages": sim.bytes.messages,
         "messages_dropped": sim.bytes.dropped,
         "sim_time_s": sim.now,
         "wall_time_s": wall_s,
         "rounds_per_s": len(rounds) / wall_s if wall_s > 0 else 0.0,
-        "label_skew": label_skew(labels, parts, splits.train.num_classes),
-        "provider_examples": [len(p) for p in parts],
-        "provider_behaviours": {p.node_id: p.behaviour for p in plans},
+        "label_skew": label_skew(labels, pl.parts, splits.train.num_classes),
+        "provider_examples": [len(p) for p in pl.parts],
+        "provider_behaviours": {p.node_id: p.behaviour for p in pl.providers},
         "attackers": sorted(attackers),
         "rejections": collector.rejections,
+        "notes": [f"round {r['round']}: {r['note']}" for r in rounds if r.get("note")],
+        "refusals": [
+            {"node": v.node_id, "job_id": r.job_id, "reason": r.reason}
+            for v in validators
+            for r in v.refusals
+        ]
+        + [
+            {"node": p.node_id, "job_id": r.job_id, "round": r.round, "reason": r.reason}
+            for p in providers_roles
+            for r in p.refusals
+        ],
     }
-    metrics["secagg_aborts"] = [
+    m["secagg_aborts"] = [
         {"round": a.round, "stage": a.stage.name, "reason": a.reason}
-        for r in sim.nodes[validators[0]]
+        for r in sim.nodes[pl.validators[0]]
         if isinstance(r, SecAggServerRole)
         for a in r.aborts
     ]
-    if chain is not None:
-        metrics["ledger"] = chain.finish()
-    job = validator_roles[0].jobs.get(spec.job_id)
-    metrics["stopped"] = job.stopped if job is not None else None
-    if s.privacy is not None:
-        metrics["privacy"] = {
-            **s.privacy.model_dump(),
-            "epsilon_spent": next(
-                (r["epsilon"] for r in reversed(rounds) if r.get("epsilon") is not None), 0.0
-            ),
-        }
+    job = validators[0].jobs.get(spec.job_id)
+    m["stopped"] = job.stopped if job is not None else None
+    if spec.settlement is not None:
+        from deai.node.payouts import PAYOUT_RULES
+
+        c = spec.contribution
+        m["payout_rule"] = c.payout.value
+        m["payout_rule_note"] = f"Payout rule '{c.payout.value}' ({c.evaluator.value}): " + (
+            PAYOUT_RULES[c.payout] + "."
+        )
+    if spec.privacy is not None:
+        m["privacy"] = _privacy_metrics(spec, collector)
     if collector.trigger is not None and rounds:
-        metrics["backdoor_success"] = rounds[-1]["backdoor_success"]
-    hist = label_histograms(labels, parts, splits.train.num_classes)
-    return RunResult(metrics, hist, providers, final, collector.rejections)
+        m["backdoor_success"] = rounds[-1]["backdoor_success"]
+    return m
+
+
+def _privacy_metrics(spec: JobSpec, collector: MetricsCollector) -> dict[str, Any]:
+    p = spec.privacy
+    assert p is not None
+    last = next((o.privacy for o in reversed(collector.outcomes) if o.privacy), None)
+    per = {} if last is None else last.per_provider
+    secure = p.secure_aggregation
+    worst_agg = max((v.epsilon_aggregator for v in per.values()), default=0.0)
+    if secure:
+        against = (
+            "the validators see only the secure sum, so against them epsilon is the same as "
+            "against the public model (given fewer colluding providers than the SecAgg "
+            "threshold)"
+        )
+    else:
+        against = (
+            "without secure aggregation every validator sees each update with only its 1/m "
+            f"share of the noise: epsilon against the aggregator is {worst_agg:.3g}, far "
+            "weaker than against the public model"
+        )
+    return {
+        **p.model_dump(mode="json"),
+        "epsilon_spent": max((v.epsilon_public for v in per.values()), default=0.0),
+        "epsilon_aggregator": worst_agg,
+        "epsilon_aggregator_note": against,
+        "per_provider": {
+            k: {
+                "rounds": v.rounds,
+                "epsilon_public": v.epsilon_public,
+                "epsilon_aggregator": v.epsilon_aggregator,
+            }
+            for k, v in sorted(per.items())
+        },
+        "accounting": "per provider, Opacus "
+        + p.accountant.value.upper()
+        + ", one Gaussian mechanism at q = 1 per round contributed (the draw is public: no "
+        "amplification), at that round's effective noise",
+    }

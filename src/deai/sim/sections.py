@@ -69,14 +69,17 @@ def privacy_section(m: dict[str, Any]) -> Section | None:
             r["round"],
             f"{r['accuracy']:.4f}",
             "-" if r.get("epsilon") is None else f"{r['epsilon']:.3f}",
+            "-" if r.get("epsilon_aggregator") is None else f"{r['epsilon_aggregator']:.3g}",
         ]
         for r in m["rounds"]
     ]
     note = (
         f"User-level DP-FedAvg: clip {p['clip']}, noise multiplier {p['noise_multiplier']}, "
-        f"delta {p['delta']}, budget epsilon {p['epsilon']}; secure aggregation "
-        f"{'on' if p['secure_aggregation'] else 'off'}. Epsilon spent: "
-        f"{p['epsilon_spent']:.3f} (Opacus RDP accountant)."
+        f"delta {p['delta']}, budget epsilon {p['epsilon']} per provider; secure aggregation "
+        f"{'on' if p['secure_aggregation'] else 'off'}. Worst provider's epsilon against the "
+        f"public model: {p['epsilon_spent']:.3f}; against the aggregator: "
+        f"{p['epsilon_aggregator']:.3g} ({p['epsilon_aggregator_note']}). Accounting: "
+        f"{p['accounting']}."
     )
     if m.get("stopped"):
         note += f" {m['stopped']}."
@@ -85,15 +88,16 @@ def privacy_section(m: dict[str, Any]) -> Section | None:
     return {
         "title": "Privacy",
         "note": note,
-        "columns": ["round", "accuracy", "epsilon"],
+        "columns": ["round", "accuracy", "epsilon (public)", "epsilon (aggregator)"],
         "rows": rows,
     }
 
 
 def ledger_sections(m: dict[str, Any]) -> list[Section]:
     L = m.get("ledger")
-    if not L:
+    if not L or "rounds" not in L:
         return []
+    errors = L.get("errors", [])
     settle = {
         "title": "Settlement on chain",
         "note": (
@@ -102,35 +106,50 @@ def ledger_sections(m: dict[str, Any]) -> list[Section]:
             f"+ unclaimed {_eth(L['payable_wei'] - L['claimed_wei'])}; stake slashed "
             f"{_eth(L['slashed_wei'])} ETH. Gas: {L['gas_total']:,} in all, "
             f"{L['gas_claims']:,} for the claims."
+            + (f" Errors: {'; '.join(errors)}." if errors else "")
         ),
-        "columns": ["round", "committee", "agreeing", "slashed", "paid out (ETH)", "gas"],
+        "columns": ["round", "settled", "agreeing", "slashed", "paid out (ETH)"],
         "rows": [
             [
                 r["round"],
-                ", ".join(r["committee"]),
-                max(list(r["results"].values()).count(h) for h in r["results"].values()),
+                "yes" if r["settled"] else ("aborted" if r["settled"] is False else "-"),
+                _agreeing(r.get("results", {})),
                 ", ".join(r["slashed"]) or "-",
                 _eth(r["total"]),
-                f"{r['gas']:,}",
             ]
             for r in L["rounds"]
         ],
     }
     behaviours = m.get("provider_behaviours", {})
     payouts = {
-        "title": "Payouts by contribution",
-        "note": "Contribution: leave-one-out (or the configured evaluator) on the requester's "
-        "validation data, summed over rounds; payouts claimed with Merkle proofs.",
-        "columns": ["provider", "behaviour", "contribution", "paid (ETH)"],
+        "title": "Payouts",
+        "note": m.get("payout_rule_note", "")
+        + " Payouts of settled rounds only (an aborted round pays nobody); claimed with "
+        "Merkle proofs.",
+        "columns": ["provider", "behaviour", "contribution", "owed (ETH)", "paid (ETH)"],
         "rows": [
             [
                 p["node"],
                 behaviours.get(p["node"], ""),
                 f"{p['contribution']:.4f}",
+                _eth(p.get("owed_wei", 0)),
                 _eth(p["paid_wei"]),
             ]
             for p in L["providers"]
         ],
+    }
+    groups: dict[str, list[int]] = {}
+    for p in L["providers"]:
+        b = behaviours.get(p["node"], "")
+        groups.setdefault(b, [0, 0])
+        groups[b][0] += 1
+        groups[b][1] += int(p["paid_wei"])
+    total = sum(v[1] for v in groups.values()) or 1
+    by_group = {
+        "title": "Payout share by behaviour",
+        "note": "The share of all paid wei each behaviour group received.",
+        "columns": ["behaviour", "providers", "paid (ETH)", "share"],
+        "rows": [[b, n, _eth(w), f"{w / total:.3f}"] for b, (n, w) in sorted(groups.items())],
     }
     stakes = {
         "title": "Validator stakes",
@@ -147,9 +166,31 @@ def ledger_sections(m: dict[str, Any]) -> list[Section]:
             for v in L["validators"]
         ],
     }
-    return [settle, payouts, stakes]
+    return [settle, payouts, by_group, stakes]
+
+
+def _agreeing(results: dict[str, str | None]) -> int:
+    values = [v for v in results.values() if v]
+    return max((values.count(v) for v in values), default=0)
+
+
+def notes_section(m: dict[str, Any]) -> Section | None:
+    rows = [["round", n] for n in m.get("notes", [])]
+    rows += [["refusal", f"{r['node']}: {r['reason']}"] for r in m.get("refusals", [])]
+    rows += [["settlement", e] for e in m.get("settlement_errors", [])]
+    if m.get("stopped"):
+        rows.append(["stopped", m["stopped"]])
+    if not rows:
+        return None
+    return {
+        "title": "Notes",
+        "note": "Rounds that applied no update and why, jobs a node refused, settlement "
+        "failures: nothing is dropped silently.",
+        "columns": ["kind", "what happened"],
+        "rows": rows,
+    }
 
 
 def sections_for(m: dict[str, Any]) -> list[Section]:
-    out = [attack_section(m), compression_section(m), privacy_section(m)]
+    out = [notes_section(m), attack_section(m), compression_section(m), privacy_section(m)]
     return [s for s in out if s is not None] + ledger_sections(m)

@@ -9,6 +9,13 @@ The client's input is masked as
 with ``x_u`` the fixed-point encoding of its vector, ``b_u`` a fresh self-mask seed and
 ``s_u`` a fresh mask key (Bonawitz et al. 2017, Sec. 4). Both secrets are Shamir-shared
 among the client and its neighbours before any masked input is sent.
+
+Against a malicious server (Bonawitz et al. 2017, Fig. 5): the client signs its public
+keys, checks every peer's signature in the roster, signs the survivor set in the
+consistency round and checks ``t`` signatures on it before revealing a share. Any failed
+check raises ``PrivacyError``: the client aborts and reveals nothing more. All randomness
+(keys, seeds, Shamir coefficients) comes from the ``randbytes`` the caller passes: a
+per-node secret, never anything derived from public data.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from deai.privacy.secagg.crypto import RandBytes, agree, keypair, open_sealed, p
 from deai.privacy.secagg.fixedpoint import pack
 from deai.privacy.secagg.messages import (
     AdvertiseKeys,
+    ConsistencyCheck,
+    ConsistencySignature,
     KeyRoster,
     MaskedInput,
     PeerKeys,
@@ -30,7 +39,17 @@ from deai.privacy.secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from deai.privacy.secagg.protocol import ENC_LABEL, SecAggConfig, Stage, add_pairwise_mask, holder_x
+from deai.privacy.secagg.protocol import (
+    ENC_LABEL,
+    SecAggConfig,
+    Signer,
+    Stage,
+    Verifier,
+    add_pairwise_mask,
+    advert_bytes,
+    consistency_bytes,
+    holder_x,
+)
 
 _PLAIN_BYTES = 8 + 2 * shamir.SHARE_BYTES  # sender, recipient, s_sk share, b share
 
@@ -39,7 +58,13 @@ class SecAggClient:
     """Client ``client_id``'s view of one secure-aggregation round."""
 
     def __init__(
-        self, client_id: int, config: SecAggConfig, vector: Tensor, randbytes: RandBytes
+        self,
+        client_id: int,
+        config: SecAggConfig,
+        vector: Tensor,
+        randbytes: RandBytes,
+        sign: Signer,
+        verify: Verifier,
     ) -> None:
         if not 0 <= client_id < config.n_clients:
             raise PrivacyError(f"secagg: client id {client_id} out of range")
@@ -50,12 +75,15 @@ class SecAggClient:
         self.id = client_id
         self.config = config
         self._rand = randbytes
+        self._sign = sign
+        self._verify = verify
         self._x = config.fixed_point.encode(vector)
         self._c_sk, self._c_pk = keypair(randbytes)
         self._s_sk, self._s_pk = keypair(randbytes)
         self._b = randbytes(shamir.SECRET_BYTES)
         self._peers: dict[int, PeerKeys] = {}
         self._held: dict[int, tuple[bytes, bytes]] = {}  # owner -> (s_sk share, b share)
+        self._survivors: tuple[int, ...] = ()  # U3 as signed in the consistency round
         self.stage = Stage.ADVERTISE_KEYS
 
     def _expect(self, stage: Stage) -> None:
@@ -66,7 +94,8 @@ class SecAggClient:
     def advertise_keys(self) -> AdvertiseKeys:
         self._expect(Stage.ADVERTISE_KEYS)
         self.stage = Stage.SHARE_KEYS
-        return AdvertiseKeys(self.id, self._c_pk, self._s_pk)
+        sig = self._sign(advert_bytes(self.config.session, self.id, self._c_pk, self._s_pk))
+        return AdvertiseKeys(self.id, self._c_pk, self._s_pk, sig)
 
     # stage 1 -----------------------------------------------------------------------------
     def share_keys(self, roster: KeyRoster) -> ShareKeys:
@@ -88,6 +117,13 @@ class SecAggClient:
                 f"secagg client {self.id}: only {len(peers)} key holders, threshold is "
                 f"{self.config.threshold}"
             )
+        for v, p in peers.items():  # the server may not substitute anyone's keys
+            signed = advert_bytes(self.config.session, v, p.c_pk, p.s_pk)
+            if v != self.id and not self._verify(v, signed, p.signature):
+                raise PrivacyError(
+                    f"secagg client {self.id}: the keys of client {v} in the roster are not "
+                    f"signed by client {v}; the server is tampering, aborting"
+                )
         self._peers = peers
         xs = [holder_x(v) for v in sorted(peers)]
         s_shares = shamir.split(self._s_sk, xs, self.config.threshold, self._rand)
@@ -136,16 +172,26 @@ class SecAggClient:
                     y, self.id, v, self._s_sk, self._peers[v].s_pk, self.config.session
                 )
         y &= self.config.fixed_point.mask
-        self.stage = Stage.UNMASKING
+        self.stage = Stage.CONSISTENCY
         bits = self.config.bits
         return MaskedInput(self.id, bits, self.config.dim, pack(y, bits))
 
     # stage 3 -----------------------------------------------------------------------------
-    def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
-        self._expect(Stage.UNMASKING)
-        survivors = set(request.survivors)
-        if request.recipient != self.id or len(survivors) != len(request.survivors):
-            raise PrivacyError(f"secagg client {self.id}: malformed unmask request")
+    def consistency(self, check: ConsistencyCheck) -> ConsistencySignature:
+        """Sign the survivor set U3 the server announced (Bonawitz et al., round 3)."""
+        self._expect(Stage.CONSISTENCY)
+        survivors = set(check.survivors)
+        if check.recipient != self.id or len(survivors) != len(check.survivors):
+            raise PrivacyError(f"secagg client {self.id}: malformed consistency check")
+        if not all(0 <= v < self.config.n_clients for v in survivors):
+            raise PrivacyError(f"secagg client {self.id}: survivor set lists unknown clients")
+        self._check_survivors(survivors)
+        self._survivors = tuple(sorted(survivors))
+        self.stage = Stage.UNMASKING
+        sig = self._sign(consistency_bytes(self.config.session, self._survivors))
+        return ConsistencySignature(self.id, sig)
+
+    def _check_survivors(self, survivors: set[int]) -> None:
         if self.id not in survivors:
             raise PrivacyError(
                 f"secagg client {self.id}: declared dropped after sending its input; refusing "
@@ -156,6 +202,39 @@ class SecAggClient:
                 f"secagg client {self.id}: only {len(survivors)} survivors declared, threshold "
                 f"is {self.config.threshold}"
             )
+
+    # stage 4 -----------------------------------------------------------------------------
+    def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
+        """Reveal one share per held secret, once ``t`` holders have signed the same U3."""
+        self._expect(Stage.UNMASKING)
+        if request.recipient != self.id:
+            raise PrivacyError(f"secagg client {self.id}: malformed unmask request")
+        if tuple(sorted(request.survivors)) != self._survivors or len(request.survivors) != len(
+            self._survivors
+        ):
+            raise PrivacyError(
+                f"secagg client {self.id}: the survivor set changed after I signed it; the "
+                "server is showing clients different views, aborting"
+            )
+        signed = consistency_bytes(self.config.session, self._survivors)
+        signers = dict(request.signatures)
+        if len(signers) != len(request.signatures) or not signers.keys() <= set(self._survivors):
+            raise PrivacyError(f"secagg client {self.id}: consistency signers are not survivors")
+        holders = self.config.neighbours(self.id) | {self.id}
+        valid = 0
+        for v, sig in signers.items():
+            if not self._verify(v, signed, sig):
+                raise PrivacyError(
+                    f"secagg client {self.id}: client {v}'s consistency signature is invalid; "
+                    "the server is tampering, aborting"
+                )
+            valid += v in holders
+        if valid < self.config.threshold:
+            raise PrivacyError(
+                f"secagg client {self.id}: only {valid} of my share holders signed the survivor "
+                f"set, threshold is {self.config.threshold}; refusing to reveal shares"
+            )
+        survivors = set(self._survivors)
         self_mask: list[tuple[int, bytes]] = []
         key: list[tuple[int, bytes]] = []
         for v in sorted(self._held):  # each owner gets exactly one of its two shares

@@ -1,6 +1,8 @@
 """Run one secure-aggregation round in memory: every message goes through its
 ``to_bytes``/``from_bytes`` encoding (so byte counts are the wire's), and clients drop out
-at chosen stages. The same client and server state machines run over the real transport.
+at chosen stages. The same client and server state machines run over the real transport
+(``deai.node.secagg``), where the node's identity key signs; here each client gets an
+Ed25519 identity key drawn from its own randomness.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from functools import partial
 from typing import TypeVar
 
 import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from torch import Tensor
 
 from deai.errors import ConfigError, PrivacyError
@@ -20,6 +24,8 @@ from deai.privacy.secagg.client import SecAggClient
 from deai.privacy.secagg.crypto import RandBytes, make_randbytes
 from deai.privacy.secagg.messages import (
     AdvertiseKeys,
+    ConsistencyCheck,
+    ConsistencySignature,
     KeyRoster,
     MaskedInput,
     Message,
@@ -28,10 +34,38 @@ from deai.privacy.secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from deai.privacy.secagg.protocol import SecAggConfig, Stage
+from deai.privacy.secagg.protocol import SecAggConfig, Signer, Stage, Verifier
 from deai.privacy.secagg.server import SecAggOutput, SecAggServer
 
 T = TypeVar("T")
+
+
+class Identities:
+    """Ed25519 identity keys of clients ``0..n-1`` (the in-memory stand-in for node keys):
+    ``signer(u)`` signs as client u, ``verify`` checks against the registered public keys."""
+
+    def __init__(self, n: int, seed: int | None = None) -> None:
+        def key(u: int) -> bytes:
+            return make_randbytes(None if seed is None else f"deai/id/{seed}/{u}".encode())(32)
+
+        self._keys = [Ed25519PrivateKey.from_private_bytes(key(u)) for u in range(n)]
+        self._public: list[Ed25519PublicKey] = [k.public_key() for k in self._keys]
+
+    def signer(self, u: int) -> Signer:
+        return self._keys[u].sign
+
+    def verify(self, u: int, data: bytes, signature: bytes) -> bool:
+        if not 0 <= u < len(self._public):
+            return False
+        try:
+            self._public[u].verify(signature, data)
+        except InvalidSignature:
+            return False
+        return True
+
+    @property
+    def verifier(self) -> Verifier:
+        return self.verify
 
 
 @dataclass(frozen=True)
@@ -91,8 +125,11 @@ def run_secagg_inprocess(
             return make_randbytes(None)
         return make_randbytes(hashlib.sha256(f"deai/secagg/{seed}/{u}".encode()).digest())
 
-    clients = [SecAggClient(u, config, inputs[u], rand(u)) for u in range(n)]
-    server = SecAggServer(config)
+    ids = Identities(n, seed)
+    clients = [
+        SecAggClient(u, config, inputs[u], rand(u), ids.signer(u), ids.verifier) for u in range(n)
+    ]
+    server = SecAggServer(config, ids.verifier)
 
     def on_server(fn: Callable[[], T]) -> T:
         t0 = time.perf_counter()
@@ -136,7 +173,13 @@ def run_secagg_inprocess(
         mask = partial(clients[u].masked_input, ShareBundle.from_bytes(raw))
         if (data := on_client(u, Stage.MASKED_INPUT, mask)) is not None:
             on_server(partial(server.receive_masked, MaskedInput.from_bytes(data)))
-    requests = on_server(server.close_masked)
+    checks = on_server(server.close_masked)
+    for u, check in checks.items():
+        raw = deliver(u, check.to_bytes())
+        sign = partial(clients[u].consistency, ConsistencyCheck.from_bytes(raw))
+        if (data := on_client(u, Stage.CONSISTENCY, sign)) is not None:
+            on_server(partial(server.receive_consistency, ConsistencySignature.from_bytes(data)))
+    requests = on_server(server.close_consistency)
     for u, request in requests.items():
         raw = deliver(u, request.to_bytes())
         unmask = partial(clients[u].unmask, UnmaskRequest.from_bytes(raw))

@@ -7,12 +7,15 @@ uint32 count then the items. ``from_bytes`` checks the magic, kind, every length
 nothing trails, and raises :class:`~deai.errors.InvalidMessage` otherwise, so a peer's
 bytes are parsed, never executed.
 
-Stages (Bonawitz et al. 2017, Fig. 4, without the optional consistency check):
+Stages (Bonawitz et al. 2017, Fig. 5, the malicious-server variant):
 
-0. client -> server ``AdvertiseKeys``; server -> each client ``KeyRoster`` (its neighbours)
+0. client -> server ``AdvertiseKeys`` (signed); server -> each client ``KeyRoster`` (its
+   neighbours' signed keys)
 1. client -> server ``ShareKeys`` (encrypted Shamir shares); server -> ``ShareBundle``
-2. client -> server ``MaskedInput``; server -> each survivor ``UnmaskRequest``
-3. client -> server ``UnmaskResponse`` (self-mask shares of survivors, key shares of drop-outs)
+2. client -> server ``MaskedInput``; server -> each survivor ``ConsistencyCheck`` (U3)
+3. client -> server ``ConsistencySignature`` (its signature on U3); server -> each
+   signer ``UnmaskRequest`` (U3 and the signatures collected on it)
+4. client -> server ``UnmaskResponse`` (self-mask shares of survivors, key shares of drop-outs)
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class Kind(IntEnum):
     MASKED_INPUT = 5
     UNMASK_REQUEST = 6
     UNMASK_RESPONSE = 7
+    CONSISTENCY_CHECK = 8
+    CONSISTENCY_SIGNATURE = 9
 
 
 class _Writer:
@@ -111,14 +116,16 @@ class AdvertiseKeys:
     sender: int
     c_pk: bytes  # X25519 public key for encrypting shares
     s_pk: bytes  # X25519 public key for pairwise masks
+    signature: bytes  # the sender's identity signature on protocol.advert_bytes(...)
 
     def to_bytes(self) -> bytes:
-        return _Writer(self.kind).u32(self.sender).blob(self.c_pk).blob(self.s_pk).done()
+        w = _Writer(self.kind).u32(self.sender).blob(self.c_pk).blob(self.s_pk)
+        return w.blob(self.signature).done()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
         r = _Reader(data, cls.kind)
-        out = cls(r.u32(), r.blob(), r.blob())
+        out = cls(r.u32(), r.blob(), r.blob(), r.blob())
         r.end()
         return out
 
@@ -128,6 +135,7 @@ class PeerKeys:
     client: int
     c_pk: bytes
     s_pk: bytes
+    signature: bytes  # client's signature on its keys, as it advertised them
 
 
 @dataclass(frozen=True)
@@ -139,14 +147,14 @@ class KeyRoster:
     def to_bytes(self) -> bytes:
         w = _Writer(self.kind).u32(self.recipient).u32(len(self.peers))
         for p in self.peers:
-            w.u32(p.client).blob(p.c_pk).blob(p.s_pk)
+            w.u32(p.client).blob(p.c_pk).blob(p.s_pk).blob(p.signature)
         return w.done()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
         r = _Reader(data, cls.kind)
         recipient = r.u32()
-        peers = tuple(PeerKeys(r.u32(), r.blob(), r.blob()) for _ in range(r.count(12)))
+        peers = tuple(PeerKeys(r.u32(), r.blob(), r.blob(), r.blob()) for _ in range(r.count(16)))
         r.end()
         return cls(recipient, peers)
 
@@ -206,8 +214,8 @@ class MaskedInput:
 
 
 @dataclass(frozen=True)
-class UnmaskRequest:
-    kind: ClassVar[Kind] = Kind.UNMASK_REQUEST
+class ConsistencyCheck:
+    kind: ClassVar[Kind] = Kind.CONSISTENCY_CHECK
     recipient: int
     survivors: tuple[int, ...]  # U3: clients whose masked input the server holds
 
@@ -218,6 +226,42 @@ class UnmaskRequest:
     def from_bytes(cls, data: bytes) -> Self:
         r = _Reader(data, cls.kind)
         out = cls(r.u32(), r.ints())
+        r.end()
+        return out
+
+
+@dataclass(frozen=True)
+class ConsistencySignature:
+    kind: ClassVar[Kind] = Kind.CONSISTENCY_SIGNATURE
+    sender: int
+    signature: bytes  # the sender's identity signature on protocol.consistency_bytes(U3)
+
+    def to_bytes(self) -> bytes:
+        return _Writer(self.kind).u32(self.sender).blob(self.signature).done()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        r = _Reader(data, cls.kind)
+        out = cls(r.u32(), r.blob())
+        r.end()
+        return out
+
+
+@dataclass(frozen=True)
+class UnmaskRequest:
+    kind: ClassVar[Kind] = Kind.UNMASK_REQUEST
+    recipient: int
+    survivors: tuple[int, ...]  # U3, as in the consistency check
+    signatures: tuple[tuple[int, bytes], ...]  # U4: (client, its signature on U3)
+
+    def to_bytes(self) -> bytes:
+        w = _Writer(self.kind).u32(self.recipient).ints(self.survivors)
+        return w.pairs(self.signatures).done()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        r = _Reader(data, cls.kind)
+        out = cls(r.u32(), r.ints(), r.pairs())
         r.end()
         return out
 
@@ -247,6 +291,8 @@ Message = (
     | ShareKeys
     | ShareBundle
     | MaskedInput
+    | ConsistencyCheck
+    | ConsistencySignature
     | UnmaskRequest
     | UnmaskResponse
 )

@@ -1,20 +1,35 @@
-"""Shared definitions of the secure-aggregation protocol: configuration, stages, errors
-and the mask arithmetic both sides must agree on.
+"""Shared definitions of the secure-aggregation protocol: configuration, stages, errors,
+the bytes that clients sign, and the mask arithmetic both sides must agree on.
 
-Threat model (Bonawitz et al. 2017, honest-but-curious server; Bell et al. 2020 for
-SecAgg+): the server (validator) and up to ``t - 1`` colluding clients per neighbourhood
-learn nothing about an honest client's input beyond the sum of the surviving inputs.
-The server may drop any client at any stage; the protocol still outputs the exact sum of
-the inputs it received as long as every secret it must reconstruct keeps ``t`` live share
-holders. A client never reveals both shares of one peer (its self-mask seed *and* its
-mask key), and refuses to unmask if it is itself declared dropped or if fewer than ``t``
-survivors are declared. Out of scope here, and provided by the transport or later work:
-authenticating the advertised keys with long-term signatures (needed against an actively
-malicious server) and the optional consistency-check round.
+Threat model: the malicious-server variant of Bonawitz et al. (CCS 2017, Sec. 6 and
+Fig. 5), with the SecAgg+ graph of Bell et al. (CCS 2020) as an option. The server
+(validator) may deviate arbitrarily: drop, reorder, replay or rewrite any message, show
+different clients different views, and collude with ``c`` clients. Against it:
+
+* every client signs its two public keys (with its node identity key, bound to the round's
+  session), and every client checks every peer's signature in its roster and aborts on one
+  bad signature, so the server cannot substitute keys (the man-in-the-middle attack) and
+  every share is encrypted to the holder that really owns the key;
+* before revealing any share, the survivors sign the survivor set ``U3`` (the consistency
+  round) and each client requires ``t`` valid signatures on *its* ``U3`` from its holder
+  set, else aborts; with ``2t > holders + c`` two different survivor sets cannot both
+  collect ``t`` signatures, so all honest clients that reveal anything agree on ``U3``;
+* an honest client reveals at most one of the two shares it holds for a peer (the
+  self-mask seed ``b`` if the peer survived, the mask key ``s`` if it dropped), refuses if
+  it is itself declared dropped, and needs at least ``t`` declared survivors.
+
+So the server learns the sum of one agreed set of at least ``t`` signers (``t - c`` of them
+honest) and nothing about an honest input alone, as long as ``c < 2t - holders`` (``holders``
+= n for full SecAgg, k + 1 for SecAgg+ with degree k): the configuration refuses
+``2t <= holders``, where a server colluding with nobody could already split the clients in
+two. Dropouts: the exact sum of the inputs received is output as long as every secret to be
+reconstructed keeps ``t`` live holders; otherwise the round aborts with the reason.
 """
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -27,14 +42,31 @@ from deai.privacy.secagg.graph import neighbours
 
 ENC_LABEL = b"deai/secagg/enc"
 MASK_LABEL = b"deai/secagg/mask"
+_ADVERT_DOMAIN = b"deai/secagg/v2/advertise"
+_CONSISTENCY_DOMAIN = b"deai/secagg/v2/consistency"
+
+Signer = Callable[[bytes], bytes]  # signs bytes with this client's identity key
+Verifier = Callable[[int, bytes, bytes], bool]  # (client, data, signature) -> valid?
 
 
 class Stage(Enum):
     ADVERTISE_KEYS = 0
     SHARE_KEYS = 1
     MASKED_INPUT = 2
-    UNMASKING = 3
-    DONE = 4
+    CONSISTENCY = 3
+    UNMASKING = 4
+    DONE = 5
+
+
+def advert_bytes(session: bytes, client: int, c_pk: bytes, s_pk: bytes) -> bytes:
+    """What client ``client`` signs about its public keys: domain, session, id, keys."""
+    return _ADVERT_DOMAIN + session + struct.pack("<I", client) + c_pk + s_pk
+
+
+def consistency_bytes(session: bytes, survivors: Sequence[int]) -> bytes:
+    """What a survivor signs in the consistency round: the survivor set U3 of this session."""
+    ids = sorted(survivors)
+    return _CONSISTENCY_DOMAIN + session + struct.pack(f"<I{len(ids)}I", len(ids), *ids)
 
 
 class SecAggAborted(PrivacyError):
@@ -62,12 +94,12 @@ class SecAggConfig:
             raise ConfigError(f"secagg needs n_clients >= 2, got {self.n_clients}")
         if self.dim < 1:
             raise ConfigError(f"secagg dim must be >= 1, got {self.dim}")
-        g = neighbours(self.n_clients, self.degree, self.graph_seed)
-        holders = min(len(v) for v in g) + 1
-        if not 2 <= self.threshold <= holders:
+        holders = self.holders()
+        if not 2 <= self.threshold <= holders or 2 * self.threshold <= holders:
             raise ConfigError(
-                f"secagg threshold must be in [2, {holders}] (neighbours + self), "
-                f"got {self.threshold}"
+                f"secagg threshold must be in [{holders // 2 + 1}, {holders}] (more than half "
+                f"of the {holders} holders of each secret, else a malicious server can split "
+                f"the clients in two), got {self.threshold}"
             )
         FixedPoint(self.clip, self.value_bits, self.bits)  # validates bits <= 32
 
@@ -81,6 +113,15 @@ class SecAggConfig:
 
     def neighbours(self, u: int) -> frozenset[int]:
         return neighbours(self.n_clients, self.degree, self.graph_seed)[u]
+
+    def holders(self) -> int:
+        """Share holders of the least-connected client's secrets (neighbours + itself)."""
+        g = neighbours(self.n_clients, self.degree, self.graph_seed)
+        return min(len(v) for v in g) + 1
+
+    def max_colluders(self) -> int:
+        """Clients that may collude with a malicious server: c < 2t - holders."""
+        return max(0, 2 * self.threshold - self.holders() - 1)
 
     def max_dropouts_full(self) -> int:
         """Drop-outs the complete graph always survives: n - t."""

@@ -1,11 +1,16 @@
 """The server (validator) side of secure aggregation as an explicit state machine.
 
-Per stage the server ``receive_*``s client messages (a malformed or out-of-place message
-raises ``InvalidMessage`` and is ignored: that client is simply treated as dropped) and
-then ``close_*``s the stage, which returns the messages to send next. A stage closes with
-fewer than ``t`` live clients only by raising :class:`SecAggAborted`. ``finish`` removes
-the self masks of the survivors and the pairwise masks of clients that dropped after
-sharing their keys, and returns the exact sum of the survivors' encoded inputs.
+Per stage the server ``receive_*``s client messages (a malformed or out-of-place message,
+or one whose signature does not verify, raises ``InvalidMessage`` and is ignored: that
+client is simply treated as dropped) and then ``close_*``s the stage, which returns the
+messages to send next. A stage closes with fewer than ``t`` live clients only by raising
+:class:`SecAggAborted`. ``finish`` removes the self masks of the survivors and the pairwise
+masks of clients that dropped after sharing their keys, and returns the exact sum of the
+survivors' encoded inputs.
+
+The honest server checks the clients' signatures itself so that one client with a bad
+signature is dropped instead of making every other client abort (clients abort on any bad
+signature in what the server relays, because only a lying server would relay one).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from deai.privacy.secagg.crypto import prg_words
 from deai.privacy.secagg.fixedpoint import U32, unpack
 from deai.privacy.secagg.messages import (
     AdvertiseKeys,
+    ConsistencyCheck,
+    ConsistencySignature,
     KeyRoster,
     MaskedInput,
     PeerKeys,
@@ -34,7 +41,10 @@ from deai.privacy.secagg.protocol import (
     SecAggAborted,
     SecAggConfig,
     Stage,
+    Verifier,
     add_pairwise_mask,
+    advert_bytes,
+    consistency_bytes,
     holder_x,
 )
 
@@ -48,8 +58,9 @@ class SecAggOutput:
 
 
 class SecAggServer:
-    def __init__(self, config: SecAggConfig) -> None:
+    def __init__(self, config: SecAggConfig, verify: Verifier) -> None:
         self.config = config
+        self._verify = verify
         self.stage = Stage.ADVERTISE_KEYS
         self._keys: dict[int, AdvertiseKeys] = {}  # U1
         self._rosters: dict[int, KeyRoster] = {}
@@ -57,6 +68,7 @@ class SecAggServer:
         self._masked_with: dict[int, frozenset[int]] = {}  # recipient -> senders forwarded
         self._sum = np.zeros(config.dim, dtype=np.uint32)
         self._u3: list[int] = []
+        self._signatures: dict[int, bytes] = {}  # U4: client -> its signature on U3
         self._responses: dict[int, UnmaskResponse] = {}
 
     def _expect(self, stage: Stage, sender: int) -> None:
@@ -79,6 +91,9 @@ class SecAggServer:
         self._expect(Stage.ADVERTISE_KEYS, msg.sender)
         if msg.sender in self._keys or len(msg.c_pk) != 32 or len(msg.s_pk) != 32:
             raise InvalidMessage(f"secagg server: bad or repeated keys from {msg.sender}")
+        signed = advert_bytes(self.config.session, msg.sender, msg.c_pk, msg.s_pk)
+        if not self._verify(msg.sender, signed, msg.signature):
+            raise InvalidMessage(f"secagg server: keys of client {msg.sender} are not signed by it")
         self._keys[msg.sender] = msg
 
     def close_advertise(self) -> dict[int, KeyRoster]:
@@ -87,7 +102,9 @@ class SecAggServer:
         for u in sorted(self._keys):
             peers = sorted((self.config.neighbours(u) | {u}) & self._keys.keys())
             k = self._keys
-            out[u] = KeyRoster(u, tuple(PeerKeys(v, k[v].c_pk, k[v].s_pk) for v in peers))
+            out[u] = KeyRoster(
+                u, tuple(PeerKeys(v, k[v].c_pk, k[v].s_pk, k[v].signature) for v in peers)
+            )
         self._rosters = out
         self.stage = Stage.SHARE_KEYS
         return out
@@ -128,16 +145,33 @@ class SecAggServer:
         np.add(self._sum, y, out=self._sum)
         self._u3.append(msg.sender)
 
-    def close_masked(self) -> dict[int, UnmaskRequest]:
+    def close_masked(self) -> dict[int, ConsistencyCheck]:
         self._need(len(self._u3), "sent masked inputs")
         survivors = tuple(sorted(self._u3))
-        self.stage = Stage.UNMASKING
-        return {u: UnmaskRequest(u, survivors) for u in survivors}
+        self.stage = Stage.CONSISTENCY
+        return {u: ConsistencyCheck(u, survivors) for u in survivors}
 
     # stage 3 -----------------------------------------------------------------------------
+    def receive_consistency(self, msg: ConsistencySignature) -> None:
+        self._expect(Stage.CONSISTENCY, msg.sender)
+        if msg.sender not in self._u3 or msg.sender in self._signatures:
+            raise InvalidMessage(f"secagg server: unexpected consistency signature {msg.sender}")
+        signed = consistency_bytes(self.config.session, self._u3)
+        if not self._verify(msg.sender, signed, msg.signature):
+            raise InvalidMessage(f"secagg server: client {msg.sender} signed another survivor set")
+        self._signatures[msg.sender] = msg.signature
+
+    def close_consistency(self) -> dict[int, UnmaskRequest]:
+        self._need(len(self._signatures), "signed the survivor set")
+        survivors = tuple(sorted(self._u3))
+        sigs = tuple(sorted(self._signatures.items()))
+        self.stage = Stage.UNMASKING
+        return {u: UnmaskRequest(u, survivors, sigs) for u in sorted(self._signatures)}
+
+    # stage 4 -----------------------------------------------------------------------------
     def receive_unmask(self, msg: UnmaskResponse) -> None:
         self._expect(Stage.UNMASKING, msg.sender)
-        if msg.sender not in self._u3 or msg.sender in self._responses:
+        if msg.sender not in self._signatures or msg.sender in self._responses:
             raise InvalidMessage(f"secagg server: unexpected unmask response from {msg.sender}")
         held = self._masked_with[msg.sender] | {msg.sender}
         u3 = set(self._u3)

@@ -1,0 +1,240 @@
+"""Provider and Validator on their own, driven message by message through a small test
+context (real training, real codecs, real strategy; only the transport is replaced)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from deai.job.spec import (
+    AggregationSpec,
+    AlgorithmSpec,
+    DataSchema,
+    JobSpec,
+    ModelSpec,
+    Parties,
+    PrivacySpec,
+    SettlementSpec,
+)
+from deai.learning.data import Dataset, load_dataset
+from deai.learning.params import vector_bytes, vector_hash
+from deai.learning.train import train_local
+from deai.node.base import model_for
+from deai.node.faults import Fault, FaultyBehaviour
+from deai.node.messages import FinalModel, Message, OpenJob, TrainTask, Update
+from deai.node.provider import Provider
+from deai.node.validator import Validator
+
+SPLITS = load_dataset("synthetic", seed=0, n_samples=400, n_features=6, n_classes=3)
+PROVIDERS = ("p0", "p1", "p2", "p3", "p4")
+
+
+class Ctx:
+    """The runtime side, in memory: messages are collected, timers fired by hand."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.t = 0.0
+        self.sent: list[tuple[str, Message]] = []
+        self.timers: list[tuple[float, Callable[[], None]]] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def send(self, to: str, msg: Message) -> None:
+        self.sent.append((to, msg))
+
+    def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
+        self.timers.append((self.t + delay_s, fn))
+
+    def train(self, model: Any, request: Any, done: Callable[[Any], None]) -> None:
+        done(train_local(model, [request])[0])
+
+    def offload(self, fn: Callable[[], Any], done: Callable[[Any, Exception | None], None]) -> None:
+        done(fn(), None)
+
+    def secret_bytes(self, label: str, n: int = 32) -> bytes:
+        return hashlib.sha256(f"test-secret/{self.node_id}/{label}".encode()).digest()[:n]
+
+    def sign(self, data: bytes) -> bytes:
+        return b""
+
+    def verify(self, node_id: str, data: bytes, signature: bytes) -> bool:
+        return False
+
+    def fire(self) -> None:
+        timers, self.timers = self.timers, []
+        for _, fn in sorted(timers, key=lambda t: t[0]):
+            fn()
+
+
+def _spec(**kw: Any) -> JobSpec:
+    base = {
+        "name": "unit",
+        "rounds": 2,
+        "seed": 3,
+        "round_timeout_s": 10.0,
+        "model": ModelSpec(name="mlp", hidden=[8]),
+        "algorithm": AlgorithmSpec(steps=2, lr=0.2),
+        "data": DataSchema(
+            input_shape=SPLITS.train.input_shape,
+            num_classes=3,
+            validation=SPLITS.validation.digest(),
+        ),
+        "parties": Parties(requester="req", providers=PROVIDERS, validators=("v0",)),
+    }
+    return JobSpec(**{**base, **kw})
+
+
+def _open(spec: JobSpec) -> OpenJob:
+    return OpenJob(spec.job_id, spec.to_json(), spec.spec_hash())
+
+
+def _validator(spec: JobSpec, **kw: Any) -> tuple[Validator, Ctx]:
+    v = Validator("v0", lambda _s: SPLITS.validation, **kw)
+    ctx = Ctx("v0")
+    v.attach(ctx)
+    v.handle("req", _open(spec))
+    return v, ctx
+
+
+def _update(spec: JobSpec, round_: int, vec: torch.Tensor, n: int = 10) -> Update:
+    return Update(spec.job_id, round_, "identity", vec.shape[0], "float32", vector_bytes(vec), n)
+
+
+def _provider(name: str, data: Dataset, spec: JobSpec, **kw: Any) -> tuple[Provider, Ctx]:
+    p = Provider(name, data, **kw)
+    ctx = Ctx(name)
+    p.attach(ctx)
+    p.handle("req", _open(spec))
+    return p, ctx
+
+
+# ------------------------------------------------------------------------- validator
+def test_validator_sends_tasks_to_the_drawn_and_closes_when_all_answered() -> None:
+    spec = _spec()
+    v, ctx = _validator(spec)
+    tasks = [(to, m) for to, m in ctx.sent if isinstance(m, TrainTask)]
+    assert [to for to, _ in tasks] == list(PROVIDERS)
+    dim = model_for(spec).dim
+    for p in PROVIDERS:
+        v.handle(p, _update(spec, 1, torch.full((dim,), 0.01)))
+    (out,) = v.outcomes
+    assert out.accepted == PROVIDERS and out.applied and out.missing == ()
+    assert v.jobs[spec.job_id].round.round == 2  # type: ignore[union-attr]
+
+
+def test_a_rejected_update_is_recorded_exactly_once() -> None:
+    spec = _spec()
+    v, _ = _validator(spec)
+    dim = model_for(spec).dim
+    v.handle("p0", _update(spec, 1, torch.full((dim,), float("nan"))))
+    v.handle("p0", _update(spec, 1, torch.zeros(dim)))  # a second update: a duplicate
+    assert [r.reason for r in v.rejections] == ["non_finite", "duplicate"]
+    for p in PROVIDERS[1:]:
+        v.handle(p, _update(spec, 1, torch.zeros(dim)))
+    (out,) = v.outcomes
+    assert [r.reason for r in out.rejections] == ["non_finite", "duplicate"]
+    assert "p0" not in out.accepted
+
+
+def test_a_duplicate_final_model_is_recorded_once() -> None:
+    # the old validator appended D-PSGD rejections to its own list twice
+    spec = _spec(algorithm=AlgorithmSpec(name="dpsgd", steps=1))
+    v, _ = _validator(spec)
+    vec = model_for(spec).initial_vector()
+    msg = FinalModel(spec.job_id, 2, vector_bytes(vec), 10)
+    v.handle("p0", msg)
+    v.handle("p0", msg)
+    assert [r.reason for r in v.rejections] == ["duplicate"]
+
+
+def test_too_few_updates_for_the_rule_apply_no_update_and_the_job_goes_on() -> None:
+    # krum with f = 1 needs 5 rows; after two rejections only 3 remain
+    spec = _spec(aggregation=AggregationSpec(rule="krum", f=1))
+    v, ctx = _validator(spec)
+    dim = model_for(spec).dim
+    v.handle("p0", _update(spec, 1, torch.full((dim,), float("inf"))))
+    v.handle("p1", _update(spec, 1, torch.full((dim,), 1e9)))
+    for p in PROVIDERS[2:]:
+        v.handle(p, _update(spec, 1, torch.full((dim,), 0.01)))
+    (out,) = v.outcomes
+    assert not out.applied and "krum could not run on 3 updates" in out.note
+    assert vector_hash(out.params) == vector_hash(model_for(spec).initial_vector())
+    assert v.jobs[spec.job_id].round.round == 2  # type: ignore[union-attr]
+    ctx.fire()  # round 2 runs into its deadline: no update either, and the job ends
+    assert len(v.outcomes) == 2 and v.jobs[spec.job_id].done
+
+
+def test_a_secure_job_never_accepts_a_plaintext_update() -> None:
+    spec = _spec(privacy=PrivacySpec(clip=1.0, noise_multiplier=0.5, secure_aggregation=True))
+    v, _ = _validator(spec)
+    dim = model_for(spec).dim
+    v.handle("p0", _update(spec, 1, torch.zeros(dim)))
+    assert [r.reason for r in v.rejections] == ["plaintext_in_secure_job"]
+    assert v.outcomes == []
+
+
+def test_jobs_the_node_cannot_honour_are_refused_with_a_reason() -> None:
+    settled = _spec(settlement=SettlementSpec(committee=1))
+    v, ctx = _validator(settled)
+    assert v.jobs == {} and ctx.sent == []
+    assert "settled on chain and this node has no chain" in v.refusals[0].reason
+    other = SPLITS.validation.subset(range(5))
+    v2 = Validator("v0", lambda _s: other)
+    v2.attach(Ctx("v0"))
+    v2.handle("req", _open(_spec()))
+    assert "does not match the spec's digest" in v2.refusals[0].reason
+
+
+def test_dp_updates_above_what_clip_plus_noise_reach_are_rejected_not_reclipped() -> None:
+    spec = _spec(privacy=PrivacySpec(clip=1.0, noise_multiplier=0.0))
+    v, _ = _validator(spec)
+    dim = model_for(spec).dim
+    v.handle("p0", _update(spec, 1, torch.full((dim,), 1.0)))  # norm sqrt(dim) > clip
+    assert [r.reason for r in v.rejections] == ["norm_too_large"]
+
+
+# -------------------------------------------------------------------------- provider
+def test_provider_trains_from_the_coordinator_only_and_sends_to_every_validator() -> None:
+    spec = _spec(parties=Parties(requester="req", providers=PROVIDERS, validators=("v0", "v1")))
+    p, ctx = _provider("p0", SPLITS.train.subset(range(40)), spec)
+    model = model_for(spec).initial_vector()
+    task = TrainTask(spec.job_id, 1, vector_bytes(model), vector_hash(model))
+    p.handle("v1", task)  # not the coordinator: ignored
+    assert ctx.sent == []
+    p.handle("v0", task)
+    assert sorted(to for to, m in ctx.sent if isinstance(m, Update)) == ["v0", "v1"]
+
+
+def test_provider_refuses_a_job_its_data_does_not_fit() -> None:
+    spec = _spec(data=DataSchema(input_shape=(7,), num_classes=3))
+    p, _ = _provider("p0", SPLITS.train.subset(range(40)), spec)
+    assert p.jobs == {} and "shape (7,)" in p.refusals[0].reason
+
+
+def test_a_secure_job_without_a_secagg_client_is_refused_never_sent_in_the_clear() -> None:
+    spec = _spec(privacy=PrivacySpec(clip=1.0, noise_multiplier=0.5, secure_aggregation=True))
+    p, ctx = _provider("p0", SPLITS.train.subset(range(40)), spec)
+    assert p.jobs == {} and "no SecAgg client" in p.refusals[0].reason
+    model = model_for(spec).initial_vector()
+    p.handle("v0", TrainTask(spec.job_id, 1, vector_bytes(model), vector_hash(model)))
+    assert ctx.sent == []
+
+
+@pytest.mark.parametrize("fault", list(Fault))
+def test_faulty_providers_are_rejected_by_the_validator(fault: Fault) -> None:
+    spec = _spec()
+    p, pctx = _provider(
+        "p0", SPLITS.train.subset(range(40)), spec, behaviour=FaultyBehaviour(fault)
+    )
+    model = model_for(spec).initial_vector()
+    p.handle("v0", TrainTask(spec.job_id, 1, vector_bytes(model), vector_hash(model)))
+    v, _ = _validator(spec)
+    for _, msg in pctx.sent:
+        v.handle("p0", msg)
+    assert len(v.rejections) == 1 and v.rejections[0].sender == "p0"
