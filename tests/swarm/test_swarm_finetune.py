@@ -45,18 +45,18 @@ def test_prompt_tuning_through_the_swarm_lowers_held_out_loss(
 
     def on_step(i: int, loss: float) -> None:
         steps.append(loss)
-        if i == 3:
+        if i == 2:
             sw.transport.kill(victim.config.url)  # a server dies mid-training
 
     before_params = [p.clone() for p in tiny.parameters()]
     r = prompt_tune(
-        c, pattern(16, 1), pattern(8, 2), PromptTuningConfig(steps=12, batch=4), on_step=on_step
+        c, pattern(16, 1), pattern(8, 2), PromptTuningConfig(steps=8, batch=4), on_step=on_step
     )
     assert r.loss_after < r.loss_before - 1.0, (r.loss_before, r.loss_after)
     assert all(
         torch.equal(a, b) for a, b in zip(before_params, tiny.parameters(), strict=True)
     )  # servers frozen
-    assert [code for _, _, code in c.failures] == ["unreachable"] and len(steps) == 12
+    assert [code for _, _, code in c.failures] == ["unreachable"] and len(steps) == 8
     # int8 on the wire: a training call's hidden state costs ~1.1 bytes per value, not 4
     per_value = sw.transport.stats.bytes_sent / (sw.transport.stats.calls * 4 * 24 * 64)
     assert per_value < 2.5

@@ -99,3 +99,19 @@ def test_input_hash_names_the_whole_history() -> None:
     changed[0, 0] += 1.0
     assert chain_hashes(ZERO_HASH, changed)[4] != hs[4]  # an early row changes every later hash
     assert len(set(hs)) == 5 and isinstance(np.int64(0), np.integer)
+
+
+def test_the_swarm_uses_only_the_nodes_envelope_and_http_helpers_from_node() -> None:
+    """Layering: the swarm plane never imports the simulator, the job API or node roles."""
+    import ast
+    from pathlib import Path
+
+    import deai.swarm
+
+    allowed = {"deai.node.signing", "deai.node.http"}
+    for path in Path(deai.swarm.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                m = node.module
+                assert not m.startswith(("deai.sim", "deai.api", "deai.job")), (path, m)
+                assert not m.startswith("deai.node") or m in allowed, (path, m)

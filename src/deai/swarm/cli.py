@@ -29,6 +29,7 @@ app = typer.Typer(
     help="The large-model swarm: block servers, routing, verified spans.", no_args_is_help=True
 )
 console = Console()
+err_console = Console(stderr=True)
 
 SPANS_HELP = "Spans as start:end,start:end (one server each), e.g. 0:10,10:20,20:30."
 
@@ -51,7 +52,8 @@ def _model(name: str) -> Any:
 
 
 def _fail(e: DeaiError) -> None:
-    console.print(f"[bold red]error:[/] {e}")
+    # markup off: an error text such as "[2, 6)" must print as written (as deai.cli does)
+    err_console.print("error: " + " ".join(str(e).split()), markup=False, highlight=False)
     raise typer.Exit(2)
 
 
