@@ -130,7 +130,7 @@ async def build_net(
     return Net(nodes, [apps[u] for u in urls], posters, urls)
 
 
-def job_toml(net: Net, rounds: int = 2, timeout_s: float = 5.0, hidden: int = 32) -> str:
+def job_toml(net: Net, rounds: int = 2, timeout_s: float = 30.0, hidden: int = 32) -> str:
     providers = ", ".join(f'"{n.address}"' for n in net.nodes[2:])
     return f"""
 name = "t"
