@@ -142,7 +142,9 @@ def test_geometric_median_is_bounded_under_a_minority_of_arbitrary_rows(
 ) -> None:
     """If ``h > n / 2`` rows lie within ``r`` of ``z``, the geometric median lies within
     ``2 h r / (2 h - n)`` of ``z`` (Lopuhaa & Rousseeuw 1991), wherever the others are. The
-    solver is iterative: we allow a relative error of 1e-6 of the data's scale."""
+    solver is iterative and smooths distances below ``nu = 1e-6`` (rows that close to the
+    estimate weigh as if ``nu`` away), so we allow ``nu`` absolute plus a relative error of
+    1e-6 of the data's scale."""
     d = data.draw(st.integers(1, 20))
     n = data.draw(st.integers(1, 30))
     h = data.draw(st.integers(n // 2 + 1, n))
@@ -154,7 +156,7 @@ def test_geometric_median_is_bounded_under_a_minority_of_arbitrary_rows(
     bound = 2 * h * r / (2 * h - n)
     v = geometric_median(x, torch.ones(n)).vector.double()
     scale = float(x.double().norm(dim=1).max())
-    assert float((v - z).norm()) <= bound * (1 + 1e-6) + 1e-6 * scale + 1e-9
+    assert float((v - z).norm()) <= bound * (1 + 1e-6) + 1e-6 * scale + 1e-6
 
 
 def _build(name: AggregatorName, n: int) -> tuple[object, RoundContext]:
