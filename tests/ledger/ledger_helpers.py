@@ -14,7 +14,7 @@ from deai.ledger.types import LedgerConfig, RoundResult, result_commitment
 
 SALT = b"\x5a" * 32
 ETH = 10**18
-DELAY = 2_000  # withdrawal delay, s (> 2 * MIN_PERIOD + FINALIZE_GRACE)
+DELAY = 1_000  # withdrawal delay, s (> 2 * MIN_PERIOD + FINALIZE_GRACE = 900)
 PERIOD = 300  # the protocol's minimum window (MIN_PERIOD)
 CONFIG = LedgerConfig(
     min_stake=ETH, withdrawal_delay=DELAY, job_slash=ETH // 2, task_slash=ETH // 10

@@ -17,7 +17,7 @@ from deai.errors import ConfigError
 BURN_ADDRESS = "0x000000000000000000000000000000000000dEaD"
 # protocol-wide timing rules, equal to Registry.MIN_PERIOD / FINALIZE_GRACE (seconds)
 MIN_PERIOD = 300  # shortest commit, reveal or claim window any job may ask for
-FINALIZE_GRACE = 600  # after a reveal deadline: then anyone may finalize for a tip
+FINALIZE_GRACE = 300  # after a reveal deadline: then anyone may finalize for a tip
 
 
 class Role(enum.IntFlag):

@@ -37,7 +37,7 @@ PAY_GAS: constant(uint256) = 10000
 SENTINEL: constant(uint256) = 1 << 255
 LEAF_TAG: constant(bytes32) = keccak256("deai.jobs.leaf")
 MIN_PERIOD: public(constant(uint256)) = 300  # = Registry.MIN_PERIOD
-FINALIZE_GRACE: public(constant(uint256)) = 600  # = Registry.FINALIZE_GRACE
+FINALIZE_GRACE: public(constant(uint256)) = 300  # = Registry.FINALIZE_GRACE
 TIP_DIVISOR: public(constant(uint256)) = 100  # late-finalize tip: round budget / 100
 
 flag JobState:

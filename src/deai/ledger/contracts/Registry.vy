@@ -29,7 +29,7 @@ TREE_LEVELS: constant(uint256) = 24  # at most 2**24 - 1 validator slots
 # a slow link gets a tx included well within MIN_PERIOD; FINALIZE_GRACE is how long after
 # a reveal deadline the committee alone may finalize before anyone may, for a tip.
 MIN_PERIOD: public(constant(uint256)) = 300
-FINALIZE_GRACE: public(constant(uint256)) = 600
+FINALIZE_GRACE: public(constant(uint256)) = 300
 
 # keccak256 of the deployed ERC-5202 blueprint code of Jobs.vy and Tasks.vy; filled in by
 # deai.ledger.compiler from the same sources, so an unknown blueprint cannot be deployed
