@@ -26,6 +26,7 @@ from deai.ledger.errors import Reverted
 from deai.ledger.merkle import PayoutTree
 from deai.ledger.types import Role, RoundResult, result_commitment
 
+
 def new_job(world: World, rounds: int = 1) -> int:
     return drawn_job(world, lambda: _create(world, rounds), distinct(3))
 

@@ -47,7 +47,9 @@ def test_payout_tree_is_order_independent_and_checks_input() -> None:
 
 def test_python_draw_is_weighted_with_replacement() -> None:
     slots = [("a", 1), ("b", 0), ("c", 5)]
-    seats = [s for i in range(200) for s in draw_committee(keccak(bytes([i % 256, i // 256])), slots, 3)]
+    seats = [
+        s for i in range(200) for s in draw_committee(keccak(bytes([i % 256, i // 256])), slots, 3)
+    ]
     assert len(seats) == 600 and "b" not in seats  # an empty slot is never drawn
     assert abs(seats.count("c") / 600 - 5 / 6) < 0.06
     assert seat_counts(["c", "a", "c"]) == (["c", "a"], [2, 1])
@@ -62,7 +64,11 @@ def test_payout_proof_sums_to_the_total_and_binds_every_sum() -> None:
         assert verify_sum(7, a, tree.amount(a), proof, tree.root, tree.total)
         assert not verify_sum(7, a, tree.amount(a) + 1, proof, tree.root, tree.total)
         if len(proof) > 1:  # understating a sibling's sum changes the hash
-            low = [*proof[:2], (int.from_bytes(proof[2], "big") - 1).to_bytes(32, "big"), *proof[3:]]
+            low = [
+                *proof[:2],
+                (int.from_bytes(proof[2], "big") - 1).to_bytes(32, "big"),
+                *proof[3:],
+            ]
             assert not verify_sum(7, a, tree.amount(a), low, tree.root, tree.total - 1)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 from ledger_helpers import (
-    PERIOD,
     ETH,
+    PERIOD,
     SALT,
     World,
     commit_all,
@@ -114,7 +114,7 @@ def test_draw_waits_for_the_seed_block_and_rearms_after_a_stake_change(world: Wo
     fn = led.jobs.functions
     job_id = new_job(world)
     # the seed is the hash of the opening block: not drawable inside that block
-    with pytest.raises(Exception, match="jobs: seed not ready"):  # noqa: B017
+    with pytest.raises(Exception, match="jobs: seed not ready"):
         fn.draw_round(job_id).call({"from": world.others[0]}, block_identifier="latest")
     led.add_stake(world.validators[0], ETH)  # a node re-weights after the seed block
     assert not led.draw_round(world.others[0], job_id)  # re-armed, not drawn

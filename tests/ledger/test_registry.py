@@ -121,9 +121,7 @@ def test_draw_matches_python_and_is_stake_weighted(world: World) -> None:
             assert led.draw(seed, size) == draw_committee(seed, slots, size)
     assert len(led.draw(seed, 16)) == 16  # with replacement: never capped by head-count
     # frequency over many seeds (pure Python, proven equal above): seats follow stake
-    seats = [
-        s for i in range(40) for s in draw_committee(keccak(bytes([i])), slots, 10)
-    ]
+    seats = [s for i in range(40) for s in draw_committee(keccak(bytes([i])), slots, 10)]
     counts = [seats.count(v) for v in world.validators]  # stakes 2, 3, 4
     assert counts[0] < counts[2]
     assert abs(counts[2] / len(seats) - 4 / 9) < 0.08
@@ -159,8 +157,9 @@ def test_tree_slots_are_reused_and_weights_track_stake(world: World) -> None:
 
 
 def test_registry_refuses_unknown_blueprints(world: World) -> None:
-    from deai.ledger.compiler import compile_contract
     from web3 import Web3
+
+    from deai.ledger.compiler import compile_contract
 
     w3 = world.chain.w3
     reg = compile_contract("Registry")

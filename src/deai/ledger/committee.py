@@ -25,9 +25,7 @@ from eth_utils import keccak
 
 def round_seed(job_id: int, round_index: int, seed_block_hash: bytes) -> bytes:
     """The seed ``Jobs.draw_round`` stores for a round whose seed block has this hash."""
-    return keccak(
-        encode(["uint256", "uint256", "bytes32"], [job_id, round_index, seed_block_hash])
-    )
+    return keccak(encode(["uint256", "uint256", "bytes32"], [job_id, round_index, seed_block_hash]))
 
 
 def draw_committee(seed: bytes, slots: Sequence[tuple[str, int]], size: int) -> list[str]:

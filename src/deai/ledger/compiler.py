@@ -41,7 +41,9 @@ def cache_dir() -> Path:
     return base / "vyper"
 
 
-_HASH_LINE = re.compile(r"^(\w+)_BLUEPRINT_CODEHASH: constant\(bytes32\) = 0x[0-9a-fA-F]{64}$", re.M)
+_HASH_LINE = re.compile(
+    r"^(\w+)_BLUEPRINT_CODEHASH: constant\(bytes32\) = 0x[0-9a-fA-F]{64}$", re.M
+)
 
 
 def source_of(name: str) -> str:
