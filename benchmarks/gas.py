@@ -21,6 +21,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from eth_utils import keccak, to_checksum_address
 
@@ -39,6 +40,7 @@ SINGLE_SAMPLE = 20  # single claims measured per provider count (on a snapshot)
 JOBS_PER_JOIN = 10  # jobs a provider works per registration (amortizes its join)
 SALT = b"\x42" * 32
 OUT = Path(__file__).parent / "results" / "gas.json"
+DOC = Path(__file__).parents[1] / "docs" / "ledger.md"
 
 
 def providers(n: int) -> list[str]:
@@ -200,8 +202,43 @@ def main() -> None:
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
+    write_docs(result)
     print(json.dumps(result, indent=2))
 
 
+def write_docs(r: dict[str, Any]) -> None:
+    """The gas tables of docs/ledger.md, from the JSON (``--docs`` rewrites them only)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from docs_table import write_block
+
+    lines = ["| committee | gas per round (draw + commits + reveals + finalize) |", "|---|---|"]
+    lines += [f"| {c} | {g:,} |" for c, g in r["round_gas_by_committee"].items()]
+    lines += [
+        "",
+        "| providers | single `claim` | per provider in `claim_many` | job per provider |",
+    ]
+    lines += ["|---|---|---|---|"]
+    for n, t in r["totals_by_providers"].items():
+        lines.append(
+            f"| {n} | {r['gas_per_claim_single'][n]:,.0f} "
+            f"| {r['gas_per_claim_batched'].get(n, float('nan')):,.0f} "
+            f"| {t['job_total_per_provider']:,.0f} |"
+        )
+    head, goal = r["gas_per_provider_per_job_at_1000"], r["goal_gas_per_provider_per_job"]
+    verdict = "meets" if head <= goal else f"misses by {head / goal - 1:.0%}"
+    lines += [
+        "",
+        f"**gas_per_provider_per_job_at_1000 = {head:,.0f}** ({verdict} the {goal:,} goal), "
+        f"counted as {r['gas_per_provider_per_job_at_1000_counted']}. Payees are "
+        f"{r['payee_accounts']}; a provider's join costs {r['provider_join_gas']:,} gas "
+        f"(amortized over {r['jobs_per_join']} jobs). Without joins: "
+        f"{r['job_gas_per_provider_at_1000_without_joins']:,.0f}.",
+    ]
+    write_block(DOC, "gas", "\n".join(lines))
+
+
 if __name__ == "__main__":
-    main()
+    if "--docs" in sys.argv:
+        write_docs(json.loads(OUT.read_text()))
+    else:
+        main()
