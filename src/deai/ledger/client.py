@@ -39,6 +39,7 @@ from deai.ledger.types import (
     mask_bits,
 )
 
+DRAW_GAS = 2_500_000  # limit for a draw sent without a dry run (16 seats use ~1.2 M)
 _REASON = re.compile(r"execution reverted:?\s*(.*)", re.S)
 
 
@@ -169,11 +170,17 @@ class Ledger:
         )
 
     # ------------------------------------------------------------ transactions
-    def _send(self, sender: str, fn: Any, value: int, label: str) -> TxReceipt:
+    def _send(
+        self, sender: str, fn: Any, value: int, label: str, gas: int | None = None
+    ) -> TxReceipt:
+        """Send a transaction; ``gas``: send with this limit without a dry run (for a call
+        that only becomes valid in the block it will be mined in)."""
         sender = Web3.to_checksum_address(sender)
         params: dict[str, Any] = {"from": sender, "value": value}
+        if gas is not None:
+            params["gas"] = gas
         try:
-            if self.chain.fixed_gas is not None and hasattr(fn, "call"):
+            if gas is None and self.chain.fixed_gas is not None and hasattr(fn, "call"):
                 # one dry run for the revert reason instead of a binary-search estimate
                 fn.call(dict(params), block_identifier="pending")
                 params["gas"] = self.chain.fixed_gas
@@ -317,8 +324,19 @@ class Ledger:
 
     def draw_round(self, sender: str, job_id: int) -> bool:
         """Draw the current round's committee (anyone may); returns whether it is drawn
-        now (False: the seed was re-armed, retry from the next block)."""
-        self._send(sender, self.jobs.functions.draw_round(job_id), 0, "draw_round")
+        now (False: the seed was re-armed, retry from the next block). A dry run in the
+        seed block itself says "seed not ready" (some nodes run calls in the latest
+        block); the transaction is then sent anyway, to be mined in a later block."""
+        fn = self.jobs.functions.draw_round(job_id)
+        try:
+            self._send(sender, fn, 0, "draw_round")
+        except Reverted as e:
+            if "seed not ready" not in e.reason:
+                raise
+            try:
+                self._send(sender, fn, 0, "draw_round", gas=DRAW_GAS)
+            except Reverted as again:
+                raise Reverted("jobs: seed not ready", "draw_round") from again
         return self.round(job_id).drawn
 
     def ensure_drawn(self, sender: str, job_id: int, attempts: int = 3) -> bool:
