@@ -454,15 +454,15 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.parametrize(
-    "steps", [pytest.param(12, id="short"), pytest.param(50, id="long", marks=pytest.mark.slow)]
+    "steps", [pytest.param(12, id="short"), pytest.param(30, id="long", marks=pytest.mark.slow)]
 )
 def test_ledger_state_machine(deployed: World, steps: int) -> None:
-    if steps < 50 and isinstance(deployed.chain, RpcChain):
+    if steps < 30 and isinstance(deployed.chain, RpcChain):
         pytest.skip("on anvil only the long (slow) run: HTTP round trips make it ~1 min")
     LedgerMachine.world = deployed
     LedgerMachine.base = [deployed.chain.snapshot()]
     LedgerMachine.seen = collections.Counter()
-    examples = 2 if steps < 50 else 4
+    examples = 2 if steps < 30 else 3
     run_state_machine_as_test(
         LedgerMachine,
         settings=settings(
@@ -476,5 +476,5 @@ def test_ledger_state_machine(deployed: World, steps: int) -> None:
     deployed.chain.revert(LedgerMachine.base[0])
     seen = LedgerMachine.seen
     assert seen["RoundSettled"] and seen["claims"] and seen["refused claims"], seen
-    assert seen["griefing refused"] or steps < 50, seen
+    assert seen["griefing refused"] or steps < 30, seen
     print("stateful ledger run:", dict(seen))
