@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pytest
@@ -14,7 +14,8 @@ from deai.ledger.types import LedgerConfig, RoundResult, result_commitment
 
 SALT = b"\x5a" * 32
 ETH = 10**18
-DELAY = 1_000  # withdrawal delay, s
+DELAY = 1_000  # withdrawal delay, s (> 2 * MIN_PERIOD + FINALIZE_GRACE = 900)
+PERIOD = 300  # the protocol's minimum window (MIN_PERIOD)
 CONFIG = LedgerConfig(
     min_stake=ETH, withdrawal_delay=DELAY, job_slash=ETH // 2, task_slash=ETH // 10
 )
@@ -40,9 +41,33 @@ def result_for(
     return RoundResult(bytes([tag]) * 32, tree.root, tree.total), tree
 
 
+def drawn_job(
+    world: World,
+    create: Callable[[], int],
+    ok: Callable[[list[str], list[int]], bool] = lambda m, s: True,
+    tries: int = 60,
+) -> int:
+    """Create jobs with ``create`` and draw round 0 until the committee (members, seats)
+    satisfies ``ok``: seats are random, tests that need a shape ask for it."""
+    led = world.ledger
+    for _ in range(tries):
+        job_id = create()
+        led.ensure_drawn(world.others[0], job_id)
+        if ok(led.committee(job_id), led.committee_seats(job_id)):
+            return job_id
+    raise AssertionError("no committee of the wanted shape was drawn")
+
+
+def distinct(n: int) -> Callable[[list[str], list[int]], bool]:
+    """Shape: ``n`` distinct members with one seat each."""
+    return lambda members, seats: len(members) == n and all(s == 1 for s in seats)
+
+
 def commit_all(
     ledger: Ledger, job_id: int, round_index: int, votes: Mapping[str, RoundResult]
 ) -> None:
+    if votes:
+        ledger.ensure_drawn(next(iter(votes)), job_id)
     for member, result in votes.items():
         ledger.commit(
             member,

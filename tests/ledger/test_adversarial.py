@@ -6,7 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ledger_helpers import DELAY, ETH, SALT, World, commit_all, play_round, result_for
+from ledger_helpers import (
+    DELAY,
+    ETH,
+    PERIOD,
+    SALT,
+    World,
+    commit_all,
+    distinct,
+    drawn_job,
+    play_round,
+    result_for,
+)
 from vyper.compiler import compile_code
 from web3 import Web3
 from web3.contract import Contract
@@ -15,10 +26,12 @@ from deai.ledger.errors import Reverted
 from deai.ledger.merkle import PayoutTree
 from deai.ledger.types import Role, RoundResult, result_commitment
 
-PERIOD = 100
-
 
 def new_job(world: World, rounds: int = 1) -> int:
+    return drawn_job(world, lambda: _create(world, rounds), distinct(3))
+
+
+def _create(world: World, rounds: int) -> int:
     return world.ledger.create_job(
         world.requester,
         budget=10 * ETH,

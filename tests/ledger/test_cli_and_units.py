@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from deai.errors import ConfigError
 from deai.ledger.anvil import find_anvil
 from deai.ledger.cli import app
-from deai.ledger.committee import draw_committee
+from deai.ledger.committee import draw_committee, seat_counts
 from deai.ledger.compiler import compile_contract
-from deai.ledger.merkle import MerkleTree, PayoutTree, payout_leaf, verify
+from deai.ledger.merkle import MerkleTree, PayoutTree, payout_leaf, verify, verify_sum
 
 
 @settings(max_examples=30, deadline=None)
@@ -36,7 +36,7 @@ def test_payout_tree_is_order_independent_and_checks_input() -> None:
     a, b = "0x" + "11" * 20, "0x" + "22" * 20
     assert PayoutTree(1, {a: 5, b: 7}).root == PayoutTree(1, {b: 7, a: 5}).root
     assert PayoutTree(1, {a: 5}).root != PayoutTree(2, {a: 5}).root  # bound to the job
-    assert PayoutTree(1, {a: 5}).root == payout_leaf(1, a, 5)
+    assert PayoutTree(1, {a: 5}).root == payout_leaf(1, a, 5, 0)
     with pytest.raises(ConfigError):
         PayoutTree(1, {})
     with pytest.raises(ConfigError):
@@ -45,11 +45,31 @@ def test_payout_tree_is_order_independent_and_checks_input() -> None:
         PayoutTree(1, {a: 1}).proof(b)
 
 
-def test_python_draw_is_weighted_without_replacement() -> None:
-    cands = [("a", 1), ("b", 0), ("c", 5)]
-    for i in range(20):
-        out = draw_committee(keccak(bytes([i])), cands, 3, min_stake=1)
-        assert sorted(out) == ["a", "c"]  # "b" is below the minimum stake
+def test_python_draw_is_weighted_with_replacement() -> None:
+    slots = [("a", 1), ("b", 0), ("c", 5)]
+    seats = [
+        s for i in range(200) for s in draw_committee(keccak(bytes([i % 256, i // 256])), slots, 3)
+    ]
+    assert len(seats) == 600 and "b" not in seats  # an empty slot is never drawn
+    assert abs(seats.count("c") / 600 - 5 / 6) < 0.06
+    assert seat_counts(["c", "a", "c"]) == (["c", "a"], [2, 1])
+
+
+def test_payout_proof_sums_to_the_total_and_binds_every_sum() -> None:
+    payouts = {"0x" + f"{i:02x}" * 20: i + 1 for i in range(1, 6)}
+    tree = PayoutTree(7, payouts)
+    assert tree.total == sum(payouts.values())
+    for a in tree.accounts:
+        proof = tree.proof(a)
+        assert verify_sum(7, a, tree.amount(a), proof, tree.root, tree.total)
+        assert not verify_sum(7, a, tree.amount(a) + 1, proof, tree.root, tree.total)
+        if len(proof) > 1:  # understating a sibling's sum changes the hash
+            low = [
+                *proof[:2],
+                (int.from_bytes(proof[2], "big") - 1).to_bytes(32, "big"),
+                *proof[3:],
+            ]
+            assert not verify_sum(7, a, tree.amount(a), low, tree.root, tree.total - 1)
 
 
 def test_compile_is_cached_by_source_hash() -> None:

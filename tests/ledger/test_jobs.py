@@ -1,19 +1,40 @@
-"""Jobs: creation, committee rounds (settle, dissent, abort, timeouts), claims, sweep."""
+"""Jobs: creation, drawing, committee rounds (settle, dissent, abort, timeouts), claims,
+sweep."""
 
 from __future__ import annotations
 
 import pytest
-from ledger_helpers import ETH, SALT, World, commit_all, play_round, result_for, reveal_all
+from ledger_helpers import (
+    ETH,
+    PERIOD,
+    SALT,
+    World,
+    commit_all,
+    distinct,
+    drawn_job,
+    play_round,
+    result_for,
+    reveal_all,
+)
 
+from deai.ledger.committee import draw_committee, round_seed, seat_counts
 from deai.ledger.errors import Reverted
 from deai.ledger.merkle import PayoutTree
 from deai.ledger.types import JobState, RoundResult, result_commitment
 
 SPEC = b"\x11" * 32
-PERIOD = 100
 
 
 def new_job(world: World, budget: int = 10 * ETH, rounds: int = 2, size: int = 3) -> int:
+    return _create(world, budget, rounds, size)
+
+
+def shaped(world: World, rounds: int = 2, n: int = 3) -> int:
+    """A job whose round 0 has ``n`` distinct single-seat members."""
+    return drawn_job(world, lambda: _create(world, 10 * ETH, rounds, n), distinct(n))
+
+
+def _create(world: World, budget: int, rounds: int, size: int) -> int:
     return world.ledger.create_job(
         world.requester,
         budget=budget,
@@ -32,10 +53,10 @@ def new_job(world: World, budget: int = 10 * ETH, rounds: int = 2, size: int = 3
         ({"rounds": 0}, "jobs: bad rounds"),
         ({"committee_size": 0}, "jobs: bad committee size"),
         ({"committee_size": 17}, "jobs: bad committee size"),
-        ({"commit_period": 0}, "jobs: zero period"),
-        ({"reveal_period": 0}, "jobs: zero period"),
-        ({"commit_period": 900, "reveal_period": 200}, "jobs: round too long"),
-        ({"claim_period": 0}, "jobs: zero claim period"),
+        ({"commit_period": 0}, "jobs: period too short"),
+        ({"reveal_period": PERIOD - 1}, "jobs: period too short"),
+        ({"commit_period": 1000, "reveal_period": 400}, "jobs: round too long"),
+        ({"claim_period": PERIOD - 1}, "jobs: claim period too short"),
         ({"budget": 2, "rounds": 3}, "jobs: budget too small"),
     ],
 )
@@ -70,32 +91,65 @@ def test_create_job_opens_round_with_drawn_committee(world: World) -> None:
     assert (job.deposit, job.round_budget, job.state) == (deposit, deposit // 3, JobState.OPEN)
     rest = deposit - 3 * (deposit // 3)  # division remainder, credited back at once
     assert rest > 0 and job.refunded == rest and led.owed(world.requester) == rest
-    assert rnd.index == 0 and rnd.size == 2
+    assert rnd.index == 0 and not rnd.drawn and led.committee(job_id) == []
     assert rnd.reveal_deadline - rnd.commit_deadline == PERIOD
-    assert led.committee(job_id) == led.draw(rnd.seed, 2)
-    (ev,) = led.events("RoundOpened", filters={"job_id": job_id})
+    (opened,) = led.events("RoundOpened", filters={"job_id": job_id})
+    assert opened.args["seed_block"] == rnd.seed_block == opened.block
+    assert led.draw_round(world.others[0], job_id)  # next block: the seed block's hash exists
+    rnd = led.round(job_id)
+    block_hash = bytes(world.chain.w3.eth.get_block(rnd.seed_block)["hash"])
+    assert rnd.seed == round_seed(job_id, 0, block_hash)
+    seats = draw_committee(rnd.seed, led.validator_slots(), 2)
+    assert seats == led.draw(rnd.seed, 2)
+    assert (led.committee(job_id), led.committee_seats(job_id)) == seat_counts(seats)
+    assert rnd.seats == 2 and rnd.size == len(set(seats))
+    (ev,) = led.events("RoundDrawn", filters={"job_id": job_id})
     assert ev.args["committee"] == led.committee(job_id) and ev.args["seed"] == rnd.seed
+    with pytest.raises(Reverted, match="jobs: already drawn"):
+        led.draw_round(world.others[0], job_id)
+
+
+def test_draw_waits_for_the_seed_block_and_rearms_after_a_stake_change(world: World) -> None:
+    led = world.ledger
+    fn = led.jobs.functions
+    job_id = new_job(world)
+    # the seed is the hash of the opening block: not drawable inside that block
+    with pytest.raises(Exception, match="jobs: seed not ready"):
+        fn.draw_round(job_id).call({"from": world.others[0]}, block_identifier="latest")
+    led.add_stake(world.validators[0], ETH)  # a node re-weights after the seed block
+    assert not led.draw_round(world.others[0], job_id)  # re-armed, not drawn
+    (ev,) = led.events("SeedRearmed", filters={"job_id": job_id})
+    assert ev.args["seed_block"] == led.round(job_id).seed_block
+    assert led.draw_round(world.others[0], job_id)
+    world.chain.advance_time(PERIOD)
+    job2 = new_job(world)
+    world.chain.advance_time(PERIOD)
+    with pytest.raises(Reverted, match="jobs: commit closed"):
+        led.draw_round(world.others[0], job2)
+    led.finalize_round(world.others[0], job2, 0)  # undrawn: aborted, nobody slashed
+    assert led.job(job2).refunded == 5 * ETH and led.job(job2).slashed == 0
 
 
 def test_round_settles_by_majority_slashes_dissenter_and_pays_claims(world: World) -> None:
     led = world.ledger
-    job_id = new_job(world)
+    job_id = shaped(world, rounds=1)
     members = led.committee(job_id)
     payee_a, payee_b = world.workers[0], world.others[0]
     good, tree = result_for(job_id, {payee_a: 3 * ETH, payee_b: ETH})
     bad, _ = result_for(job_id, {payee_a: 5 * ETH}, tag=9)
     stake_before = led.node(members[2]).stake
-    play_round(
-        led, job_id, 0, {members[0]: good, members[1]: good, members[2]: bad}, world.requester
-    )
+    commit_all(led, job_id, 0, {members[0]: good, members[1]: good, members[2]: bad})
+    assert [led.node(m).locked for m in members] == [ETH // 2] * 3  # accepted: locked
+    reveal_all(led, job_id, 0, {members[0]: good, members[1]: good, members[2]: bad})
+    led.finalize_round(world.requester, job_id, 0)
     job = led.job(job_id)
     assert (job.root, job.model_hash, job.payable_total) == (good.root, good.model_hash, 4 * ETH)
-    assert job.refunded == ETH  # budget 5 ETH per round, 4 paid
+    assert job.refunded == 6 * ETH  # budget 10 ETH, 4 paid
     assert job.slashed == ETH // 2
     assert led.node(members[2]).stake == stake_before - ETH // 2
+    assert [led.node(m).locked for m in members] == [0, 0, 0]  # final: released
     (settled,) = led.events("RoundSettled")
     assert settled.args["votes"] == 2
-    assert led.round(job_id).index == 1
     # claims: a third party submits, the payee is paid
     before = led.balance(payee_b)
     led.claim(world.others[1], job_id, payee_b, ETH, tree.proof(payee_b))
@@ -103,19 +157,22 @@ def test_round_settles_by_majority_slashes_dissenter_and_pays_claims(world: Worl
     led.claim_many(world.others[1], job_id, tree, [payee_a])
     assert led.claimed(job_id, payee_a) == 3 * ETH
     assert led.job(job_id).claimed_total == 4 * ETH
-    assert led.escrow(job_id) == 10 * ETH - 4 * ETH - ETH
+    assert led.escrow(job_id) == 10 * ETH - 4 * ETH - 6 * ETH
 
 
-def test_cumulative_claims_pay_only_the_difference(world: World) -> None:
+def test_claims_open_when_the_job_is_done_and_pay_the_final_root(world: World) -> None:
     led = world.ledger
-    job_id = new_job(world)
+    job_id = shaped(world, rounds=2)
     payee = world.others[0]
     members = led.committee(job_id)
     r0, t0 = result_for(job_id, {payee: ETH})
     play_round(led, job_id, 0, dict.fromkeys(members, r0), world.requester)
-    led.claim(payee, job_id, payee, ETH, t0.proof(payee))
+    with pytest.raises(Reverted, match="jobs: claims closed"):  # the job is still open
+        led.claim(payee, job_id, payee, ETH, t0.proof(payee))
+    led.ensure_drawn(payee, job_id)
     members = led.committee(job_id)
     r1, t1 = result_for(job_id, {payee: 3 * ETH}, tag=2)
+    r1 = RoundResult(r1.model_hash, r1.root, 2 * ETH)  # this round adds 2 ETH
     play_round(led, job_id, 1, dict.fromkeys(members, r1), world.requester)
     with pytest.raises(Reverted, match="jobs: invalid proof"):  # the old root is gone
         led.claim(payee, job_id, payee, ETH, t0.proof(payee))
@@ -124,13 +181,13 @@ def test_cumulative_claims_pay_only_the_difference(world: World) -> None:
     assert led.claimed(job_id, payee) == 3 * ETH
     assert led.job(job_id).state == JobState.DONE
     assert before > led.balance(world.requester)  # sender paid gas, payee got the money
-    claims = led.events("Claimed", filters={"account": payee})
-    assert [e.args["amount"] for e in claims] == [ETH, 2 * ETH]
+    with pytest.raises(Reverted, match="jobs: nothing to claim"):
+        led.claim(payee, job_id, payee, 3 * ETH, t1.proof(payee))
 
 
 def test_no_majority_aborts_and_refunds(world: World) -> None:
     led = world.ledger
-    job_id = new_job(world)
+    job_id = shaped(world)
     m = led.committee(job_id)
     votes = {m[i]: result_for(job_id, {world.others[0]: ETH}, tag=i + 1)[0] for i in range(3)}
     play_round(led, job_id, 0, votes, world.requester)
@@ -146,9 +203,9 @@ def test_no_majority_aborts_and_refunds(world: World) -> None:
         led.withdraw(world.requester)
 
 
-def test_silent_members_are_slashed_after_deadline(world: World) -> None:
+def test_members_who_committed_and_went_silent_are_slashed(world: World) -> None:
     led = world.ledger
-    job_id = new_job(world, rounds=1)
+    job_id = shaped(world, rounds=1)
     m = led.committee(job_id)
     good, _ = result_for(job_id, {world.others[0]: ETH})
     commit_all(led, job_id, 0, {m[0]: good, m[1]: good, m[2]: good})
@@ -163,19 +220,39 @@ def test_silent_members_are_slashed_after_deadline(world: World) -> None:
     assert job.state == JobState.DONE and job.payable_total == ETH
 
 
-def test_nobody_commits_round_aborts_and_all_slashed(world: World) -> None:
+def test_drawn_members_who_never_accepted_lose_nothing(world: World) -> None:
     led = world.ledger
-    job_id = new_job(world, rounds=1)
+    job_id = shaped(world, rounds=1)
+    m = led.committee(job_id)
+    stakes = [led.node(v).stake for v in m]
     world.chain.advance_time(2 * PERIOD)
     led.finalize_round(world.others[0], job_id, 0)
     job = led.job(job_id)
-    assert job.refunded == 10 * ETH and job.slashed == 3 * (ETH // 2)
+    assert job.refunded == 10 * ETH and job.slashed == 0
+    assert [led.node(v).stake for v in m] == stakes
     assert job.state == JobState.DONE
+
+
+def test_late_finalize_is_tipped_to_anyone(world: World) -> None:
+    led = world.ledger
+    job_id = shaped(world, rounds=1)
+    m = led.committee(job_id)
+    good, _ = result_for(job_id, {world.others[0]: ETH})
+    commit_all(led, job_id, 0, dict.fromkeys(m, good))
+    reveal_all(led, job_id, 0, dict.fromkeys(m, good))
+    rnd = led.round(job_id)
+    world.chain.advance_time(rnd.reveal_deadline + led.jobs.functions.FINALIZE_GRACE().call())
+    stranger = world.others[2]
+    led.finalize_round(stranger, job_id, 0)
+    tip = led.job(job_id).round_budget // 100
+    assert led.owed(stranger) == tip and led.job(job_id).tipped == tip
+    assert led.job(job_id).refunded == 10 * ETH - ETH - tip
+    assert [led.node(v).locked for v in m] == [0, 0, 0]
 
 
 def test_round_flow_reverts(world: World) -> None:
     led = world.ledger
-    job_id = new_job(world)
+    job_id = shaped(world)
     m = led.committee(job_id)
     good, _ = result_for(job_id, {world.others[0]: ETH})
     c = result_commitment(job_id, 0, m[0], good, SALT)
@@ -204,7 +281,7 @@ def test_round_flow_reverts(world: World) -> None:
 
 def test_total_above_budget_cannot_be_revealed(world: World) -> None:
     led = world.ledger
-    job_id = new_job(world)
+    job_id = shaped(world)
     m = led.committee(job_id)
     tree = PayoutTree(job_id, {world.others[0]: 6 * ETH})
     greedy = RoundResult(b"\x01" * 32, tree.root, tree.total)  # budget is 5 ETH a round
@@ -215,11 +292,11 @@ def test_total_above_budget_cannot_be_revealed(world: World) -> None:
 
 def test_sweep_returns_unclaimed_after_claim_period(world: World) -> None:
     led = world.ledger
-    job_id = new_job(world, rounds=1)
+    job_id = shaped(world, rounds=1)
     payee = world.others[0]
     m = led.committee(job_id)
     r, tree = result_for(job_id, {payee: 2 * ETH})
-    with pytest.raises(Reverted, match="jobs: nothing settled"):
+    with pytest.raises(Reverted, match="jobs: claims closed"):
         led.claim(payee, job_id, payee, 2 * ETH, tree.proof(payee))
     with pytest.raises(Reverted, match="jobs: job not done"):
         led.sweep_job(payee, job_id)

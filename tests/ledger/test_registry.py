@@ -53,9 +53,10 @@ def test_add_stake_and_update(world: World) -> None:
     assert led.node(v).stake == 3 * ETH
     led.update_node(v, "http://moved", Role.PROVIDER)
     assert led.node(v).endpoint == "http://moved"
-    assert v not in led.validators()  # dropped the validator role
+    assert v not in led.validators()  # dropped the validator role: its tree slot is freed
+    slots = led.registry.functions.slot_count().call()
     led.update_node(v, "http://moved", Role.VALIDATOR)
-    assert led.validators()[-1] == v
+    assert v in led.validators() and led.registry.functions.slot_count().call() == slots
     with pytest.raises(Reverted, match="registry: zero amount"):
         led.add_stake(v, 0)
     with pytest.raises(Reverted, match="registry: not joined"):
@@ -113,20 +114,58 @@ def test_sweep_with_nothing_slashed_reverts(world: World) -> None:
 
 def test_draw_matches_python_and_is_stake_weighted(world: World) -> None:
     led = world.ledger
-    cands = [(v, led.node(v).stake) for v in led.validators()]
+    slots = led.validator_slots()
     for i in range(6):
         seed = keccak(i.to_bytes(32, "big"))
-        for size in (1, 2, 3, 5):
-            assert led.draw(seed, size) == draw_committee(seed, cands, size, ETH)
-    assert sorted(led.draw(seed, 5)) == sorted(world.validators)  # capped at eligible
-    # frequency over many seeds (pure Python, proven equal above): heavier stake drawn more
-    firsts = [
-        draw_committee(keccak(bytes([i, j])), cands, 1, ETH)[0]
-        for i in range(40)
-        for j in range(10)
-    ]
-    counts = [firsts.count(v) for v in world.validators]  # stakes 2, 3, 4
+        for size in (1, 2, 3, 5, 16):
+            assert led.draw(seed, size) == draw_committee(seed, slots, size)
+    assert len(led.draw(seed, 16)) == 16  # with replacement: never capped by head-count
+    # frequency over many seeds (pure Python, proven equal above): seats follow stake
+    seats = [s for i in range(40) for s in draw_committee(keccak(bytes([i])), slots, 10)]
+    counts = [seats.count(v) for v in world.validators]  # stakes 2, 3, 4
     assert counts[0] < counts[2]
-    assert abs(counts[2] / len(firsts) - 4 / 9) < 0.08
+    assert abs(counts[2] / len(seats) - 4 / 9) < 0.08
     with pytest.raises(Reverted, match="registry: committee too large"):
         led.draw(seed, 17)
+
+
+def test_locked_stake_cannot_be_unstaked_and_only_jobs_locks(world: World) -> None:
+    led, v = world.ledger, world.validators[0]
+    for fn in (
+        led.registry.functions.lock(v, ETH),
+        led.registry.functions.release(v, ETH, ETH),
+    ):
+        with pytest.raises(Reverted, match="registry: not jobs"):
+            led._send(world.requester, fn, 0, "lock")
+
+
+def test_tree_slots_are_reused_and_weights_track_stake(world: World) -> None:
+    led = world.ledger
+    reg = led.registry.functions
+    a, b = world.others[0], world.others[1]
+    led.register(a, 2 * ETH, "a", Role.VALIDATOR)
+    total = reg.total_weight().call()
+    assert total == 2 * ETH + 9 * ETH
+    led.unstake(a, 2 * ETH)  # leaves: weight and slot freed
+    assert reg.total_weight().call() == 9 * ETH and a not in led.validators()
+    slots = reg.slot_count().call()
+    led.register(b, 3 * ETH, "b", Role.VALIDATOR | Role.WORKER)  # takes the freed slot
+    assert reg.slot_count().call() == slots and led.node(b).slot > 0
+    led.register(world.others[2], ETH, "w", Role.WORKER)  # not a validator: no slot
+    assert led.node(world.others[2]).slot == 0
+    assert sum(w for _, w in led.validator_slots()) == reg.total_weight().call() == 12 * ETH
+
+
+def test_registry_refuses_unknown_blueprints(world: World) -> None:
+    from web3 import Web3
+
+    from deai.ledger.compiler import compile_contract
+
+    w3 = world.chain.w3
+    reg = compile_contract("Registry")
+    fake = world.ledger.deployment.jobs  # a deployed Jobs contract, not its blueprint
+    ctor = w3.eth.contract(abi=reg.abi, bytecode=reg.bytecode).constructor(
+        ETH, DELAY, Web3.to_checksum_address(BURN_ADDRESS), fake, fake, ETH, ETH
+    )
+    with pytest.raises(Reverted, match="registry: unknown jobs blueprint"):
+        world.ledger._send(world.requester, ctor, 0, "deploy Registry")

@@ -23,7 +23,7 @@ from web3.types import TxReceipt
 
 from deai.ledger.chain import Chain
 from deai.ledger.compiler import compile_contract
-from deai.ledger.errors import ChainError, ChainUnavailable, Reverted
+from deai.ledger.errors import ChainError, ChainUnavailable, Reverted, UnknownContract
 from deai.ledger.merkle import PayoutTree
 from deai.ledger.types import (
     Deployment,
@@ -39,6 +39,7 @@ from deai.ledger.types import (
     mask_bits,
 )
 
+DRAW_GAS = 2_500_000  # limit for a draw sent without a dry run (16 seats use ~1.2 M)
 _REASON = re.compile(r"execution reverted:?\s*(.*)", re.S)
 
 
@@ -64,7 +65,17 @@ def revert_reason(exc: BaseException) -> str | None:
 class Ledger:
     """Deploy or attach to the deai contracts and call them with typed arguments."""
 
-    def __init__(self, chain: Chain, deployment: Deployment) -> None:
+    def __init__(
+        self,
+        chain: Chain,
+        deployment: Deployment,
+        *,
+        verify: bool = True,
+        slash_recipient: str | None = None,
+    ) -> None:
+        """Attach to a deployment. ``verify``: refuse (:class:`UnknownContract`) unless the
+        three addresses run exactly the bundled contracts and the Registry created the
+        Jobs and Tasks named; ``slash_recipient``: also require that recipient."""
         self.chain = chain
         self.w3: Web3 = chain.w3
         self.deployment = deployment
@@ -74,6 +85,30 @@ class Ledger:
         self._keys: dict[str, str] = {}
         self.gas_log: list[tuple[str, int]] = []
         self.last_receipt: TxReceipt | None = None
+        if verify:
+            self.verify_code(slash_recipient)
+
+    def verify_code(self, slash_recipient: str | None = None) -> None:
+        """Check the code at every address against the bundled, compiled contracts."""
+        for name, address in (
+            ("Registry", self.deployment.registry),
+            ("Jobs", self.deployment.jobs),
+            ("Tasks", self.deployment.tasks),
+        ):
+            code = bytes(self.w3.eth.get_code(Web3.to_checksum_address(address)))
+            runtime = bytes.fromhex(compile_contract(name).runtime[2:])
+            if not runtime or not code.startswith(runtime) or len(code) - len(runtime) > 32 * 8:
+                raise UnknownContract(f"{address} does not run the bundled {name}.vy")
+        reg = self.registry.functions
+        if (reg.JOBS().call(), reg.TASKS().call()) != (
+            Web3.to_checksum_address(self.deployment.jobs),
+            Web3.to_checksum_address(self.deployment.tasks),
+        ):
+            raise UnknownContract("the Registry did not create the Jobs and Tasks named")
+        if slash_recipient is not None and reg.SLASH_RECIPIENT().call() != (
+            Web3.to_checksum_address(slash_recipient)
+        ):
+            raise UnknownContract(f"slash recipient is not {slash_recipient}")
 
     # ------------------------------------------------------------------ setup
     @classmethod
@@ -118,7 +153,7 @@ class Ledger:
             chain_id=int(w3.eth.chain_id),
             block=int(receipt["blockNumber"]),
         )
-        ledger = cls(chain, deployment)
+        ledger = cls(chain, deployment, verify=False)
         ledger._keys = dict(probe._keys)
         ledger.gas_log = probe.gas_log
         return ledger
@@ -135,11 +170,17 @@ class Ledger:
         )
 
     # ------------------------------------------------------------ transactions
-    def _send(self, sender: str, fn: Any, value: int, label: str) -> TxReceipt:
+    def _send(
+        self, sender: str, fn: Any, value: int, label: str, gas: int | None = None
+    ) -> TxReceipt:
+        """Send a transaction; ``gas``: send with this limit without a dry run (for a call
+        that only becomes valid in the block it will be mined in)."""
         sender = Web3.to_checksum_address(sender)
         params: dict[str, Any] = {"from": sender, "value": value}
+        if gas is not None:
+            params["gas"] = gas
         try:
-            if self.chain.fixed_gas is not None and hasattr(fn, "call"):
+            if gas is None and self.chain.fixed_gas is not None and hasattr(fn, "call"):
                 # one dry run for the revert reason instead of a binary-search estimate
                 fn.call(dict(params), block_identifier="pending")
                 params["gas"] = self.chain.fixed_gas
@@ -201,13 +242,26 @@ class Ledger:
 
     def node(self, address: str) -> NodeView:
         t = self._call(self.registry.functions.nodes(Web3.to_checksum_address(address)))
-        return NodeView(Web3.to_checksum_address(address), t[0], t[1], t[2], Role(t[3]), t[5])
+        return NodeView(
+            Web3.to_checksum_address(address), t[0], t[1], t[2], Role(t[3]), t[6], t[4], t[5]
+        )
+
+    def validator_slots(self) -> list[tuple[str, int]]:
+        """``(owner, weight)`` of every validator tree slot in order (O(slots) calls)."""
+        reg = self.registry.functions
+        out = []
+        for i in range(1, int(self._call(reg.slot_count())) + 1):
+            owner = str(self._call(reg.slot_owner(i)))
+            weight = int(self._call(reg.weight(owner))) if int(owner, 16) else 0
+            out.append((owner, weight))
+        return out
 
     def validators(self) -> list[str]:
-        return list(self._call(self.registry.functions.validator_list()))
+        """Addresses holding a validator tree slot, in slot order."""
+        return [a for a, w in self.validator_slots() if w > 0]
 
     def draw(self, seed: bytes, size: int) -> list[str]:
-        """The committee the Registry would draw now for ``seed``."""
+        """The seats the Registry would draw now for ``seed`` (with replacement)."""
         return list(self._call(self.registry.functions.draw(seed, size)))
 
     def min_stake(self) -> int:
@@ -255,11 +309,47 @@ class Ledger:
             t[4],
             mask_bits(t[5], 0, size),
             mask_bits(t[5], 16, size),
+            int(t[6]),
+            int(t[7]),
+            bool(t[8]),
         )
 
     def committee(self, job_id: int) -> list[str]:
-        """The current round's committee, in index order."""
+        """The current round's distinct members, in index order (empty until drawn)."""
         return list(self._call(self.jobs.functions.committee(job_id)))
+
+    def committee_seats(self, job_id: int) -> list[int]:
+        """Seats held by each member of the current round, in index order."""
+        return [int(x) for x in self._call(self.jobs.functions.committee_seats(job_id))]
+
+    def draw_round(self, sender: str, job_id: int) -> bool:
+        """Draw the current round's committee (anyone may); returns whether it is drawn
+        now (False: the seed was re-armed, retry from the next block). A dry run in the
+        seed block itself says "seed not ready" (some nodes run calls in the latest
+        block); the transaction is then sent anyway, to be mined in a later block."""
+        fn = self.jobs.functions.draw_round(job_id)
+        try:
+            self._send(sender, fn, 0, "draw_round")
+        except Reverted as e:
+            if "seed not ready" not in e.reason:
+                raise
+            try:
+                self._send(sender, fn, 0, "draw_round", gas=DRAW_GAS)
+            except Reverted as again:
+                raise Reverted("jobs: seed not ready", "draw_round") from again
+        return self.round(job_id).drawn
+
+    def ensure_drawn(self, sender: str, job_id: int, attempts: int = 3) -> bool:
+        """Draw the current round if nobody has; ``Reverted`` if it cannot be drawn."""
+        for _ in range(attempts):
+            if self.round(job_id).drawn:
+                return True
+            try:
+                self.draw_round(sender, job_id)
+            except Reverted as e:
+                if "already drawn" not in e.reason:
+                    raise
+        return self.round(job_id).drawn
 
     def member_index(self, job_id: int, account: str) -> int:
         members = self.committee(job_id)
@@ -320,9 +410,9 @@ class Ledger:
         self._send(sender, fn, 0, "claim_many")
 
     def claimed(self, job_id: int, account: str) -> int:
-        return int(
-            self._call(self.jobs.functions.claimed(job_id, Web3.to_checksum_address(account)))
-        )
+        """Wei claimed for ``account`` in ``job_id`` (from the Claimed events)."""
+        f = {"job_id": job_id, "account": Web3.to_checksum_address(account)}
+        return sum(int(e.args["amount"]) for e in self.events("Claimed", filters=f))
 
     def sweep_job(self, sender: str, job_id: int) -> None:
         self._send(sender, self.jobs.functions.sweep(job_id), 0, "sweep")

@@ -1,12 +1,18 @@
-"""Stake-weighted committee draw, an exact mirror of ``Registry.draw``.
+"""Stake-weighted committee draw, an exact mirror of ``Registry.draw`` and of the seed
+``Jobs.draw_round`` uses.
 
-Seed of round r of job j: ``keccak256(abi.encode(j, r, blockhash(opening_block - 1)))``:
-anyone can recompute it from the chain. Draw i (0-based) takes
-``r_i = uint256(keccak256(abi.encode(seed, i))) mod W`` where W is the stake not yet
-drawn, then walks the candidates in registry order (skipping drawn ones) and takes the
-first whose running stake exceeds ``r_i``: sampling without replacement, each draw
-proportional to stake. Assumption: the block proposer of the opening block could bias the
-seed by withholding a block; stake weighting bounds what a Sybil gains from splitting.
+A round opens at block B; its seed is ``keccak256(abi.encode(job, round, blockhash(B)))``,
+drawn by anyone from block B + 1 on: whoever opens the round (requester, finalize caller)
+sends before B's hash exists, so it cannot grind the seed by bumping job ids or reverting.
+If a node changed its own stake or roles after B (it could have read the seed first), the
+draw re-arms the seed at the current block instead.
+
+Seat i (0-based) takes ``r_i = uint256(keccak256(abi.encode(seed, i))) mod W`` where W is
+the total validator stake, then the first slot (Registry tree order) whose running stake
+exceeds ``r_i``: sampling *with* replacement, each seat proportional to stake, so an
+identity may hold several seats and splitting a stake into many identities changes the
+seat distribution not at all. Bias: only the proposer of block B can choose among block
+variants (and so hashes); see docs/ledger.md.
 """
 
 from __future__ import annotations
@@ -17,30 +23,37 @@ from eth_abi import encode
 from eth_utils import keccak
 
 
-def round_seed(job_id: int, round_index: int, prev_block_hash: bytes) -> bytes:
-    """The seed ``Jobs.vy`` stores when it opens a round."""
-    return keccak(encode(["uint256", "uint256", "bytes32"], [job_id, round_index, prev_block_hash]))
+def round_seed(job_id: int, round_index: int, seed_block_hash: bytes) -> bytes:
+    """The seed ``Jobs.draw_round`` stores for a round whose seed block has this hash."""
+    return keccak(encode(["uint256", "uint256", "bytes32"], [job_id, round_index, seed_block_hash]))
 
 
-def draw_committee(
-    seed: bytes, candidates: Sequence[tuple[str, int]], size: int, min_stake: int
-) -> list[str]:
-    """Draw ``min(size, eligible)`` members from ``(address, stake)`` pairs in registry
-    order; candidates below ``min_stake`` are not eligible."""
-    eligible = [(a, s) for a, s in candidates if s >= min_stake]
-    weights = [s for _, s in eligible]
-    total = sum(weights)
+def draw_committee(seed: bytes, slots: Sequence[tuple[str, int]], size: int) -> list[str]:
+    """Draw ``size`` seats with replacement from ``(address, weight)`` slots in tree order
+    (weight 0 for empty slots); returns the seat holders in draw order."""
+    total = sum(w for _, w in slots)
+    if total == 0:
+        return []
     out: list[str] = []
-    for i in range(min(size, len(eligible))):
+    for i in range(size):
         r = int.from_bytes(keccak(encode(["bytes32", "uint256"], [seed, i])), "big") % total
         acc = 0
-        for j, w in enumerate(weights):
-            if w == 0:
-                continue
+        for address, w in slots:
             acc += w
             if r < acc:
-                out.append(eligible[j][0])
-                total -= w
-                weights[j] = 0
+                out.append(address)
                 break
     return out
+
+
+def seat_counts(seats: Sequence[str]) -> tuple[list[str], list[int]]:
+    """Distinct members in first-drawn order and their seat counts, as Jobs stores them."""
+    members: list[str] = []
+    counts: list[int] = []
+    for who in seats:
+        if who in members:
+            counts[members.index(who)] += 1
+        else:
+            members.append(who)
+            counts.append(1)
+    return members, counts

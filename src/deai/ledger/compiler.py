@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -30,6 +31,7 @@ class CompiledContract:
     bytecode: str  # 0x-prefixed deploy (init) code
     blueprint: str  # 0x-prefixed ERC-5202 blueprint deploy code
     source_hash: str  # the cache key (hex sha256)
+    runtime: str = ""  # 0x-prefixed runtime code (immutables are appended on deploy)
 
 
 def cache_dir() -> Path:
@@ -39,11 +41,42 @@ def cache_dir() -> Path:
     return base / "vyper"
 
 
+_HASH_LINE = re.compile(
+    r"^(\w+)_BLUEPRINT_CODEHASH: constant\(bytes32\) = 0x[0-9a-fA-F]{64}$", re.M
+)
+
+
 def source_of(name: str) -> str:
-    """The Vyper source of a bundled contract."""
+    """The Vyper source of a bundled contract. The Registry's ``*_BLUEPRINT_CODEHASH``
+    constants are filled in with the code hashes of the Jobs and Tasks blueprints compiled
+    from the bundled sources, so a Registry only ever creates those contracts."""
     if name not in CONTRACT_NAMES:
         raise ContractCompileError(f"unknown contract {name!r}; have {CONTRACT_NAMES}")
-    return (CONTRACTS_DIR / f"{name}.vy").read_text()
+    source = (CONTRACTS_DIR / f"{name}.vy").read_text()
+    if name != "Registry":
+        return source
+
+    def fill(match: re.Match[str]) -> str:
+        child = match.group(1).capitalize()
+        digest = blueprint_codehash(compile_contract(child))
+        return f"{match.group(1)}_BLUEPRINT_CODEHASH: constant(bytes32) = 0x{digest.hex()}"
+
+    return _HASH_LINE.sub(fill, source)
+
+
+def blueprint_code(compiled: CompiledContract) -> bytes:
+    """The runtime code an ERC-5202 blueprint of ``compiled`` holds: 0xFE7100 + initcode."""
+    body = b"\xfe\x71\x00" + bytes.fromhex(compiled.bytecode[2:])
+    if not compiled.blueprint.endswith(body.hex()):
+        raise ContractCompileError(f"{compiled.name}: unexpected blueprint layout")
+    return body
+
+
+def blueprint_codehash(compiled: CompiledContract) -> bytes:
+    """keccak256 of the blueprint's deployed code (what EXTCODEHASH returns)."""
+    from eth_utils import keccak
+
+    return bytes(keccak(blueprint_code(compiled)))
 
 
 @cache
@@ -57,18 +90,22 @@ def compile_contract(name: str) -> CompiledContract:
     path = cache_dir() / f"{name}-{key}.json"
     try:
         data = json.loads(path.read_text())
-        return CompiledContract(name, data["abi"], data["bytecode"], data["blueprint"], key)
+        return CompiledContract(
+            name, data["abi"], data["bytecode"], data["blueprint"], key, data["runtime"]
+        )
     except (OSError, ValueError, KeyError):
         pass
     try:
         out = compile_code(
             source,
             contract_path=f"{name}.vy",
-            output_formats=["abi", "bytecode", "blueprint_bytecode"],
+            output_formats=["abi", "bytecode", "blueprint_bytecode", "bytecode_runtime"],
         )
     except Exception as exc:  # vyper raises many exception types
         raise ContractCompileError(f"{name}.vy: {exc}") from exc
-    compiled = CompiledContract(name, out["abi"], out["bytecode"], out["blueprint_bytecode"], key)
+    compiled = CompiledContract(
+        name, out["abi"], out["bytecode"], out["blueprint_bytecode"], key, out["bytecode_runtime"]
+    )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -78,6 +115,7 @@ def compile_contract(name: str) -> CompiledContract:
                     "abi": compiled.abi,
                     "bytecode": compiled.bytecode,
                     "blueprint": compiled.blueprint,
+                    "runtime": compiled.runtime,
                 }
             )
         )

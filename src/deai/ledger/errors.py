@@ -26,3 +26,8 @@ class AnvilNotFound(ChainError, ConfigError):
 
 class ContractCompileError(ChainError):
     """A bundled Vyper contract failed to compile."""
+
+
+class UnknownContract(ChainError):
+    """An address does not run the bundled contract code (or the Registry did not create
+    the Jobs/Tasks named): the client refuses to talk to it."""

@@ -15,6 +15,9 @@ from deai.errors import ConfigError
 
 # where slashed funds go unless a deployment names another recipient: nobody profits
 BURN_ADDRESS = "0x000000000000000000000000000000000000dEaD"
+# protocol-wide timing rules, equal to Registry.MIN_PERIOD / FINALIZE_GRACE (seconds)
+MIN_PERIOD = 300  # shortest commit, reveal or claim window any job may ask for
+FINALIZE_GRACE = 300  # after a reveal deadline: then anyone may finalize for a tip
 
 
 class Role(enum.IntFlag):
@@ -50,14 +53,19 @@ class LedgerConfig:
 
     min_stake: int = 10**18  # wei a node must keep staked to be active
     withdrawal_delay: int = 3 * 24 * 3600  # s between unstake request and withdrawal;
-    # also the longest commit + reveal window a job or task may ask for
+    # the longest commit + reveal window of a job is this minus FINALIZE_GRACE minus 1
     slash_recipient: str = BURN_ADDRESS  # receives swept slashed stake
     job_slash: int = 10**18  # wei taken from a faulty committee member
     task_slash: int = 10**17  # wei taken from a faulty task worker
 
     def __post_init__(self) -> None:
-        if self.min_stake <= 0 or self.withdrawal_delay <= 0:
-            raise ConfigError("min_stake and withdrawal_delay must be positive")
+        if self.min_stake <= 0:
+            raise ConfigError("min_stake must be positive")
+        if self.withdrawal_delay <= 2 * MIN_PERIOD + FINALIZE_GRACE:
+            raise ConfigError(
+                f"withdrawal_delay must exceed {2 * MIN_PERIOD + FINALIZE_GRACE} s "
+                "(the shortest round plus the finalize grace)"
+            )
         if self.job_slash < 0 or self.task_slash < 0:
             raise ConfigError("slash amounts must be non-negative")
 
@@ -132,6 +140,8 @@ class NodeView:
     unlock_at: int  # timestamp
     roles: Role
     endpoint: str
+    slot: int = 0  # validator tree slot (0: not in the tree)
+    locked: int = 0  # stake locked by accepted committee duties
 
 
 @dataclass(frozen=True)
@@ -154,14 +164,15 @@ class JobView:
     claimed_total: int
     refunded: int
     slashed: int  # stake slashed from this job's committees (goes to the slash recipient)
+    tipped: int = 0  # tips paid to late finalizers out of unpaid round budgets
 
     @classmethod
     def from_tuple(cls, job_id: int, t: Any) -> JobView:
         (requester, spec, rounds, size, commit_p, reveal_p, claim_p, deposit, budget, state,
-         done_at, model, root, payable, claimed, refunded, slashed) = t  # fmt: skip
+         done_at, model, root, payable, claimed, refunded, slashed, tipped) = t  # fmt: skip
         return cls(job_id, requester, bytes(spec), rounds, size, commit_p, reveal_p, claim_p,
                    deposit, budget, JobState(state), done_at, bytes(model), bytes(root),
-                   payable, claimed, refunded, slashed)  # fmt: skip
+                   payable, claimed, refunded, slashed, tipped)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -169,11 +180,14 @@ class RoundView:
     job_id: int
     index: int
     seed: bytes
-    size: int  # committee size actually drawn
+    size: int  # distinct members drawn (0 until drawn)
     commit_deadline: int
     reveal_deadline: int
     committed: frozenset[int]  # member indices that committed
     revealed: frozenset[int]
+    seats: int = 0  # seats drawn (a member may hold several)
+    seed_block: int = 0  # block whose hash seeds the draw
+    drawn: bool = False
 
 
 @dataclass(frozen=True)

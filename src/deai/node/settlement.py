@@ -7,7 +7,8 @@ machine then drives the chain, one step at a time, never blocking the event loop
 calls go through ``NodeContext.offload``; waits are ``call_later`` polls):
 
 1. wait until the chain has opened round ``r`` (every earlier round is final);
-2. if this member is on round ``r``'s committee: commit
+2. draw round ``r``'s committee if nobody has (anyone may, from the block after the
+   round opened); if this member is on it: accept the duty by committing
    ``keccak(job, round, member, model_hash, payouts_root, round_total, salt)``;
 3. reveal once every member has committed or the commit window closed;
 4. finalize once every member has revealed or the reveal window closed (anyone may; a
@@ -54,6 +55,8 @@ class JobsChain(Protocol):
     ) -> None: ...
 
     def finalize_round(self, account: str, job_id: int, round_index: int) -> None: ...
+
+    def draw_round(self, sender: str, job_id: int) -> bool: ...
 
     def now(self) -> int: ...
 
@@ -178,7 +181,9 @@ class CommitteeMember:
         if rv.index > duty.index or self._job_done():
             self._resolve(duty)
             return 0.0
-        if duty.member is None:
+        if not rv.drawn and self.chain.now() < rv.commit_deadline:
+            return self._draw()  # anyone draws a round from the block after it opened
+        if duty.member is None and rv.drawn:
             duty.committee = [str(a) for a in self.chain.committee(self.chain_job)]
             duty.member = self.me.lower() in [a.lower() for a in duty.committee]
         now = self.chain.now()
@@ -206,6 +211,15 @@ class CommitteeMember:
             return self._until(rv.reveal_deadline + 1, now)
         self._finalize(duty)
         return 0.0
+
+    def _draw(self) -> float:
+        try:
+            drawn = self.chain.draw_round(self.me, self.chain_job)
+        except ChainError as e:  # seed block not mined over yet, or drawn by another
+            if "seed not ready" not in str(e) and "already drawn" not in str(e):
+                raise
+            drawn = False
+        return 0.0 if drawn else self.poll_s
 
     def _until(self, deadline: int, now: int) -> float:
         return float(min(self.poll_s, max(deadline - now, 0) + 0.5))

@@ -143,6 +143,12 @@ class SimChain:
             for v in self.spec.validators
         ]
         rounds = []
+        seats: dict[int, dict[str, int]] = {}  # round -> member -> seats drawn
+        for e in self.ledger.events("RoundDrawn", filters={"job_id": self.chain_job}):
+            seats[int(e.args["round"])] = {
+                self._node(a): int(n)
+                for a, n in zip(e.args["committee"], e.args["seats"], strict=True)
+            }
         if honest is not None:
             for d in honest.duties:
                 rounds.append(
@@ -151,6 +157,7 @@ class SimChain:
                         "settled": d.settled,
                         "slashed": [self._node(a) for a in d.slashed],
                         "committee": [self._node(a) for a in d.committee],
+                        "seats": seats.get(d.index, {}),
                         "total": sum(d.paid.values()) if d.settled else 0,
                         "error": d.error,
                         "results": {v: _result_hash(m, d.index) for v, m in self.members.items()},

@@ -2,27 +2,43 @@
 """
 @title deai Jobs
 @notice Training jobs with an escrowed budget, a stake-weighted validator committee per
-        round, commit-reveal of the round result and cumulative Merkle payouts.
-        Result of a round = (new model hash, payouts Merkle root, round payout total).
-        A strict majority of the drawn committee settles the round; revealed dissenters and
-        members who never revealed are slashed through the Registry. No majority aborts the
-        round and returns its budget to the requester. Every waiting state has a deadline
-        past which anyone may call `finalize_round` or `sweep`.
-        Money moves by pull (`withdraw`) except claims, which push with a small gas stipend
-        and fall back to a pull balance, so a hostile receiver can block nobody.
+        round, commit-reveal of the round result and Merkle-sum payouts.
+        Result of a round = (new model hash, payouts Merkle-sum root, round payout total).
+        A round opens at block B (job creation or the previous round's finalize); its seed
+        is keccak(job, round, blockhash(B)), which nobody who opens the round can know
+        when sending; anyone draws it with `draw_round` from block B + 1 on. Seats are
+        drawn with replacement, proportional to stake; a result wins with a strict
+        majority of all drawn seats. A member accepts its duty by committing, which locks
+        SLASH_AMOUNT per seat of its stake until the round is final; only accepted duties
+        are punished: a member that committed and never revealed, or revealed against the
+        winning result, is slashed; a drawn member that never committed loses nothing but
+        its share of the fee. Every window is at least MIN_PERIOD; a round past its reveal
+        deadline plus FINALIZE_GRACE may be finalized by anyone for a tip.
+        Claims open when the job is done: each leaf is claimed once (a bitmap by leaf
+        index) and the Merkle-sum proof must add up to the job's settled total, so claims
+        can never exceed it. Money moves by pull (`withdraw`) except claims, which push
+        with a small gas stipend and fall back to a pull balance.
         There is no owner and no admin function.
 """
 
 interface Registry:
     def draw(seed: bytes32, size: uint256) -> DynArray[address, 16]: view
-    def slash(node: address, amount: uint256) -> uint256: nonpayable
+    def total_weight() -> uint256: view
+    def last_change_block() -> uint256: view
+    def MIN_STAKE() -> uint256: view
+    def lock(node: address, amount: uint256): nonpayable
+    def release(node: address, amount: uint256, penalty: uint256) -> uint256: nonpayable
 
 MAX_COMMITTEE: constant(uint256) = 16
 MAX_ROUNDS: constant(uint256) = 100000
-MAX_PROOF: constant(uint256) = 24
+MAX_PROOF: constant(uint256) = 49  # leaf index + (sibling hash, sibling sum) * 24 levels
 MAX_BATCH: constant(uint256) = 64
 PAY_GAS: constant(uint256) = 10000
 SENTINEL: constant(uint256) = 1 << 255
+LEAF_TAG: constant(bytes32) = keccak256("deai.jobs.leaf")
+MIN_PERIOD: public(constant(uint256)) = 300  # = Registry.MIN_PERIOD
+FINALIZE_GRACE: public(constant(uint256)) = 300  # = Registry.FINALIZE_GRACE
+TIP_DIVISOR: public(constant(uint256)) = 100  # late-finalize tip: round budget / 100
 
 flag JobState:
     OPEN
@@ -47,14 +63,18 @@ struct Job:
     claimed_total: uint256
     refunded: uint256
     slashed: uint256
+    tipped: uint256
 
 struct Round:
     index: uint256
     seed: bytes32
-    size: uint256
+    size: uint256  # distinct members
     commit_deadline: uint256
     reveal_deadline: uint256
     masks: uint256
+    seats: uint256  # seats drawn (members may hold several)
+    seed_block: uint256
+    drawn: bool
 
 struct Result:
     model_hash: bytes32
@@ -72,10 +92,21 @@ event JobCreated:
 event RoundOpened:
     job_id: indexed(uint256)
     round: uint256
-    seed: bytes32
-    committee: DynArray[address, MAX_COMMITTEE]
+    seed_block: uint256
     commit_deadline: uint256
     reveal_deadline: uint256
+
+event SeedRearmed:
+    job_id: indexed(uint256)
+    round: uint256
+    seed_block: uint256
+
+event RoundDrawn:
+    job_id: indexed(uint256)
+    round: uint256
+    seed: bytes32
+    committee: DynArray[address, MAX_COMMITTEE]
+    seats: DynArray[uint256, MAX_COMMITTEE]
 
 event Committed:
     job_id: indexed(uint256)
@@ -109,6 +140,12 @@ event MemberSlashed:
     amount: uint256
     revealed: bool
 
+event FinalizeTipped:
+    job_id: indexed(uint256)
+    round: uint256
+    caller: indexed(address)
+    amount: uint256
+
 event JobDone:
     job_id: indexed(uint256)
 
@@ -138,10 +175,11 @@ next_job_id: public(uint256)
 jobs: public(HashMap[uint256, Job])
 rounds: public(HashMap[uint256, Round])
 members: HashMap[uint256, HashMap[uint256, address]]
+seats: HashMap[uint256, HashMap[uint256, uint256]]
 commitments: HashMap[uint256, HashMap[uint256, bytes32]]
 reveals: HashMap[uint256, HashMap[uint256, bytes32]]
 results: public(HashMap[bytes32, Result])
-claimed: public(HashMap[uint256, HashMap[address, uint256]])
+claimed_bits: HashMap[uint256, HashMap[uint256, uint256]]
 owed: public(HashMap[address, uint256])
 total_owed: public(uint256)
 
@@ -150,10 +188,10 @@ total_owed: public(uint256)
 def __init__(registry: address, slash_amount: uint256, max_round_time: uint256):
     """
     @notice Created by the Registry constructor; all three values are fixed forever.
-    @param registry The Registry that stakes and slashes.
-    @param slash_amount Wei slashed from a faulty committee member.
-    @param max_round_time Upper bound on commit + reveal periods (the withdrawal delay),
-           so a member cannot unstake and leave before its round can punish it.
+    @param registry The Registry that stakes, locks and slashes.
+    @param slash_amount Wei locked and, on a fault, slashed per seat of a member.
+    @param max_round_time Upper bound on commit + reveal periods: the withdrawal delay
+           minus FINALIZE_GRACE minus one, so the delay outlasts the longest duty.
     """
     REGISTRY = registry
     SLASH_AMOUNT = slash_amount
@@ -173,12 +211,13 @@ def create_job(
     claim_period: uint256,
 ) -> uint256:
     """
-    @notice Create a training job escrowing `msg.value`; round 0 opens at once.
+    @notice Create a training job escrowing `msg.value`; round 0 opens at once and can be
+            drawn from the next block on.
     @dev Each round may pay at most deposit // rounds; the division remainder is credited
          back to the requester now.
     @param spec_hash Hash of the off-chain job specification.
     @param rounds Number of rounds.
-    @param committee_size Validators drawn per round.
+    @param committee_size Seats drawn per round (at most MAX_COMMITTEE).
     @param commit_period Seconds from a round's opening to its commit deadline.
     @param reveal_period Seconds from the commit deadline to the reveal deadline.
     @param claim_period Seconds after the job ends during which payouts can be claimed.
@@ -186,9 +225,9 @@ def create_job(
     """
     assert rounds > 0 and rounds <= MAX_ROUNDS, "jobs: bad rounds"
     assert committee_size > 0 and committee_size <= MAX_COMMITTEE, "jobs: bad committee size"
-    assert commit_period > 0 and reveal_period > 0, "jobs: zero period"
+    assert commit_period >= MIN_PERIOD and reveal_period >= MIN_PERIOD, "jobs: period too short"
     assert commit_period + reveal_period <= MAX_ROUND_TIME, "jobs: round too long"
-    assert claim_period > 0, "jobs: zero claim period"
+    assert claim_period >= MIN_PERIOD, "jobs: claim period too short"
     budget: uint256 = msg.value // rounds
     assert budget > 0, "jobs: budget too small"
     job_id: uint256 = self.next_job_id
@@ -211,6 +250,7 @@ def create_job(
         claimed_total=0,
         refunded=0,
         slashed=0,
+        tipped=0,
     )
     log JobCreated(
         job_id=job_id,
@@ -228,9 +268,55 @@ def create_job(
 
 
 @external
+def draw_round(job_id: uint256):
+    """
+    @notice Draw the current round's committee from the seed block's hash. Anyone may
+            call, from the block after the round opened until its commit deadline. If a
+            node changed its own stake or roles after the seed block (it could have
+            read the seed first) or the seed block is older than 256 blocks, the seed is
+            re-armed at this block instead and the draw is retried from the next block.
+    @param job_id The job.
+    """
+    assert self.jobs[job_id].state == JobState.OPEN, "jobs: job not open"
+    rnd: Round = self.rounds[job_id]
+    assert not rnd.drawn, "jobs: already drawn"
+    assert block.timestamp < rnd.commit_deadline, "jobs: commit closed"
+    assert block.number > rnd.seed_block, "jobs: seed not ready"
+    changed: uint256 = staticcall Registry(REGISTRY).last_change_block()
+    if changed > rnd.seed_block or block.number - rnd.seed_block > 256:
+        self.rounds[job_id].seed_block = block.number
+        log SeedRearmed(job_id=job_id, round=rnd.index, seed_block=block.number)
+        return
+    seed: bytes32 = keccak256(abi_encode(job_id, rnd.index, blockhash(rnd.seed_block)))
+    size: uint256 = self._seat_count(job_id)
+    drawn: DynArray[address, MAX_COMMITTEE] = staticcall Registry(REGISTRY).draw(seed, size)
+    committee: DynArray[address, MAX_COMMITTEE] = []
+    counts: DynArray[uint256, MAX_COMMITTEE] = []
+    for who: address in drawn:
+        found: bool = False
+        for j: uint256 in range(len(committee), bound=MAX_COMMITTEE):
+            if committee[j] == who:
+                counts[j] += 1
+                found = True
+                break
+        if not found:
+            committee.append(who)
+            counts.append(1)
+    for i: uint256 in range(len(committee), bound=MAX_COMMITTEE):
+        self.members[job_id][i] = committee[i]
+        self.seats[job_id][i] = counts[i]
+    self.rounds[job_id].seed = seed
+    self.rounds[job_id].size = len(committee)
+    self.rounds[job_id].seats = len(drawn)
+    self.rounds[job_id].drawn = True
+    log RoundDrawn(job_id=job_id, round=rnd.index, seed=seed, committee=committee, seats=counts)
+
+
+@external
 def commit(job_id: uint256, round: uint256, index: uint256, commitment: bytes32):
     """
-    @notice Commit to a round result as committee member number `index`.
+    @notice Accept the duty and commit to a round result as committee member `index`;
+            locks SLASH_AMOUNT per seat of the caller's stake until the round is final.
     @param job_id The job.
     @param round The job's current round.
     @param index The caller's position in the committee.
@@ -242,6 +328,7 @@ def commit(job_id: uint256, round: uint256, index: uint256, commitment: bytes32)
     masks: uint256 = self.rounds[job_id].masks
     bit: uint256 = 1 << index
     assert masks & bit == 0, "jobs: already committed"
+    extcall Registry(REGISTRY).lock(msg.sender, SLASH_AMOUNT * self.seats[job_id][index])
     self.commitments[job_id][index] = commitment
     self.rounds[job_id].masks = masks | bit
     log Committed(job_id=job_id, round=round, member=msg.sender, commitment=commitment)
@@ -264,7 +351,7 @@ def reveal(
     @param round The job's current round.
     @param index The caller's position in the committee.
     @param model_hash Hash of the new global model.
-    @param root Merkle root of cumulative payouts after this round.
+    @param root Merkle-sum root of cumulative payouts after this round.
     @param total Wei this round adds to the payouts (at most the round budget).
     @param salt The commitment's salt.
     """
@@ -297,46 +384,37 @@ def reveal(
 def finalize_round(job_id: uint256, round: uint256):
     """
     @notice Settle or abort the current round once every member revealed or the reveal
-            deadline passed. Anyone may call. Opens the next round or ends the job.
+            deadline passed (an undrawn round: once its commit deadline passed). Anyone
+            may call; after the reveal deadline plus FINALIZE_GRACE the caller earns a
+            tip of up to round budget / TIP_DIVISOR out of the round's unpaid budget.
+            Releases every lock, slashes accepted duties that failed, opens the next
+            round or ends the job.
     @param job_id The job.
     @param round The job's current round.
     """
     assert self.jobs[job_id].state == JobState.OPEN, "jobs: job not open"
-    assert self.rounds[job_id].index == round, "jobs: wrong round"
-    size: uint256 = self.rounds[job_id].size
-    masks: uint256 = self.rounds[job_id].masks
-    all_in: uint256 = (1 << size) - 1
+    rnd: Round = self.rounds[job_id]
+    assert rnd.index == round, "jobs: wrong round"
+    budget: uint256 = self.jobs[job_id].round_budget
+    if not rnd.drawn:
+        assert block.timestamp >= rnd.commit_deadline, "jobs: round not over"
+        self._close(job_id, round, budget, rnd.reveal_deadline)
+        log RoundAborted(job_id=job_id, round=round, refund=budget)
+        self._advance(job_id, round)
+        return
+    all_in: uint256 = (1 << rnd.size) - 1
     assert (
-        block.timestamp >= self.rounds[job_id].reveal_deadline
-        or (masks >> 16) & all_in == all_in
+        block.timestamp >= rnd.reveal_deadline or (rnd.masks >> 16) & all_in == all_in
     ), "jobs: round not over"
-    hashes: DynArray[bytes32, MAX_COMMITTEE] = []
-    for i: uint256 in range(size, bound=MAX_COMMITTEE):
-        if masks & (1 << (i + 16)) != 0:
-            hashes.append(self.reveals[job_id][i])
-        else:
-            hashes.append(empty(bytes32))
     winner: bytes32 = empty(bytes32)
     votes: uint256 = 0
-    for i: uint256 in range(size, bound=MAX_COMMITTEE):
-        if hashes[i] == empty(bytes32):
-            continue
-        count: uint256 = 0
-        for j: uint256 in range(size, bound=MAX_COMMITTEE):
-            if hashes[j] == hashes[i]:
-                count += 1
-        if count * 2 > size:
-            winner = hashes[i]
-            votes = count
-            break
-    budget: uint256 = self.jobs[job_id].round_budget
+    winner, votes = self._tally(job_id, rnd)
     if winner != empty(bytes32):
         res: Result = self.results[winner]
         self.jobs[job_id].model_hash = res.model_hash
         self.jobs[job_id].root = res.root
         self.jobs[job_id].payable_total += res.total
-        if budget > res.total:
-            self._refund(job_id, budget - res.total)
+        self._close(job_id, round, budget - res.total, rnd.reveal_deadline)
         log RoundSettled(
             job_id=job_id,
             round=round,
@@ -346,43 +424,29 @@ def finalize_round(job_id: uint256, round: uint256):
             votes=votes,
         )
     else:
-        self._refund(job_id, budget)
+        self._close(job_id, round, budget, rnd.reveal_deadline)
         log RoundAborted(job_id=job_id, round=round, refund=budget)
-    for i: uint256 in range(size, bound=MAX_COMMITTEE):
-        revealed: bool = hashes[i] != empty(bytes32)
-        if not revealed or (winner != empty(bytes32) and hashes[i] != winner):
-            member: address = self.members[job_id][i]
-            taken: uint256 = extcall Registry(REGISTRY).slash(member, SLASH_AMOUNT)
-            self.jobs[job_id].slashed += taken
-            log MemberSlashed(
-                job_id=job_id, round=round, member=member, amount=taken, revealed=revealed
-            )
-    if round + 1 < self.jobs[job_id].rounds:
-        self._open_round(job_id, round + 1)
-    else:
-        self.jobs[job_id].state = JobState.DONE
-        self.jobs[job_id].done_at = block.timestamp
-        log JobDone(job_id=job_id)
+    self._release_members(job_id, round, rnd, winner)
+    self._advance(job_id, round)
 
 
 @external
 @nonreentrant
 def claim(job_id: uint256, account: address, cumulative: uint256, proof: DynArray[bytes32, MAX_PROOF]):
     """
-    @notice Pay `account` its cumulative payout in `job_id` minus what it already claimed.
-            Anyone may submit the claim; the money always goes to `account`.
+    @notice Pay `account` its payout in the done job `job_id`, once per leaf. Anyone may
+            submit the claim; the money always goes to `account`.
     @param job_id The job.
     @param account The payee named in the leaf.
-    @param cumulative Cumulative wei owed to `account` per the job's latest root.
-    @param proof Sorted-pair Merkle proof of keccak256(abi_encode(job_id, account,
-           cumulative)).
+    @param cumulative Wei owed to `account` per the job's final root.
+    @param proof Leaf index, then (sibling hash, sibling sum) per level of the Merkle-sum
+           tree (see deai.ledger.merkle).
     """
     root: bytes32 = self._claimable_root(job_id)
-    amount: uint256 = self._settle_claim(job_id, root, account, cumulative, proof)
-    total: uint256 = self.jobs[job_id].claimed_total + amount
-    assert total <= self.jobs[job_id].payable_total, "jobs: claims exceed payouts"
-    self.jobs[job_id].claimed_total = total
-    self._pay(account, amount)
+    owed_total: uint256 = self.jobs[job_id].payable_total
+    self._settle_claim(job_id, root, owed_total, account, cumulative, proof)
+    self.jobs[job_id].claimed_total += cumulative
+    self._pay(account, cumulative)
 
 
 @external
@@ -394,22 +458,22 @@ def claim_many(
     proofs: DynArray[DynArray[bytes32, MAX_PROOF], MAX_BATCH],
 ):
     """
-    @notice Batch form of `claim`: one transaction pays many accounts of one job.
+    @notice Batch form of `claim`: one transaction pays many leaves of one job.
     @param job_id The job.
     @param accounts Payees.
-    @param cumulatives Their cumulative amounts.
-    @param proofs Their Merkle proofs.
+    @param cumulatives Their amounts.
+    @param proofs Their proofs (leaf index first).
     """
     n: uint256 = len(accounts)
     assert len(cumulatives) == n and len(proofs) == n, "jobs: length mismatch"
     root: bytes32 = self._claimable_root(job_id)
-    total: uint256 = self.jobs[job_id].claimed_total
+    owed_total: uint256 = self.jobs[job_id].payable_total
+    total: uint256 = 0
     for i: uint256 in range(n, bound=MAX_BATCH):
-        amount: uint256 = self._settle_claim(job_id, root, accounts[i], cumulatives[i], proofs[i])
-        total += amount
-        self._pay(accounts[i], amount)
-    assert total <= self.jobs[job_id].payable_total, "jobs: claims exceed payouts"
-    self.jobs[job_id].claimed_total = total
+        self._settle_claim(job_id, root, owed_total, accounts[i], cumulatives[i], proofs[i])
+        total += cumulatives[i]
+        self._pay(accounts[i], cumulatives[i])
+    self.jobs[job_id].claimed_total += total
 
 
 @external
@@ -435,7 +499,7 @@ def sweep(job_id: uint256):
 @nonreentrant
 def withdraw():
     """
-    @notice Withdraw the caller's pull balance (refunds and deferred payments).
+    @notice Withdraw the caller's pull balance (refunds, tips and deferred payments).
     """
     amount: uint256 = self.owed[msg.sender]
     assert amount > 0, "jobs: nothing owed"
@@ -449,7 +513,8 @@ def withdraw():
 @external
 def committee(job_id: uint256) -> DynArray[address, MAX_COMMITTEE]:
     """
-    @notice The current round's committee in index order.
+    @notice The current round's distinct committee members in index order (empty until
+            the round is drawn).
     @param job_id The job.
     @return Members.
     """
@@ -461,10 +526,36 @@ def committee(job_id: uint256) -> DynArray[address, MAX_COMMITTEE]:
 
 @view
 @external
+def committee_seats(job_id: uint256) -> DynArray[uint256, MAX_COMMITTEE]:
+    """
+    @notice Seats held by each member of the current round, in index order.
+    @param job_id The job.
+    @return Seat counts.
+    """
+    out: DynArray[uint256, MAX_COMMITTEE] = []
+    for i: uint256 in range(self.rounds[job_id].size, bound=MAX_COMMITTEE):
+        out.append(self.seats[job_id][i])
+    return out
+
+
+@view
+@external
+def is_claimed(job_id: uint256, index: uint256) -> bool:
+    """
+    @notice Whether leaf `index` of the job's final root was claimed.
+    @param job_id The job.
+    @param index Leaf index.
+    @return True once claimed.
+    """
+    return (self.claimed_bits[job_id][index >> 8] >> (index & 255)) & 1 == 1
+
+
+@view
+@external
 def escrow(job_id: uint256) -> uint256:
     """
     @notice Wei this contract still holds for `job_id` (unsettled budgets plus settled,
-            unclaimed payouts). deposit == claimed + refunded + escrow, always.
+            unclaimed payouts). deposit == claimed + refunded + tipped + escrow, always.
     @param job_id The job.
     @return Wei held.
     """
@@ -472,7 +563,81 @@ def escrow(job_id: uint256) -> uint256:
         self.jobs[job_id].deposit
         - self.jobs[job_id].claimed_total
         - self.jobs[job_id].refunded
+        - self.jobs[job_id].tipped
     )
+
+
+@view
+@internal
+def _seat_count(job_id: uint256) -> uint256:
+    # never more seats than eligible stake backs with MIN_STAKE each
+    per: uint256 = staticcall Registry(REGISTRY).MIN_STAKE()
+    cap: uint256 = (staticcall Registry(REGISTRY).total_weight()) // per
+    return min(self.jobs[job_id].committee_size, cap)
+
+
+@view
+@internal
+def _tally(job_id: uint256, rnd: Round) -> (bytes32, uint256):
+    # the result holding a strict majority of all drawn seats, and its seats
+    for i: uint256 in range(rnd.size, bound=MAX_COMMITTEE):
+        if rnd.masks & (1 << (i + 16)) == 0:
+            continue
+        h: bytes32 = self.reveals[job_id][i]
+        count: uint256 = 0
+        for j: uint256 in range(rnd.size, bound=MAX_COMMITTEE):
+            if rnd.masks & (1 << (j + 16)) != 0 and self.reveals[job_id][j] == h:
+                count += self.seats[job_id][j]
+        if count * 2 > rnd.seats:
+            return h, count
+    return empty(bytes32), 0
+
+
+@internal
+def _release_members(job_id: uint256, round: uint256, rnd: Round, winner: bytes32):
+    for i: uint256 in range(rnd.size, bound=MAX_COMMITTEE):
+        if rnd.masks & (1 << i) == 0:
+            continue  # never accepted: nothing locked, nothing to slash
+        member: address = self.members[job_id][i]
+        amount: uint256 = SLASH_AMOUNT * self.seats[job_id][i]
+        revealed: bool = rnd.masks & (1 << (i + 16)) != 0
+        faulty: bool = not revealed or (
+            winner != empty(bytes32) and self.reveals[job_id][i] != winner
+        )
+        penalty: uint256 = 0
+        if faulty:
+            penalty = amount
+        taken: uint256 = extcall Registry(REGISTRY).release(member, amount, penalty)
+        if faulty:
+            self.jobs[job_id].slashed += taken
+            log MemberSlashed(
+                job_id=job_id, round=round, member=member, amount=taken, revealed=revealed
+            )
+
+
+@internal
+def _close(job_id: uint256, round: uint256, unpaid: uint256, reveal_deadline: uint256):
+    # refund the round's unpaid budget, less a tip to a late finalizer
+    tip: uint256 = 0
+    if block.timestamp >= reveal_deadline + FINALIZE_GRACE:
+        tip = min(unpaid, self.jobs[job_id].round_budget // TIP_DIVISOR)
+    if tip > 0:
+        self.jobs[job_id].tipped += tip
+        self.owed[msg.sender] += tip
+        self.total_owed += tip
+        log FinalizeTipped(job_id=job_id, round=round, caller=msg.sender, amount=tip)
+    if unpaid > tip:
+        self._refund(job_id, unpaid - tip)
+
+
+@internal
+def _advance(job_id: uint256, round: uint256):
+    if round + 1 < self.jobs[job_id].rounds:
+        self._open_round(job_id, round + 1)
+    else:
+        self.jobs[job_id].state = JobState.DONE
+        self.jobs[job_id].done_at = block.timestamp
+        log JobDone(job_id=job_id)
 
 
 @internal
@@ -485,26 +650,23 @@ def _check_member(job_id: uint256, round: uint256, index: uint256):
 
 @internal
 def _open_round(job_id: uint256, round: uint256):
-    seed: bytes32 = keccak256(abi_encode(job_id, round, blockhash(block.number - 1)))
-    size: uint256 = self.jobs[job_id].committee_size
-    committee: DynArray[address, MAX_COMMITTEE] = staticcall Registry(REGISTRY).draw(seed, size)
-    for i: uint256 in range(len(committee), bound=MAX_COMMITTEE):
-        self.members[job_id][i] = committee[i]
     commit_deadline: uint256 = block.timestamp + self.jobs[job_id].commit_period
     reveal_deadline: uint256 = commit_deadline + self.jobs[job_id].reveal_period
     self.rounds[job_id] = Round(
         index=round,
-        seed=seed,
-        size=len(committee),
+        seed=empty(bytes32),
+        size=0,
         commit_deadline=commit_deadline,
         reveal_deadline=reveal_deadline,
         masks=SENTINEL,
+        seats=0,
+        seed_block=block.number,
+        drawn=False,
     )
     log RoundOpened(
         job_id=job_id,
         round=round,
-        seed=seed,
-        committee=committee,
+        seed_block=block.number,
         commit_deadline=commit_deadline,
         reveal_deadline=reveal_deadline,
     )
@@ -513,8 +675,7 @@ def _open_round(job_id: uint256, round: uint256):
 @view
 @internal
 def _claimable_root(job_id: uint256) -> bytes32:
-    state: JobState = self.jobs[job_id].state
-    assert state == JobState.OPEN or state == JobState.DONE, "jobs: claims closed"
+    assert self.jobs[job_id].state == JobState.DONE, "jobs: claims closed"
     root: bytes32 = self.jobs[job_id].root
     assert root != empty(bytes32), "jobs: nothing settled"
     return root
@@ -524,22 +685,33 @@ def _claimable_root(job_id: uint256) -> bytes32:
 def _settle_claim(
     job_id: uint256,
     root: bytes32,
+    owed_total: uint256,
     account: address,
-    cumulative: uint256,
+    amount: uint256,
     proof: DynArray[bytes32, MAX_PROOF],
-) -> uint256:
-    node: bytes32 = keccak256(abi_encode(job_id, account, cumulative))
-    for sibling: bytes32 in proof:
+):
+    assert len(proof) % 2 == 1, "jobs: invalid proof"
+    index: uint256 = convert(proof[0], uint256)
+    node: bytes32 = keccak256(abi_encode(LEAF_TAG, job_id, index, account, amount))
+    total: uint256 = amount
+    for k: uint256 in range(MAX_PROOF // 2):
+        if 2 * k + 1 >= len(proof):
+            break
+        sibling: bytes32 = proof[2 * k + 1]
+        sibling_sum: uint256 = convert(proof[2 * k + 2], uint256)
         if convert(node, uint256) < convert(sibling, uint256):
-            node = keccak256(concat(node, sibling))
+            node = keccak256(abi_encode(node, total, sibling, sibling_sum))
         else:
-            node = keccak256(concat(sibling, node))
+            node = keccak256(abi_encode(sibling, sibling_sum, node, total))
+        total += sibling_sum
     assert node == root, "jobs: invalid proof"
-    already: uint256 = self.claimed[job_id][account]
-    assert cumulative > already, "jobs: nothing to claim"
-    self.claimed[job_id][account] = cumulative
-    log Claimed(job_id=job_id, account=account, cumulative=cumulative, amount=cumulative - already)
-    return cumulative - already
+    assert total == owed_total, "jobs: root does not sum to the payouts"
+    word: uint256 = self.claimed_bits[job_id][index >> 8]
+    bit: uint256 = 1 << (index & 255)
+    assert word & bit == 0, "jobs: nothing to claim"
+    assert amount > 0, "jobs: nothing to claim"
+    self.claimed_bits[job_id][index >> 8] = word | bit
+    log Claimed(job_id=job_id, account=account, cumulative=amount, amount=amount)
 
 
 @internal

@@ -4,12 +4,16 @@
 @notice Node identities, stakes and roles. A node joins with a stake of native value, an
         endpoint and a role bitmask. Unstaking is delayed by a withdrawal period fixed at
         deploy; during it the stake can still be slashed. Only the Jobs and Tasks contracts,
-        created by this constructor from blueprints and therefore fixed at deploy, can
-        slash. There is no owner and no admin function: nothing here can move a stake
-        except its node (withdraw) and on-chain evidence (slash).
+        created by this constructor from blueprints whose code hashes are compiled into
+        this contract, can slash or lock stake. There is no owner and no admin function.
+        Validators sit in a stake-weighted Fenwick (sum) tree: `draw` samples seats with
+        probability proportional to stake, with replacement, in O(log n) reads per seat,
+        so splitting a stake into identities changes nothing and no fixed-size list exists
+        that Sybils could fill. Freed tree slots are reused.
+        A committee member's stake is locked by Jobs when the member accepts a duty (its
+        commit) and released when the round is final; locked stake cannot be unstaked.
         Slashed funds accumulate in `slashed_unswept` and anyone may sweep them to
-        `SLASH_RECIPIENT`, an address fixed at deploy (the deploy helper defaults it to the
-        burn address 0x...dEaD). Nobody who can trigger a slash profits from it.
+        `SLASH_RECIPIENT`, an address fixed at deploy (default: the burn address).
 """
 
 ROLE_REQUESTER: constant(uint256) = 1
@@ -17,16 +21,28 @@ ROLE_PROVIDER: constant(uint256) = 2
 ROLE_WORKER: constant(uint256) = 4
 ROLE_VALIDATOR: constant(uint256) = 8
 ALL_ROLES: constant(uint256) = 15
-MAX_VALIDATORS: constant(uint256) = 128
 MAX_COMMITTEE: constant(uint256) = 16
 MAX_ENDPOINT: constant(uint256) = 128
+TREE_LEVELS: constant(uint256) = 24  # at most 2**24 - 1 validator slots
+
+# Protocol-wide timing rules (seconds), the same for every job and task: an honest node on
+# a slow link gets a tx included well within MIN_PERIOD; FINALIZE_GRACE is how long after
+# a reveal deadline the committee alone may finalize before anyone may, for a tip.
+MIN_PERIOD: public(constant(uint256)) = 300
+FINALIZE_GRACE: public(constant(uint256)) = 300
+
+# keccak256 of the deployed ERC-5202 blueprint code of Jobs.vy and Tasks.vy; filled in by
+# deai.ledger.compiler from the same sources, so an unknown blueprint cannot be deployed
+JOBS_BLUEPRINT_CODEHASH: constant(bytes32) = 0x0000000000000000000000000000000000000000000000000000000000000001
+TASKS_BLUEPRINT_CODEHASH: constant(bytes32) = 0x0000000000000000000000000000000000000000000000000000000000000002
 
 struct Node:
     stake: uint256
     pending: uint256
     unlock_at: uint256
     roles: uint256
-    list_pos: uint256
+    slot: uint256
+    locked: uint256
     endpoint: String[MAX_ENDPOINT]
 
 event Joined:
@@ -64,18 +80,30 @@ event SlashSwept:
 
 MIN_STAKE: public(immutable(uint256))
 WITHDRAWAL_DELAY: public(immutable(uint256))
+MAX_ROUND_TIME: public(immutable(uint256))
 SLASH_RECIPIENT: public(immutable(address))
 JOBS: public(immutable(address))
 TASKS: public(immutable(address))
 
 nodes: public(HashMap[address, Node])
-validators: public(DynArray[address, MAX_VALIDATORS])
 total_staked: public(uint256)
 total_pending: public(uint256)
 total_deposited: public(uint256)
 total_withdrawn: public(uint256)
 total_slashed: public(uint256)
 slashed_unswept: public(uint256)
+# stake-weighted Fenwick tree over validator slots 1..slot_count
+tree: HashMap[uint256, uint256]
+weight: public(HashMap[address, uint256])  # what the node has in the tree
+slot_owner: public(HashMap[uint256, address])
+slot_count: public(uint256)
+top_step: uint256  # highest power of two <= slot_count
+free_slots: HashMap[uint256, uint256]  # stack of emptied slots
+free_count: uint256
+total_weight: public(uint256)
+# block of the last change a node made to its own tree weight (join, stake, roles,
+# unstake): Jobs refuses to draw from a seed older than it (no grinding by re-weighting)
+last_change_block: public(uint256)
 
 
 @deploy
@@ -91,20 +119,25 @@ def __init__(
     """
     @notice Fix the rules and create the two contracts allowed to slash.
     @param min_stake Minimum stake of an active node, in wei.
-    @param withdrawal_delay Seconds between an unstake request and its withdrawal.
+    @param withdrawal_delay Seconds between an unstake request and its withdrawal; must
+           exceed the shortest round (2 * MIN_PERIOD) plus FINALIZE_GRACE. The longest
+           commit + reveal window is WITHDRAWAL_DELAY - FINALIZE_GRACE - 1.
     @param slash_recipient Where swept slashed funds go (fixed forever).
-    @param jobs_blueprint ERC-5202 blueprint of Jobs.vy.
-    @param tasks_blueprint ERC-5202 blueprint of Tasks.vy.
-    @param job_slash Wei slashed from a faulty committee member.
+    @param jobs_blueprint ERC-5202 blueprint of Jobs.vy (its code hash is checked).
+    @param tasks_blueprint ERC-5202 blueprint of Tasks.vy (its code hash is checked).
+    @param job_slash Wei slashed from a faulty committee member per seat.
     @param task_slash Wei slashed from a faulty task worker.
     """
     assert min_stake > 0, "registry: zero minimum stake"
-    assert withdrawal_delay > 0, "registry: zero withdrawal delay"
+    assert withdrawal_delay > 2 * MIN_PERIOD + FINALIZE_GRACE, "registry: withdrawal delay too short"
     assert slash_recipient != empty(address), "registry: zero slash recipient"
+    assert jobs_blueprint.codehash == JOBS_BLUEPRINT_CODEHASH, "registry: unknown jobs blueprint"
+    assert tasks_blueprint.codehash == TASKS_BLUEPRINT_CODEHASH, "registry: unknown tasks blueprint"
     MIN_STAKE = min_stake
     WITHDRAWAL_DELAY = withdrawal_delay
+    MAX_ROUND_TIME = withdrawal_delay - FINALIZE_GRACE - 1
     SLASH_RECIPIENT = slash_recipient
-    JOBS = create_from_blueprint(jobs_blueprint, self, job_slash, withdrawal_delay)
+    JOBS = create_from_blueprint(jobs_blueprint, self, job_slash, withdrawal_delay - FINALIZE_GRACE - 1)
     TASKS = create_from_blueprint(tasks_blueprint, self, task_slash, withdrawal_delay)
 
 
@@ -125,7 +158,7 @@ def join(endpoint: String[MAX_ENDPOINT], roles: uint256):
     self.nodes[msg.sender].endpoint = endpoint
     self.total_staked += msg.value
     self.total_deposited += msg.value
-    self._sync_list(msg.sender)
+    self._sync(msg.sender, True)
     log Joined(node=msg.sender, stake=msg.value, roles=roles, endpoint=endpoint)
 
 
@@ -140,6 +173,7 @@ def add_stake():
     self.nodes[msg.sender].stake += msg.value
     self.total_staked += msg.value
     self.total_deposited += msg.value
+    self._sync(msg.sender, True)
     log Staked(node=msg.sender, amount=msg.value)
 
 
@@ -154,7 +188,7 @@ def update(endpoint: String[MAX_ENDPOINT], roles: uint256):
     assert roles != 0 and roles & ALL_ROLES == roles, "registry: bad roles"
     self.nodes[msg.sender].roles = roles
     self.nodes[msg.sender].endpoint = endpoint
-    self._sync_list(msg.sender)
+    self._sync(msg.sender, True)
     log Updated(node=msg.sender, roles=roles, endpoint=endpoint)
 
 
@@ -171,6 +205,7 @@ def request_unstake(amount: uint256):
     assert amount <= stake, "registry: amount above stake"
     rest: uint256 = stake - amount
     assert rest == 0 or rest >= MIN_STAKE, "registry: rest below minimum"
+    assert rest >= self.nodes[msg.sender].locked, "registry: stake locked"
     unlock_at: uint256 = block.timestamp + WITHDRAWAL_DELAY
     self.nodes[msg.sender].stake = rest
     self.nodes[msg.sender].pending += amount
@@ -179,7 +214,7 @@ def request_unstake(amount: uint256):
     self.total_pending += amount
     if rest == 0:
         self.nodes[msg.sender].roles = 0
-        self._sync_list(msg.sender)
+    self._sync(msg.sender, True)
     log UnstakeRequested(node=msg.sender, amount=amount, unlock_at=unlock_at)
 
 
@@ -210,6 +245,42 @@ def slash(node: address, amount: uint256) -> uint256:
     @return The wei actually taken.
     """
     assert msg.sender == JOBS or msg.sender == TASKS, "registry: not a slasher"
+    return self._slash(node, amount)
+
+
+@external
+def lock(node: address, amount: uint256):
+    """
+    @notice Lock `amount` of `node`'s active stake for a duty it accepted; locked stake
+            cannot be unstaked until released. Only JOBS.
+    @param node The member accepting a duty (its own transaction reached JOBS).
+    @param amount Wei to lock.
+    """
+    assert msg.sender == JOBS, "registry: not jobs"
+    locked: uint256 = self.nodes[node].locked + amount
+    assert locked <= self.nodes[node].stake, "registry: not enough free stake"
+    self.nodes[node].locked = locked
+
+
+@external
+def release(node: address, amount: uint256, penalty: uint256) -> uint256:
+    """
+    @notice Unlock `amount` of `node`'s stake after its round is final, and slash up to
+            `penalty` of it. Only JOBS.
+    @param node The member.
+    @param amount Wei locked for the duty.
+    @param penalty Wei to slash (0 for an honest member).
+    @return The wei actually slashed.
+    """
+    assert msg.sender == JOBS, "registry: not jobs"
+    self.nodes[node].locked -= min(amount, self.nodes[node].locked)
+    if penalty == 0:
+        return 0
+    return self._slash(node, penalty)
+
+
+@internal
+def _slash(node: address, amount: uint256) -> uint256:
     stake: uint256 = self.nodes[node].stake
     from_stake: uint256 = min(amount, stake)
     from_pending: uint256 = min(amount - from_stake, self.nodes[node].pending)
@@ -222,6 +293,8 @@ def slash(node: address, amount: uint256) -> uint256:
     taken: uint256 = from_stake + from_pending
     self.total_slashed += taken
     self.slashed_unswept += taken
+    if from_stake > 0:
+        self._sync(node, False)
     log Slashed(node=node, by=msg.sender, amount=taken)
     return taken
 
@@ -253,66 +326,113 @@ def eligible(node: address, role: uint256) -> bool:
 
 @view
 @external
-def validator_list() -> DynArray[address, MAX_VALIDATORS]:
-    """
-    @notice The validator candidate list in draw order.
-    @return The list.
-    """
-    return self.validators
-
-
-@view
-@external
 def draw(seed: bytes32, size: uint256) -> DynArray[address, MAX_COMMITTEE]:
     """
-    @notice Draw min(size, eligible) validators without replacement, weighted by stake.
-    @dev For i in 0..n-1: r = uint256(keccak256(abi_encode(seed, i))) mod the remaining
-         weight; walk the candidates (list order, drawn ones skipped) and take the first
-         whose cumulative weight exceeds r. deai.ledger.committee.draw_committee mirrors it.
+    @notice Draw `size` seats with replacement, each seat going to a validator with
+            probability stake / total_weight (one identity may hold several seats).
+    @dev Seat i: r = uint256(keccak256(abi_encode(seed, i))) mod total_weight, then the
+         slot whose Fenwick prefix sum first exceeds r (O(log slots) reads).
+         deai.ledger.committee.draw_committee mirrors it.
     @param seed Round seed.
-    @param size Wanted committee size.
-    @return The committee in draw order.
+    @param size Seats (at most MAX_COMMITTEE).
+    @return The seat holders in draw order (empty if nobody is eligible).
     """
     assert size <= MAX_COMMITTEE, "registry: committee too large"
-    cands: DynArray[address, MAX_VALIDATORS] = []
-    weights: DynArray[uint256, MAX_VALIDATORS] = []
-    total: uint256 = 0
-    for v: address in self.validators:
-        st: uint256 = self.nodes[v].stake
-        if st >= MIN_STAKE and self.nodes[v].roles & ROLE_VALIDATOR != 0:
-            cands.append(v)
-            weights.append(st)
-            total += st
     out: DynArray[address, MAX_COMMITTEE] = []
-    n: uint256 = min(size, len(cands))
-    for i: uint256 in range(n, bound=MAX_COMMITTEE):
-        r: uint256 = convert(keccak256(abi_encode(seed, i)), uint256) % total
-        acc: uint256 = 0
-        for j: uint256 in range(len(cands), bound=MAX_VALIDATORS):
-            w: uint256 = weights[j]
-            if w == 0:
-                continue
-            acc += w
-            if r < acc:
-                out.append(cands[j])
-                total -= w
-                weights[j] = 0
+    total: uint256 = self.total_weight
+    if total == 0:
+        return out
+    n: uint256 = self.slot_count
+    top: uint256 = self.top_step
+    for i: uint256 in range(size, bound=MAX_COMMITTEE):
+        rem: uint256 = convert(keccak256(abi_encode(seed, i)), uint256) % total
+        pos: uint256 = 0
+        step: uint256 = top
+        for _: uint256 in range(TREE_LEVELS):
+            if step == 0:
                 break
+            nxt: uint256 = pos + step
+            if nxt <= n:
+                w: uint256 = self.tree[nxt]
+                if w <= rem:
+                    pos = nxt
+                    rem -= w
+            step = step >> 1
+        out.append(self.slot_owner[pos + 1])
     return out
 
 
+@pure
 @internal
-def _sync_list(node: address):
-    # keep `validators` equal to the set of nodes holding the validator role
-    pos: uint256 = self.nodes[node].list_pos
-    wants: bool = self.nodes[node].roles & ROLE_VALIDATOR != 0
-    if wants and pos == 0:
-        assert len(self.validators) < MAX_VALIDATORS, "registry: validator list full"
-        self.validators.append(node)
-        self.nodes[node].list_pos = len(self.validators)
-    elif not wants and pos != 0:
-        last: address = self.validators[len(self.validators) - 1]
-        self.validators[pos - 1] = last
-        self.nodes[last].list_pos = pos
-        self.validators.pop()
-        self.nodes[node].list_pos = 0
+def _lowbit(i: uint256) -> uint256:
+    return i & (~i + 1)
+
+
+@internal
+def _tree_add(slot: uint256, delta: uint256, up: bool):
+    i: uint256 = slot
+    n: uint256 = self.slot_count
+    for _: uint256 in range(TREE_LEVELS):
+        if i > n:
+            break
+        if up:
+            self.tree[i] += delta
+        else:
+            self.tree[i] -= delta
+        i += self._lowbit(i)
+
+
+@internal
+def _new_slot(node: address) -> uint256:
+    # reuse an emptied slot, else append one (its Fenwick node sums its range)
+    if self.free_count > 0:
+        self.free_count -= 1
+        reused: uint256 = self.free_slots[self.free_count]
+        self.slot_owner[reused] = node
+        return reused
+    n: uint256 = self.slot_count + 1
+    assert n < 1 << TREE_LEVELS, "registry: tree full"
+    self.slot_count = n
+    if n >= 2 * self.top_step:
+        self.top_step = max(1, 2 * self.top_step)
+    acc: uint256 = 0
+    j: uint256 = n - 1
+    stop: uint256 = n - self._lowbit(n)
+    for _: uint256 in range(TREE_LEVELS):
+        if j <= stop:
+            break
+        acc += self.tree[j]
+        j -= self._lowbit(j)
+    self.tree[n] = acc
+    self.slot_owner[n] = node
+    return n
+
+
+@internal
+def _sync(node: address, own: bool):
+    # keep the node's tree weight equal to its stake while it is an eligible validator
+    stake: uint256 = self.nodes[node].stake
+    want: uint256 = 0
+    if self.nodes[node].roles & ROLE_VALIDATOR != 0 and stake >= MIN_STAKE:
+        want = stake
+    have: uint256 = self.weight[node]
+    if want == have:
+        return
+    if own:
+        self.last_change_block = block.number
+    slot: uint256 = self.nodes[node].slot
+    if slot == 0:
+        slot = self._new_slot(node)
+        self.nodes[node].slot = slot
+    if want > have:
+        self._tree_add(slot, want - have, True)
+        self.total_weight += want - have
+    else:
+        self._tree_add(slot, have - want, False)
+        self.total_weight -= have - want
+    self.weight[node] = want
+    if want == 0:
+        self.free_slots[self.free_count] = slot
+        self.free_count += 1
+        self.slot_owner[slot] = empty(address)
+        self.nodes[node].slot = 0
