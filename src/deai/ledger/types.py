@@ -36,12 +36,13 @@ class JobState(enum.IntFlag):
 
 
 class TaskState(enum.IntFlag):
-    """``Tasks.vy``'s ``TaskState`` flag."""
+    """``Tasks.vy``'s ``GroupState`` flag (the state of one task's check group)."""
 
     NONE = 0
     OPEN = 1
-    SETTLED = 2
-    REFUNDED = 4
+    ESCALATED = 2
+    SETTLED = 4
+    VOID = 8
 
 
 @dataclass(frozen=True)
@@ -178,20 +179,21 @@ class RoundView:
 
 @dataclass(frozen=True)
 class TaskView:
-    task_id: int
-    requester: str
+    """One task's check group on ``Tasks.vy`` (slot ids in member order, primary first)."""
+
+    task_id: int  # the group id
+    key_id: int
+    size: int
+    profile: int
     spec_hash: bytes
-    fee: int
-    k: int
-    commit_deadline: int
     reveal_deadline: int
-    committed: frozenset[int]
-    revealed: frozenset[int]
     state: TaskState
-    result_hash: bytes
-    paid: int
-    refunded: int
-    slashed: int
+    enroll_end: int
+    seal_block: int
+    jury_mask: int
+    jury_deadline: int
+    enrolled: int
+    slots: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
