@@ -30,7 +30,8 @@ SPEC = b"\x22" * 32
 BOND = ETH // 10
 FEE = ETH // 100
 PERIOD = 300  # MIN_COMMIT_PERIOD
-WINDOW = 300  # GROUP_WINDOW = REVEAL_WINDOW = ENROLL_WINDOW
+WINDOW = 300  # REVEAL_WINDOW = ENROLL_WINDOW = CONTEST_WINDOW
+GROUP_WINDOW = 900
 GOOD = pack_lanes([100, -5, 7, 0, 3, 3, 9, -100])
 NEAR = pack_lanes([101, -5, 6, 0, 3, 3, 9, -99])  # within a tolerance of 2
 BAD = pack_lanes([400, -5, 7, 0, 3, 3, 9, -100])
@@ -126,7 +127,7 @@ def test_single_slot_paid_after_the_group_window(world: World) -> None:
     world.chain.advance_time(PERIOD)
     with pytest.raises(Reverted, match="tasks: reveal not open"):
         m.reveal(w0, slot, GOOD)
-    world.chain.advance_time(WINDOW)
+    world.chain.advance_time(GROUP_WINDOW)
     m.reveal(w0, slot, GOOD)
     led.settle_single(world.others[0], [slot])
     assert led.task_owed(w0) == FEE + BOND
@@ -139,7 +140,7 @@ def test_silent_after_accepting_loses_the_bond(world: World) -> None:
     m = Market(world)
     (slot,) = m.post([w0])
     m.commit(w0, slot, GOOD)
-    world.chain.advance_time(PERIOD + 2 * WINDOW)
+    world.chain.advance_time(PERIOD + GROUP_WINDOW + WINDOW)
     led.settle_single(world.others[0], [slot])
     assert led.slot(slot).state == SlotState.SLASHED
     assert led.tasks.functions.burned().call() == BOND
@@ -171,7 +172,9 @@ def test_group_revealed_only_after_every_commit_deadline(world: World) -> None:
     conserved(led)
 
 
-def _escalate(world: World, m: Market, answers: dict[str, int]) -> tuple[int, list[bytes]]:
+def _escalate(
+    world: World, m: Market, answers: dict[str, int], state: TaskState = TaskState.ESCALATED
+) -> tuple[int, list[bytes]]:
     slots = m.post(list(answers))
     for (w, fp), s in zip(answers.items(), slots, strict=True):
         m.commit(w, s, fp)
@@ -180,7 +183,7 @@ def _escalate(world: World, m: Market, answers: dict[str, int]) -> tuple[int, li
     for (w, fp), s in zip(answers.items(), slots, strict=True):
         m.reveal(w, s, fp)
     world.ledger.finalize_task(world.others[0], gid)
-    assert world.ledger.task(gid).state == TaskState.ESCALATED
+    assert world.ledger.task(gid).state == state
     return gid, slots
 
 
@@ -227,7 +230,13 @@ def test_requesters_own_majority_cannot_outvote_an_honest_worker(world: World) -
     led, (honest, own1, own2) = world.ledger, world.workers
     jurors = _more_workers(world, 3)
     m = Market(world)
-    gid, slots = _escalate(world, m, {honest: GOOD, own1: BAD, own2: BAD})
+    gid, slots = _escalate(
+        world, m, {honest: GOOD, own1: BAD, own2: BAD}, state=TaskState.CONTESTABLE
+    )
+    with pytest.raises(Reverted, match="tasks: agrees with the verdict"):
+        led.contest(own1, gid, 1, BOND)
+    led.contest(honest, gid, 0, BOND)
+    assert led.task(gid).state == TaskState.ESCALATED
     with pytest.raises(Reverted, match="tasks: a member cannot judge"):
         led.enroll(own1, gid, b"\x01" * 32, 0, BOND)
     with pytest.raises(Reverted, match="tasks: the requester cannot judge"):
@@ -235,8 +244,27 @@ def test_requesters_own_majority_cannot_outvote_an_honest_worker(world: World) -
     _jury(world, gid, dict.fromkeys(jurors, NEAR))
     states = [led.slot(s).state for s in slots]
     assert states == [SlotState.PAID, SlotState.SLASHED, SlotState.SLASHED]
-    assert led.task_owed(honest) == FEE + BOND
+    assert led.task_owed(honest) == FEE + 2 * BOND  # its contest bond comes back
     assert led.task_owed(own1) == led.task_owed(own2) == 0
+    conserved(led)
+
+
+def test_uncontested_majority_slashes_the_cheater(world: World) -> None:
+    led, (w0, w1, w2) = world.ledger, world.workers
+    m = Market(world)
+    gid, slots = _escalate(world, m, {w0: GOOD, w1: BAD, w2: NEAR}, state=TaskState.CONTESTABLE)
+    with pytest.raises(Reverted, match="tasks: contest window open"):
+        led.finalize_task(world.others[0], gid)
+    world.chain.advance_time(WINDOW)
+    with pytest.raises(Reverted, match="tasks: contest window closed"):
+        led.contest(w1, gid, 1, BOND)
+    led.finalize_task(world.others[0], gid)
+    assert [led.slot(s).state for s in slots] == [
+        SlotState.PAID,
+        SlotState.SLASHED,
+        SlotState.PAID,
+    ]
+    assert led.task_owed(world.requester) == FEE
     conserved(led)
 
 

@@ -432,8 +432,17 @@ class Ledger:
         self._send(sender, fn, 0, "settle_single")
 
     def finalize_task(self, sender: str, task_id: int) -> None:
-        """``finalize_group``: pay a unanimous group or escalate a split one."""
-        self._send(sender, self.tasks.functions.finalize_group(task_id), 0, "finalize_task")
+        """Advance one check group (``finalize_groups``)."""
+        self.finalize_tasks(sender, [task_id])
+
+    def finalize_tasks(self, sender: str, task_ids: Sequence[int]) -> None:
+        """``finalize_groups``: pay unanimous groups, open the contest window of a majority
+        verdict (settle it once the window passed), escalate split groups."""
+        self._send(sender, self.tasks.functions.finalize_groups(list(task_ids)), 0, "finalize_task")
+
+    def contest(self, worker: str, task_id: int, index: int, bond: int) -> None:
+        """An outvoted member escalates its group, posting a second bond."""
+        self._send(worker, self.tasks.functions.contest(task_id, index), bond, "contest")
 
     def task(self, task_id: int) -> TaskView:
         g = self._call(self.tasks.functions.groups(task_id))
@@ -441,7 +450,7 @@ class Ledger:
             bytes(self._call(self.tasks.functions.group_slots(task_id, i))) for i in range(g[1])
         )
         return TaskView(
-            task_id, g[0], g[1], g[2], bytes(g[3]), g[4], TaskState(g[5]), *g[6:11], slots
+            task_id, g[0], g[1], g[2], bytes(g[3]), g[4], TaskState(g[5]), *g[6:13], slots
         )
 
     def enroll(self, juror: str, task_id: int, commitment: bytes, profile: int, bond: int) -> None:

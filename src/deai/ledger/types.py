@@ -40,9 +40,10 @@ class TaskState(enum.IntFlag):
 
     NONE = 0
     OPEN = 1
-    ESCALATED = 2
-    SETTLED = 4
-    VOID = 8
+    CONTESTABLE = 2
+    ESCALATED = 4
+    SETTLED = 8
+    VOID = 16
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,8 @@ class TaskView:
     jury_mask: int
     jury_deadline: int
     enrolled: int
+    verdict: int  # the majority's fingerprint while contestable
+    contester: str
     slots: tuple[bytes, ...]
 
 

@@ -31,9 +31,10 @@ MIN_JURY: constant(uint256) = 3
 PROFILES: constant(uint256) = 4
 LANES: constant(uint256) = 8
 MIN_COMMIT_PERIOD: constant(uint256) = 300
-GROUP_WINDOW: constant(uint256) = 300
+GROUP_WINDOW: constant(uint256) = 900
 REVEAL_WINDOW: constant(uint256) = 300
 ENROLL_WINDOW: constant(uint256) = 300
+CONTEST_WINDOW: constant(uint256) = 300
 AUDIT_WINDOW: constant(uint256) = 3600
 JURY_SHARE_BPS: constant(uint256) = 5000
 
@@ -47,6 +48,7 @@ flag SlotState:
 
 flag GroupState:
     OPEN
+    CONTESTABLE
     ESCALATED
     SETTLED
     VOID
@@ -88,6 +90,8 @@ struct Group:
     jury_mask: uint256
     jury_deadline: uint256
     enrolled: uint256
+    verdict: uint256
+    contester: address
 
 event KeyCommitted:
     key_id: indexed(uint256)
@@ -135,6 +139,11 @@ event GroupFormed:
     key_id: indexed(uint256)
     spec_hash: bytes32
     size: uint256
+
+event GroupContestable:
+    group_id: indexed(uint256)
+    verdict: uint256
+    contest_end: uint256
 
 event GroupEscalated:
     group_id: indexed(uint256)
@@ -442,6 +451,7 @@ def group(
         assert self.slots[sid].key_id == key_id, "tasks: slots of another key"
         assert self.slots[sid].group == 0, "tasks: slot already grouped"
         assert self.slots[sid].profile == profile, "tasks: mixed profiles"
+        assert self.slots[sid].state != SlotState.REVEALED, "tasks: member already revealed"
         assert block.timestamp >= self.slots[sid].commit_deadline, "tasks: commits still open"
         assert keccak256(abi_encode(spec_hash, blinds[i])) == self.slots[sid].spec, "tasks: spec mismatch"
         for j: uint256 in range(i, bound=MAX_GROUP):
@@ -462,6 +472,8 @@ def group(
         jury_mask=0,
         jury_deadline=0,
         enrolled=0,
+        verdict=0,
+        contester=empty(address),
     )
     log GroupFormed(group_id=gid, key_id=key_id, spec_hash=spec_hash, size=k)
 
@@ -586,42 +598,92 @@ def _pivot(values: DynArray[uint256, MAX_JURY], ok: DynArray[bool, MAX_JURY], to
 
 @external
 @nonreentrant
-def finalize_group(gid: uint256):
+def finalize_groups(gids: DynArray[uint256, MAX_BATCH]):
     """
-    @notice Settle a check group of two or more once every member revealed or the reveal
-            deadline passed. Members that never accepted are left out (fee refunded);
-            accepted but silent ones lose their bond. If every revealed member matches one
-            another the group is paid; otherwise it is escalated. Anyone may call.
-    @param gid The group.
+    @notice Advance check groups of two or more. An open group (every member revealed or
+            the reveal deadline passed): unanimous -> paid; a strict majority of the
+            members that accepted -> contestable for CONTEST_WINDOW; no majority ->
+            escalated. A contestable group whose window passed uncontested is settled by
+            its majority. Members that never accepted are left out (fee refunded); accepted
+            but silent ones lose their bond. Anyone may call.
+    @param gids The groups.
     """
-    assert self.groups[gid].state == GroupState.OPEN, "tasks: group not open"
+    for gid: uint256 in gids:
+        state: GroupState = self.groups[gid].state
+        if state == GroupState.CONTESTABLE:
+            assert block.timestamp >= self.groups[gid].enroll_end, "tasks: contest window open"
+            self._settle_members(gid, self.groups[gid].verdict, True)
+            self.groups[gid].state = GroupState.SETTLED
+            log GroupSettled(group_id=gid, state=GroupState.SETTLED, reference=self.groups[gid].verdict)
+        else:
+            assert state == GroupState.OPEN, "tasks: group not open"
+            self._first_verdict(gid)
+
+
+@internal
+def _first_verdict(gid: uint256):
     k: uint256 = self.groups[gid].size
     assert k > 1, "tasks: use settle_single"
     tol: uint256 = self.key_tolerance[self.groups[gid].key_id][self.groups[gid].profile]
     values: DynArray[uint256, MAX_JURY] = []
     ok: DynArray[bool, MAX_JURY] = []
     pending: bool = False
+    accepted: uint256 = 0
+    revealed: uint256 = 0
     for i: uint256 in range(k, bound=MAX_GROUP):
         state: SlotState = self.slots[self.group_slots[gid][i]].state
         pending = pending or state == SlotState.COMMITTED
         values.append(self.slots[self.group_slots[gid][i]].fingerprint)
         ok.append(state == SlotState.REVEALED)
+        if state != SlotState.POSTED:
+            accepted += 1
+        if state == SlotState.REVEALED:
+            revealed += 1
     assert not pending or block.timestamp >= self.groups[gid].reveal_deadline, "tasks: reveal still open"
     pivot: uint256 = 0
     count: uint256 = 0
     pivot, count = self._pivot(values, ok, tol)
-    revealed: uint256 = 0
-    for i: uint256 in range(k, bound=MAX_GROUP):
-        if ok[i]:
-            revealed += 1
     if count == revealed:
         self._settle_members(gid, pivot, True)
         self.groups[gid].state = GroupState.SETTLED
         log GroupSettled(group_id=gid, state=GroupState.SETTLED, reference=pivot)
-        return
+    elif 2 * count > accepted:
+        self.groups[gid].state = GroupState.CONTESTABLE
+        self.groups[gid].verdict = pivot
+        self.groups[gid].enroll_end = block.timestamp + CONTEST_WINDOW
+        log GroupContestable(group_id=gid, verdict=pivot, contest_end=block.timestamp + CONTEST_WINDOW)
+    else:
+        self._escalate(gid)
+
+
+@internal
+def _escalate(gid: uint256):
     self.groups[gid].state = GroupState.ESCALATED
     self.groups[gid].enroll_end = block.timestamp + ENROLL_WINDOW
     log GroupEscalated(group_id=gid, enroll_end=block.timestamp + ENROLL_WINDOW)
+
+
+@external
+@payable
+def contest(gid: uint256, index: uint256):
+    """
+    @notice A revealed member outvoted by the majority escalates the group by posting a
+            second bond, returned if the jury agrees with it and burned otherwise.
+    @param gid The contestable group.
+    @param index The caller's member index.
+    """
+    assert self.groups[gid].state == GroupState.CONTESTABLE, "tasks: not contestable"
+    assert block.timestamp < self.groups[gid].enroll_end, "tasks: contest window closed"
+    sid: bytes32 = self.group_slots[gid][index]
+    assert index < self.groups[gid].size and self.slots[sid].worker == msg.sender, "tasks: not a member"
+    assert self.slots[sid].state == SlotState.REVEALED, "tasks: not revealed"
+    key_id: uint256 = self.groups[gid].key_id
+    tol: uint256 = self.key_tolerance[key_id][self.groups[gid].profile]
+    assert not self._match(self.slots[sid].fingerprint, self.groups[gid].verdict, tol), "tasks: agrees with the verdict"
+    assert msg.value == self.keys[key_id].slot_bond, "tasks: wrong bond"
+    self.held += msg.value
+    self.groups[gid].contester = msg.sender
+    self._escalate(gid)
 
 
 @internal
@@ -790,6 +852,13 @@ def finalize_escalation(gid: uint256):
         else:
             self.held -= bond
             self.burned += bond
+    contester: address = self.groups[gid].contester
+    if contester != empty(address):
+        self.held -= bond
+        if self._contester_won(gid, contester):
+            self._credit(contester, bond)
+        else:
+            self.burned += bond
     pool: uint256 = (self.burned - before) * JURY_SHARE_BPS // 10000
     share: uint256 = pool // len(winners)
     self.burned -= share * len(winners)
@@ -799,6 +868,16 @@ def finalize_escalation(gid: uint256):
     log GroupSettled(group_id=gid, state=GroupState.SETTLED, reference=reference)
 
 
+@view
+@internal
+def _contester_won(gid: uint256, contester: address) -> bool:
+    for i: uint256 in range(self.groups[gid].size, bound=MAX_GROUP):
+        sid: bytes32 = self.group_slots[gid][i]
+        if self.slots[sid].worker == contester:
+            return self.slots[sid].state == SlotState.PAID
+    return False
+
+
 @internal
 def _void(gid: uint256):
     self._settle_members(gid, 0, False)
@@ -806,6 +885,9 @@ def _void(gid: uint256):
     for i: uint256 in range(self.groups[gid].enrolled, bound=MAX_ENROLL):
         self.held -= bond
         self._credit(self.jurors[gid][i], bond)
+    if self.groups[gid].contester != empty(address):
+        self.held -= bond
+        self._credit(self.groups[gid].contester, bond)
     self.groups[gid].state = GroupState.VOID
     log GroupSettled(group_id=gid, state=GroupState.VOID, reference=0)
 
