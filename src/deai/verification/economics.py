@@ -176,3 +176,23 @@ def measured_stake(
             raise ConfigError(f"economics: strategy {s.name} is never caught; no stake deters it")
         worst = max(worst, min_stake(fee, p_d, s.cost))
     return (1.0 + margin) * worst
+
+
+def simulate_cartel_escape(share: float, k: int, jury: int, trials: int, seed: int) -> int:
+    """Monte Carlo of ``Tasks.vy``'s rules for a cheating primary whose cartel holds
+    ``share`` of the workers (checkers drawn from them) and of the jury roll: a unanimous
+    group is paid; otherwise someone contests (an honest member outvoted, or the cartel
+    outvoted) and a jury of ``jury`` drawn from the roll decides. Returns the number of
+    trials in which the cartel's result stood. Formula beside it:
+    :func:`escape_probability` with ``escalation = jury``."""
+    import random
+
+    rng = random.Random(seed)
+    escaped = 0
+    for _ in range(trials):
+        if all(rng.random() < share for _ in range(k - 1)):
+            escaped += 1
+            continue
+        votes = sum(rng.random() < share for _ in range(jury))
+        escaped += 2 * votes > jury
+    return escaped
