@@ -199,8 +199,7 @@ class SlotRequester:
     ) -> list[SlotRecord]:
         """Post ``(task, worker, primary)`` offers in a shuffled order; new random ids."""
         recs = [
-            SlotRecord(self._rng.randbytes(32), t, w, self._rng.randbytes(32), p)
-            for t, w, p in offers
+            SlotRecord(self.new_id(p), t, w, self._rng.randbytes(32), p) for t, w, p in offers
         ]
         self._rng.shuffle(recs)
         for i in range(0, len(recs), MAX_POST):
@@ -217,6 +216,10 @@ class SlotRequester:
             )
         self.slots += recs
         return recs
+
+    def new_id(self, primary: bool) -> bytes:
+        """A fresh random slot id (a grinding requester overrides this, to no avail)."""
+        return self._rng.randbytes(32)
 
     def sampled(self, primary: SlotRecord) -> bool:
         """The derived decision for a committed primary."""
