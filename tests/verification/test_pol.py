@@ -102,3 +102,62 @@ def test_commitment_must_match_task(task: TrainingTask) -> None:
     forged = pol.PoLCommitment(proof.task_id, proof.checkpoint_hashes, proof.data_order_hash, 99)
     assert not pol.verify(task, forged, lambda i: ckpts[i], [0]).accepted
     assert pol.choose_segments(task, 2, 0)[-1] == task.segments - 1
+
+
+# ------------------------------------------------ adaptive strategies (issue 15, finding 4)
+@pytest.fixture(scope="module")
+def long_task(trained: torch.Tensor, digits: tuple[torch.Tensor, torch.Tensor]) -> TrainingTask:
+    x, y = digits
+    return TrainingTask(SPEC, trained, x[:256], y[:256], steps=16, batch_size=8, lr=0.05,
+                        seed=3, checkpoint_every=2)  # fmt: skip
+
+
+def _caught(task: TrainingTask, behaviour: Behaviour, picks: list[list[int]]) -> list[bool]:
+    ckpts = worker(2, behaviour=behaviour).train(task)
+    proof = pol.commit(task, ckpts)
+    return [not pol.verify(task, proof, lambda i: ckpts[i], s).accepted for s in picks]
+
+
+def test_fixed_last_segment_lets_stop_early_honest_tail_escape(long_task: TrainingTask) -> None:
+    """The old choice (the last segment always, plus random ones) is passed by a worker
+    that trains the last segment honestly from an extrapolated checkpoint."""
+    picks = [pol.choose_segments(long_task, 1, validator_seed=s) for s in range(12)]
+    caught = _caught(long_task, Behaviour.STOP_EARLY_HONEST_TAIL, picks)
+    assert 0 < sum(caught) < len(caught)
+    fabricated = pol_fabricated(long_task, Behaviour.STOP_EARLY_HONEST_TAIL)
+    assert all(c == bool(set(p) & fabricated) for c, p in zip(caught, picks, strict=True))
+
+
+def pol_fabricated(task: TrainingTask, behaviour: Behaviour) -> set[int]:
+    from deai.verification.tasks import fabricated_segments
+
+    return set(fabricated_segments(behaviour, task.segments))
+
+
+@pytest.mark.parametrize(
+    "behaviour", [Behaviour.FABRICATE_ONE_SEGMENT, Behaviour.STOP_EARLY_HONEST_TAIL]
+)
+def test_secret_sampling_catches_exactly_when_a_fabricated_segment_is_drawn(
+    long_task: TrainingTask, behaviour: Behaviour
+) -> None:
+    ckpts = worker(2, behaviour=behaviour).train(long_task)
+    root = pol.commit(long_task, ckpts).root
+    picks = [
+        pol.choose_segments_secret(bytes([s]) * 32, root, long_task.segments, 3) for s in range(10)
+    ]
+    caught = _caught(long_task, behaviour, picks)
+    fabricated = pol_fabricated(long_task, behaviour)
+    assert caught == [bool(set(p) & fabricated) for p in picks]
+    assert any(caught)
+
+
+def test_replays_are_sized_to_make_one_fabricated_segment_unprofitable() -> None:
+    from deai.verification.economics import expected_profit
+
+    n, rate, fee, cost, stake = 8, 0.05, 1.25, 1.0, 30.0
+    m = pol.replays_for(n, rate, fee, stake, cost)
+    q = m / n  # P(a uniform m-subset of n segments covers the fabricated one)
+    assert expected_profit(fee, cost * (1 - 1 / n), rate * q, stake) < 0
+    assert m < n  # fewer replays than a full re-execution
+    with pytest.raises(Exception, match="no number of replays"):
+        pol.replays_for(n, 1e-6, fee, stake, cost)

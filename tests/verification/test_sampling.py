@@ -1,11 +1,19 @@
 from __future__ import annotations
 
 import pytest
+from eth_hash.auto import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deai.errors import ConfigError, VerificationError
-from deai.verification.sampling import SecretSampler, audit, rate_threshold
+from deai.verification.economics import wilson
+from deai.verification.sampling import (
+    SecretSampler,
+    audit,
+    derived_nonce,
+    ground_nonces,
+    rate_threshold,
+)
 
 IDS = [i.to_bytes(32, "big") for i in range(20_000)]
 
@@ -49,3 +57,61 @@ def test_threshold_monotone_and_exact_at_ends(r1: float, r2: float) -> None:
 def test_rate_one_checks_everything_rate_zero_nothing() -> None:
     assert all(SecretSampler(1.0, b"z" * 32).is_checked(t) for t in IDS[:100])
     assert not any(SecretSampler(0.0, b"z" * 32).is_checked(t) for t in IDS[:100])
+
+
+# ----------------------------------------------------- grinding requester (issue 15, #2)
+def _grind(sampler: SecretSampler, want: bool, start: int) -> tuple[int, int]:
+    nonce, tries = start, 0
+    while sampler.is_checked(nonce.to_bytes(32, "big")) != want:
+        nonce, tries = nonce + 1, tries + 1
+    return nonce, tries
+
+
+def test_chosen_nonces_aim_the_checks_and_pass_the_rate_audit() -> None:
+    sampler = SecretSampler(0.048, b"k" * 32)
+    ids, claimed, hashes = [], [], 0
+    for t in range(1000):
+        victim = t < 48
+        nonce, tries = _grind(sampler, victim, t * 10**6)
+        hashes += tries
+        tid = nonce.to_bytes(32, "big")
+        ids.append(tid)
+        if victim:
+            claimed.append(tid)
+    report = audit(sampler.commitment, sampler.secret, sampler.threshold, ids, claimed)
+    assert report.claims_match and abs(report.z_score) < 1  # the old audit is satisfied
+    assert report.checked == 48  # ... although every check fell on the victim
+    assert hashes < 5000  # and it cost a couple of thousand hashes
+
+
+def test_derived_nonces_expose_a_ground_sequence() -> None:
+    sampler = SecretSampler(0.048, b"k" * 32)
+    c = sampler.commitment
+    honest = [derived_nonce(c, i) for i in range(100)]
+    assert ground_nonces(c, honest) == []
+    ground = list(honest)
+    ground[7] += 1
+    assert ground_nonces(c, ground) == [7]
+
+
+def test_commitment_keyed_decision_cannot_be_aimed() -> None:
+    """On chain the decision hashes the worker's commitment, which includes its secret
+    salt: the requester grinding over what it controls (slot ids) gains nothing."""
+    from deai.ledger.tasks_types import sampled, slot_commitment
+
+    secret, threshold = b"s" * 32, int(0.1 * 2**256)
+    worker = "0x" + "11" * 20
+    checked, n = 0, 800
+    for t in range(n):
+        best = next(  # the requester's best proxy without the salt
+            (
+                sid
+                for j in range(40)
+                if sampled(secret, (sid := bytes(keccak(b"id%d/%d" % (t, j)))), threshold)
+            ),
+            b"\x00" * 32,
+        )
+        salt = bytes(keccak(b"worker-secret" + t.to_bytes(4, "big")))
+        checked += sampled(secret, slot_commitment(best, worker, t, salt), threshold)
+    lo, hi = wilson(checked, n)
+    assert lo <= 0.1 <= hi  # the victim is checked at the promised rate

@@ -25,6 +25,7 @@ from deai.ledger.chain import Chain
 from deai.ledger.compiler import compile_contract
 from deai.ledger.errors import ChainError, ChainUnavailable, Reverted, UnknownContract
 from deai.ledger.merkle import PayoutTree
+from deai.ledger.tasks_types import KeyView, SlotState, SlotView
 from deai.ledger.types import (
     Deployment,
     Event,
@@ -429,81 +430,145 @@ class Ledger:
         self._send(account, self.jobs.functions.withdraw(), 0, "withdraw")
 
     # ------------------------------------------------------------------- tasks
-    def create_task(
+    # Hidden check groups (Tasks.vy): keys, slots, groups, escalation. See
+    # deai.verification.market for the roles that drive these calls.
+    def commit_key(
         self,
         requester: str,
         *,
-        fee: int,
-        spec_hash: bytes,
-        workers: Sequence[str],
-        commit_period: int,
-        reveal_period: int,
+        commitment: bytes,
+        threshold: int,
+        slot_bond: int,
+        tolerances: Sequence[int],
+        reveal_by: int,
+        bond: int,
     ) -> int:
-        fn = self.tasks.functions.create_task(
-            spec_hash,
-            [Web3.to_checksum_address(w) for w in workers],
-            commit_period,
-            reveal_period,
+        """Commit a sampling key with ``bond`` wei; returns the key id."""
+        fn = self.tasks.functions.commit_key(
+            commitment, threshold, slot_bond, list(tolerances), reveal_by
         )
-        receipt = self._send(requester, fn, fee, "create_task")
-        return int(
-            self.tasks.events.TaskCreated().process_receipt(receipt, errors=DISCARD)[0]["args"][
-                "task_id"
-            ]
-        )
+        receipt = self._send(requester, fn, bond, "commit_key")
+        logs = self.tasks.events.KeyCommitted().process_receipt(receipt, errors=DISCARD)
+        return int(logs[0]["args"]["key_id"])
 
-    def task(self, task_id: int) -> TaskView:
-        t = self._call(self.tasks.functions.tasks(task_id))
-        k = int(t[3])
-        return TaskView(
-            task_id,
-            t[0],
-            bytes(t[1]),
-            t[2],
-            k,
-            t[4],
-            t[5],
-            mask_bits(t[6], 0, k),
-            mask_bits(t[6], 8, k),
-            TaskState(t[7]),
-            bytes(t[8]),
-            t[9],
-            t[10],
-            t[11],
-        )
+    def reveal_key(self, requester: str, key_id: int, secret: bytes) -> None:
+        self._send(requester, self.tasks.functions.reveal_key(key_id, secret), 0, "reveal_key")
 
-    def task_workers(self, task_id: int) -> list[str]:
-        return list(self._call(self.tasks.functions.task_workers(task_id)))
+    def key(self, key_id: int) -> KeyView:
+        k = self._call(self.tasks.functions.keys(key_id))
+        return KeyView(key_id, k[0], bytes(k[1]), *k[2:6], bytes(k[6]), k[7], k[8], k[9])
 
-    def _worker_index(self, task_id: int, account: str, index: int | None) -> int:
-        if index is not None:
-            return index
-        workers = self.task_workers(task_id)
-        account = Web3.to_checksum_address(account)
-        if account not in workers:
-            raise Reverted("tasks: not a worker", "worker_index")
-        return workers.index(account)
+    def key_tolerance(self, key_id: int, profile: int) -> int:
+        return int(self._call(self.tasks.functions.key_tolerance(key_id, profile)))
 
-    def task_commit(
-        self, account: str, task_id: int, commitment: bytes, index: int | None = None
-    ) -> None:
-        idx = self._worker_index(task_id, account, index)
-        self._send(account, self.tasks.functions.commit(task_id, idx, commitment), 0, "task_commit")
-
-    def task_reveal(
+    def post_slots(
         self,
-        account: str,
-        task_id: int,
-        result_hash: bytes,
-        salt: bytes,
-        index: int | None = None,
+        requester: str,
+        key_id: int,
+        *,
+        slot_ids: Sequence[bytes],
+        workers: Sequence[str],
+        specs: Sequence[bytes],
+        profiles: Sequence[int],
+        commit_period: int,
+        fee_each: int,
     ) -> None:
-        idx = self._worker_index(task_id, account, index)
-        fn = self.tasks.functions.reveal(task_id, idx, result_hash, salt)
-        self._send(account, fn, 0, "task_reveal")
+        """Post a batch of slots escrowing ``fee_each`` wei per slot."""
+        fn = self.tasks.functions.post(
+            key_id,
+            list(slot_ids),
+            [Web3.to_checksum_address(w) for w in workers],
+            list(specs),
+            list(profiles),
+            commit_period,
+        )
+        self._send(requester, fn, fee_each * len(slot_ids), "post_slots")
+
+    def slot(self, slot_id: bytes) -> SlotView:
+        t = self._call(self.tasks.functions.slots(slot_id))
+        return SlotView(
+            slot_id, t[0], t[1], bytes(t[2]), t[3], t[4], t[5], bytes(t[6]), t[7], t[8], t[9],
+            SlotState(t[10]),
+        )  # fmt: skip
+
+    def commit_slots(
+        self, worker: str, slot_ids: Sequence[bytes], commitments: Sequence[bytes], bond_each: int
+    ) -> None:
+        """Accept slots offered to ``worker``: post ``bond_each`` per slot and commit."""
+        fn = self.tasks.functions.commit(list(slot_ids), list(commitments))
+        self._send(worker, fn, bond_each * len(slot_ids), "commit_slots")
+
+    def group_slots(
+        self, requester: str, slot_ids: Sequence[bytes], spec_hash: bytes, blinds: Sequence[bytes]
+    ) -> int:
+        """Reveal one task's check group (primary first); returns the group id."""
+        fn = self.tasks.functions.group(list(slot_ids), spec_hash, list(blinds))
+        receipt = self._send(requester, fn, 0, "group_slots")
+        logs = self.tasks.events.GroupFormed().process_receipt(receipt, errors=DISCARD)
+        return int(logs[0]["args"]["group_id"])
+
+    def reveal_slots(
+        self,
+        worker: str,
+        slot_ids: Sequence[bytes],
+        fingerprints: Sequence[int],
+        salts: Sequence[bytes],
+    ) -> None:
+        fn = self.tasks.functions.reveal(list(slot_ids), list(fingerprints), list(salts))
+        self._send(worker, fn, 0, "reveal_slots")
+
+    def settle_single(self, sender: str, slot_ids: Sequence[bytes]) -> None:
+        fn = self.tasks.functions.settle_single(list(slot_ids))
+        self._send(sender, fn, 0, "settle_single")
 
     def finalize_task(self, sender: str, task_id: int) -> None:
-        self._send(sender, self.tasks.functions.finalize_task(task_id), 0, "finalize_task")
+        """Advance one check group (``finalize_groups``)."""
+        self.finalize_tasks(sender, [task_id])
+
+    def finalize_tasks(self, sender: str, task_ids: Sequence[int]) -> None:
+        """``finalize_groups``: pay unanimous groups, open the contest window of a majority
+        verdict (settle it once the window passed), escalate split groups."""
+        self._send(sender, self.tasks.functions.finalize_groups(list(task_ids)), 0, "finalize_task")
+
+    def contest(self, worker: str, task_id: int, index: int, bond: int) -> None:
+        """An outvoted member escalates its group, posting a second bond."""
+        self._send(worker, self.tasks.functions.contest(task_id, index), bond, "contest")
+
+    def task(self, task_id: int) -> TaskView:
+        g = self._call(self.tasks.functions.groups(task_id))
+        slots = tuple(
+            bytes(self._call(self.tasks.functions.group_slots(task_id, i))) for i in range(g[1])
+        )
+        return TaskView(
+            task_id, g[0], g[1], g[2], bytes(g[3]), g[4], TaskState(g[5]), *g[6:13], slots
+        )
+
+    def enroll(self, juror: str, task_id: int, commitment: bytes, profile: int, bond: int) -> None:
+        fn = self.tasks.functions.enroll(task_id, commitment, profile)
+        self._send(juror, fn, bond, "enroll")
+
+    def draw_jury(self, sender: str, task_id: int) -> None:
+        self._send(sender, self.tasks.functions.draw_jury(task_id), 0, "draw_jury")
+
+    def jurors(self, task_id: int) -> list[str]:
+        n = self.task(task_id).enrolled
+        return [self._call(self.tasks.functions.jurors(task_id, i)) for i in range(n)]
+
+    def juror_reveal(
+        self, juror: str, task_id: int, index: int, fingerprint: int, salt: bytes
+    ) -> None:
+        fn = self.tasks.functions.juror_reveal(task_id, index, fingerprint, salt)
+        self._send(juror, fn, 0, "juror_reveal")
+
+    def finalize_escalation(self, sender: str, task_id: int) -> None:
+        fn = self.tasks.functions.finalize_escalation(task_id)
+        self._send(sender, fn, 0, "finalize_escalation")
+
+    def audit_slot(self, sender: str, slot_id: bytes) -> None:
+        self._send(sender, self.tasks.functions.audit(slot_id), 0, "audit_slot")
+
+    def release_key(self, sender: str, key_id: int) -> None:
+        self._send(sender, self.tasks.functions.release_key(key_id), 0, "release_key")
 
     def task_owed(self, account: str) -> int:
         return int(self._call(self.tasks.functions.owed(Web3.to_checksum_address(account))))

@@ -39,12 +39,14 @@ class JobState(enum.IntFlag):
 
 
 class TaskState(enum.IntFlag):
-    """``Tasks.vy``'s ``TaskState`` flag."""
+    """``Tasks.vy``'s ``GroupState`` flag (the state of one task's check group)."""
 
     NONE = 0
     OPEN = 1
-    SETTLED = 2
-    REFUNDED = 4
+    CONTESTABLE = 2
+    ESCALATED = 4
+    SETTLED = 8
+    VOID = 16
 
 
 @dataclass(frozen=True)
@@ -192,20 +194,23 @@ class RoundView:
 
 @dataclass(frozen=True)
 class TaskView:
-    task_id: int
-    requester: str
+    """One task's check group on ``Tasks.vy`` (slot ids in member order, primary first)."""
+
+    task_id: int  # the group id
+    key_id: int
+    size: int
+    profile: int
     spec_hash: bytes
-    fee: int
-    k: int
-    commit_deadline: int
     reveal_deadline: int
-    committed: frozenset[int]
-    revealed: frozenset[int]
     state: TaskState
-    result_hash: bytes
-    paid: int
-    refunded: int
-    slashed: int
+    enroll_end: int
+    seal_block: int
+    jury_mask: int
+    jury_deadline: int
+    enrolled: int
+    verdict: int  # the majority's fingerprint while contestable
+    contester: str
+    slots: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)

@@ -124,3 +124,75 @@ def strategy_economics(
     p_d = rate * catch * (1.0 - escape)
     profit = expected_profit(fee, cost, p_d, stake)
     return StrategyEconomics(name, cost, catch, p_d, profit, profit - (fee - honest_cost))
+
+
+# ---------------------------------------------------------------------------------------
+# The stake from measured catch rates (issue 15, finding 6): the system's stake is the
+# largest ``S_min`` over every strategy, each at the *lower* 95 % Wilson bound of its
+# measured catch rate and at the cartel's escape probability, times ``1 + margin``. The
+# benchmark then reports each strategy's expected profit at that stake with its *point*
+# estimate, from runs independent of the ones that set the stake.
+
+
+def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a binomial proportion."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    den = 1 + z * z / trials
+    mid = (p + z * z / (2 * trials)) / den
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+@dataclass(frozen=True)
+class MeasuredStrategy:
+    name: str
+    cost: float  # compute cost per task, in fee units
+    caught: int  # audited tasks on which the strategy was caught
+    audited: int  # audited (checked) tasks it ran
+
+    @property
+    def catch(self) -> float:
+        return self.caught / self.audited if self.audited else 0.0
+
+    @property
+    def catch_low(self) -> float:
+        return wilson(self.caught, self.audited)[0]
+
+
+def measured_stake(
+    strategies: list[MeasuredStrategy],
+    fee: float,
+    rate: float,
+    escape: float,
+    margin: float = 0.25,
+) -> float:
+    """``(1 + margin) * max_s min_stake(fee, rate * catch_low_s * (1 - escape), cost_s)``."""
+    worst = 0.0
+    for s in strategies:
+        p_d = rate * s.catch_low * (1.0 - escape)
+        if p_d <= 0:
+            raise ConfigError(f"economics: strategy {s.name} is never caught; no stake deters it")
+        worst = max(worst, min_stake(fee, p_d, s.cost))
+    return (1.0 + margin) * worst
+
+
+def simulate_cartel_escape(share: float, k: int, jury: int, trials: int, seed: int) -> int:
+    """Monte Carlo of ``Tasks.vy``'s rules for a cheating primary whose cartel holds
+    ``share`` of the workers (checkers drawn from them) and of the jury roll: a unanimous
+    group is paid; otherwise someone contests (an honest member outvoted, or the cartel
+    outvoted) and a jury of ``jury`` drawn from the roll decides. Returns the number of
+    trials in which the cartel's result stood. Formula beside it:
+    :func:`escape_probability` with ``escalation = jury``."""
+    import random
+
+    rng = random.Random(seed)
+    escaped = 0
+    for _ in range(trials):
+        if all(rng.random() < share for _ in range(k - 1)):
+            escaped += 1
+            continue
+        votes = sum(rng.random() < share for _ in range(jury))
+        escaped += 2 * votes > jury
+    return escaped

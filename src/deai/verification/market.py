@@ -1,30 +1,24 @@
-"""A verification task market on the ledger: a requester buys inference from staked
-workers, secretly cross-checks a share of the tasks, and a lazy worker is caught and slashed.
+"""A verification task market on the ledger (the demo): a requester buys inference from
+staked workers through hidden check groups (:mod:`.chain`), and a lazy worker that cheats
+whenever it believes it is alone is caught and loses its bonds.
 
-Flow of :func:`run_task_market` (docs/verification.md, "On chain"):
+Flow of :func:`run_task_market`:
 
-1. Deploy the contracts on an :class:`~deai.ledger.EmbeddedChain` (or use a given ledger).
-   The slash per caught task is ``S = ceil((1 + margin) * S_min)`` with
-   ``S_min = f (1 - p_d) / p_d`` from :func:`.economics.min_stake`, ``p_d`` the detection
-   probability of a lone cheater at the sampling rate (``k = 3``, no cartel, catch rate 1,
-   so ``p_d = rate``). The Registry minimum stake is one slash (tasks run one at a time, so
-   one task is in flight per worker); each worker bonds ``bond_tasks`` slashes. A worker
-   whose stake falls below the minimum is no longer eligible and gets no more tasks.
-2. The requester trains a small MLP (64-64-10) on sklearn digits and publishes the
-   commitment of its sampling key (:class:`.sampling.SecretSampler`).
-3. Each task (a few held-out digits rows) goes to a primary worker (round robin over the
-   eligible workers); if the sampler picks its id, ``k - 1`` checkers drawn at random join.
-   Every worker computes before the task exists on chain, then the task is committed,
-   revealed and finalized on chain (:func:`.chain.cross_check_on_chain`). Results are
-   compared by the hash of their TOPLOC-style fingerprint.
-4. Everyone withdraws what the Tasks contract owes them; the requester reveals its sampling
-   key and the decisions are audited (:func:`.sampling.audit`).
+1. Deploy the contracts on an :class:`~deai.ledger.EmbeddedChain` (or use a given ledger)
+   and register the workers (Registry worker role: the only Registry call Tasks makes is
+   ``eligible``). The bond per slot is the slash ``S = ceil((1 + margin) * S_min)``, with
+   ``S_min = f (1 - p_d) / p_d`` at the lone cheater's ``p_d = rate``.
+2. The requester trains a small MLP (64-64-10) on sklearn digits and commits its sampling
+   key on chain (secret from :class:`deai.privacy.secrets.SimulatedSecrets`).
+3. Tasks (16 held-out digits rows each) go to primaries in round robin; the key samples a
+   primary *after* it committed, and its checkers are posted among the next round's slots.
+   Everyone computes under the fp32 profile (different kernels) and commits a lane
+   fingerprint of the whole output; the contract compares lanes within the key's tolerance.
+4. Everyone withdraws; the requester reveals its key and every primary is audited.
 
-Defaults (seeded, about 7 s of CPU on this machine): 6 workers, one of them lazy (a quantized
-int8 copy of the model: cheap, and about 0.06 logits off), 20 tasks of 8 rows, rate 0.5,
-fee 0.001 ETH per worker per task. The rate is far above a production rate so that the
-demo catches the lazy worker within a few tasks; docs/verification.md states the
-production trade-off (rate 0.047, stake 21.4 fees, overhead 0.094 executions per task).
+Defaults (seeded, about half a minute of CPU): 6 workers, one of them lazy (int8 weights,
+cheating when alone), 24 tasks, rate 0.5 (a demo rate; docs/verification.md gives the
+production trade-off).
 """
 
 from __future__ import annotations
@@ -32,261 +26,172 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from eth_hash.auto import keccak
 from sklearn.datasets import load_digits
 
-from deai.errors import ChainError, ConfigError
+from deai.errors import ConfigError
 from deai.ledger import EmbeddedChain, Ledger, LedgerConfig, Role
-from deai.verification.chain import ChainTaskSettlement, cross_check_on_chain
-from deai.verification.economics import detection_probability, min_stake
-from deai.verification.fingerprint import FingerprintConfig
-from deai.verification.protocol import Comparison, CrossCheckConfig, FingerprintStore
-from deai.verification.sampling import SecretSampler, audit
+from deai.privacy.secrets import SimulatedSecrets
+from deai.verification import profiles as prof
+from deai.verification.chain import (
+    SlotMarketConfig,
+    SlotRequester,
+    SlotWorker,
+    Strategy,
+    run_rounds,
+)
+from deai.verification.economics import min_stake
+from deai.verification.fingerprint import LaneConfig
 from deai.verification.tasks import (
-    Behaviour,
     ExecutionEnv,
     InferenceTask,
     ModelSpec,
     TrainingTask,
-    Worker,
     train_steps,
 )
 
 ETH = 10**18
+FP32_LANES = LaneConfig(step=2.0**-20, tolerance=2.0**-17)  # calibrated: benchmarks/verification.py
 
 
 @dataclass(frozen=True)
 class MarketConfig:
-    seed: int = 0  # fixes the model, the task inputs, worker secrets, sampling key, checkers
+    seed: int = 0  # master seed of the simulation's secrets and of the task inputs
     workers: int = 6  # registered workers (the embedded chain funds 9 besides the requester)
     lazy_index: int = 1  # which worker is lazy; -1 for none
-    lazy_behaviour: Behaviour = Behaviour.QUANTIZED_MODEL  # the lazy worker's shortcut
-    tasks: int = 20  # inference tasks the requester buys
-    rows: int = 8  # digits rows per task
-    rate: float = 0.5  # share of tasks secretly cross-checked, in (0, 1)
-    k: int = 3  # workers on a checked task (the primary and k - 1 checkers)
-    fee: int = 10**15  # wei paid per worker per task (0.001 ETH)
-    stake_margin: float = 0.05  # slash = ceil((1 + margin) * S_min)
-    bond_tasks: int = 2  # each worker stakes this many slashes
+    lazy_cheat: prof.Cheat = prof.Cheat.INT8
+    tasks: int = 24
+    rows: int = 16
+    rate: float = 0.5
+    k: int = 3
+    fee: int = 10**15  # wei per slot
+    stake_margin: float = 0.05
 
 
 @dataclass(frozen=True)
 class WorkerRow:
     address: str
-    behaviour: Behaviour
-    tasks: int  # tasks it ran, as primary or checker
-    primary: int  # of those, as the primary
-    checked: int  # of those, cross-checked
-    caught: int  # times slashed
-    fees: int  # wei earned (withdrawn from the Tasks contract)
-    slashed: int  # wei of stake taken
-    stake_before: int  # wei
-    stake_after: int  # wei
-    ejected: bool  # stake ended below the Registry minimum: no longer eligible
+    strategy: str
+    slots: int  # slots accepted (as primary or checker)
+    checked: int  # of those, in a check group
+    cheated: int
+    slashed: int  # slots whose bond was slashed
+    owed: int  # wei withdrawn from the Tasks contract
 
 
 @dataclass(frozen=True)
 class MarketReport:
     rows: tuple[WorkerRow, ...]
-    tasks: int  # tasks settled
-    checked: int  # of those, cross-checked
-    rate: float  # promised sampling rate
-    realized_rate: float  # checked / tasks (the audited sampling decisions)
-    sampling_audit_ok: bool  # the revealed key opens its commitment, decisions recomputed
-    k: int
-    fee: int  # wei per worker per task
-    slash: int  # wei taken per caught task (the contract's SLASH_AMOUNT)
-    s_min: float  # economics.min_stake at p_detect, wei
-    p_detect: float  # per-task detection probability of a lone cheater
-    stake: int  # wei each worker bonded
-    min_stake: int  # the Registry's minimum stake, wei
-    deposits: int  # wei the requester escrowed
-    paid: int  # wei paid to workers
-    refunded: int  # wei returned to the requester
-    slashed: int  # wei of stake slashed
-    accepted_wrong: int  # unchecked tasks whose accepted result came from a lazy worker
-    disputes: int  # on-chain slashes the tolerant comparison calls honest (should be 0)
-    gas: int  # gas of the market's transactions (registration to withdrawals)
-    gas_by_call: dict[str, int] = field(default_factory=dict)  # per transaction label
-    seconds: float = 0.0  # wall-clock time of the run
+    tasks: int
+    checked: int
+    rate: float
+    bond: int  # wei per slot
+    s_min: float
+    audit_failures: int  # primaries whose grouping disagreed with the key (0: honest key)
+    adaptive_saw_company: int  # times the lazy worker found its task's group before committing
+    gas: int
+    seconds: float
 
 
-@dataclass
-class _Tally:
-    tasks: int = 0
-    primary: int = 0
-    checked: int = 0
-    caught: int = 0
-    fees: int = 0
-    slashed: int = 0
+def slash_for(config: MarketConfig) -> tuple[int, float]:
+    """``(bond per slot, S_min)`` for a lone cheater at ``config.rate``."""
+    s_min = min_stake(float(config.fee), config.rate)
+    return max(1, math.ceil((1 + config.stake_margin) * s_min)), s_min
 
 
-def slash_for(config: MarketConfig) -> tuple[int, float, float]:
-    """``(slash, S_min, p_detect)`` for a lone cheater at ``config.rate``."""
-    p_detect = detection_probability(config.rate, share=0.0, k=config.k)
-    s_min = min_stake(float(config.fee), p_detect)
-    return max(1, math.ceil((1 + config.stake_margin) * s_min)), s_min, p_detect
-
-
-def _validate(config: MarketConfig) -> None:
-    if not 0.0 < config.rate < 1.0:
-        raise ConfigError(f"market: rate must be in (0, 1), got {config.rate}")
-    if config.k < 2 or config.workers < config.k + 1:
-        raise ConfigError("market: need k >= 2 and more workers than k (one may be ejected)")
-    if config.tasks < 1 or config.rows < 1 or config.fee < 1 or config.bond_tasks < 1:
-        raise ConfigError("market: tasks, rows, fee and bond_tasks must be positive")
-    if not -1 <= config.lazy_index < config.workers:
-        raise ConfigError(f"market: lazy_index {config.lazy_index} out of range")
-    if config.lazy_behaviour is Behaviour.COPY:
-        raise ConfigError("market: copying cannot open a commitment bound to an address")
-
-
-def _model_and_inputs(config: MarketConfig) -> tuple[ModelSpec, torch.Tensor, torch.Tensor]:
-    """The requester's model (trained 100 SGD steps on 512 digits) and the held-out rows."""
+def _model_and_inputs(seed: int) -> tuple[ModelSpec, torch.Tensor, torch.Tensor]:
     d = load_digits()
-    x = torch.tensor(d.data / 16, dtype=torch.float32)  # [1797, 64]
+    x = torch.tensor(d.data / 16, dtype=torch.float32)
     y = torch.tensor(d.target)
     spec = ModelSpec()
     train = TrainingTask(
-        spec, spec.init_params(config.seed), x[:512], y[:512], steps=100, batch_size=32,
-        lr=0.5, seed=config.seed, checkpoint_every=10,
+        spec, spec.init_params(seed), x[:512], y[:512], steps=100, batch_size=32,
+        lr=0.5, seed=seed, checkpoint_every=10,
     )  # fmt: skip
     return spec, train_steps(train, train.params, 0, train.steps, ExecutionEnv()), x[512:]
-
-
-def _deploy(config: MarketConfig) -> Ledger:
-    slash, _, _ = slash_for(config)
-    cfg = LedgerConfig(min_stake=slash, task_slash=slash, job_slash=slash)
-    return Ledger.deploy(EmbeddedChain(), cfg)
 
 
 def run_task_market(
     config: MarketConfig = MarketConfig(), ledger: Ledger | None = None
 ) -> MarketReport:
-    """Run the market (module docstring) on ``ledger`` or a fresh embedded chain. The
-    accounts used are the chain's managed accounts: the first is the requester, the next
-    ``config.workers`` are the workers (joined as workers unless they have joined already;
-    a fresh chain is the safe choice)."""
-    _validate(config)
+    """Run the demo market (module docstring) on ``ledger`` or a fresh embedded chain."""
+    if config.workers < config.k + 1 or not 0 < config.rate < 1:
+        raise ConfigError("market: need more workers than k and a rate in (0, 1)")
     start = time.perf_counter()
-    ledger = ledger or _deploy(config)
-    gas_start = len(ledger.gas_log)
-    accounts = ledger.chain.accounts
-    if len(accounts) < config.workers + 1:
-        raise ConfigError(f"market: the chain manages {len(accounts)} accounts")
-    requester, addrs = accounts[0], accounts[1 : config.workers + 1]
-    settlement = ChainTaskSettlement(ledger, requester)
-    slash = settlement.slash_amount
-    _, s_min, p_detect = slash_for(config)
-    minimum = ledger.min_stake()
-    stake = max(minimum, config.bond_tasks * slash)
-    before: dict[str, int] = {}
+    bond, s_min = slash_for(config)
+    ledger = ledger or Ledger.deploy(
+        EmbeddedChain(), LedgerConfig(min_stake=ETH, task_slash=bond, job_slash=bond)
+    )
+    gas0 = len(ledger.gas_log)
+    acc = ledger.chain.accounts
+    requester, addrs = acc[0], acc[1 : config.workers + 1]
     for a in addrs:
-        node = ledger.node(a)
-        if node.roles == 0:
-            ledger.register(a, stake, f"sim://{a}", Role.WORKER)
-        before[a] = stake if node.roles == 0 else node.stake
-    stakes = dict(before)  # tracked from the settlements' slashes; checked against the chain
-
-    seed_bytes = config.seed.to_bytes(8, "big", signed=True)
+        if ledger.node(a).roles == 0:
+            ledger.register(a, ETH, f"sim://{a}", Role.WORKER)
+    secrets = SimulatedSecrets(b"deai.market.master" + config.seed.to_bytes(8, "big"))
     workers = [
-        Worker(
+        SlotWorker(
             a,
-            config.lazy_behaviour if i == config.lazy_index else Behaviour.HONEST,
-            ExecutionEnv(threads=1 + i % 2),  # 1 or 2 threads: bit-identical on CPU
-            secret=bytes(keccak(b"deai.market.worker" + seed_bytes + bytes([i]))),
+            secrets.secret_bytes(a, "salt"),
+            prof.Profile.FP32,
+            prof.HONEST_ENVS[i % len(prof.HONEST_ENVS)],
+            Strategy.CHEAT_WHEN_ALONE if i == config.lazy_index else Strategy.HONEST,
+            config.lazy_cheat,
         )
         for i, a in enumerate(addrs)
     ]
-    spec, params, pool = _model_and_inputs(config)
-    sampler = SecretSampler(config.rate, bytes(keccak(b"deai.market.sampler" + seed_bytes)))
-    published = sampler.commitment  # before the first task
-    store = FingerprintStore(FingerprintConfig())
-    cross = CrossCheckConfig(config.fee, slash, Comparison.TOLERANT, escalation=0)
-    rng = random.Random(config.seed)
+    spec, params, pool = _model_and_inputs(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    tally = {a: _Tally() for a in addrs}
-    ids: list[bytes] = []
-    claimed: list[bytes] = []
-    accepted_wrong = disputes = deposits = paid = refunded = 0
-    for t in range(config.tasks):
-        eligible = [w for w in workers if stakes[w.address] >= minimum]
-        if len(eligible) < config.k:
-            raise ConfigError("market: fewer eligible workers than k")
-        rows = torch.randint(0, pool.shape[0], (config.rows,), generator=gen)
-        task = InferenceTask(spec, params, pool[rows], nonce=t)
-        primary = eligible[t % len(eligible)]
-        team = [primary]
-        if sampler.is_checked(task.task_id):
-            claimed.append(task.task_id)
-            team += rng.sample([w for w in eligible if w is not primary], config.k - 1)
-        ids.append(task.task_id)
-        done = cross_check_on_chain(task, team, settlement, store, cross)
-        disputes += len(done.disputes)
-        s = done.report.settlement
-        deposits += config.fee * len(team)
-        paid += sum(s.paid.values())
-        refunded += s.refunded
-        if len(team) == 1 and primary.behaviour is not Behaviour.HONEST:
-            accepted_wrong += 1
-        tally[primary.address].primary += 1
-        for w in team:
-            row = tally[w.address]
-            row.tasks += 1
-            row.checked += len(team) > 1
-            row.fees += s.paid.get(w.address, 0)
-            row.caught += w.address in s.slashed
-            row.slashed += s.slashed.get(w.address, 0)
-            stakes[w.address] -= s.slashed.get(w.address, 0)
-
-    for a in [requester, *addrs]:
-        if ledger.task_owed(a) > 0:
+    tasks = [
+        InferenceTask(
+            spec, params, pool[torch.randint(0, pool.shape[0], (config.rows,), generator=gen)], t
+        )
+        for t in range(config.tasks)
+    ]
+    cfg = SlotMarketConfig(config.rate, config.k, config.fee, bond, key_bond=ETH)
+    rq = SlotRequester(
+        ledger, requester, secrets.secret_bytes(requester, "sampling-key"), cfg,
+        [FP32_LANES.tolerance_lanes] * 4, random.Random(secrets.secret_bytes(requester, "ids")),
+    )  # fmt: skip
+    rq.open_key(horizon=10**7)
+    honest = [w for w in workers if w.strategy is Strategy.HONEST]
+    rep = run_rounds(
+        ledger, rq, tasks, lambda i: workers[i % len(workers)], honest, FP32_LANES,
+        prof.Profile.FP32, per_round=8, rng=random.Random(config.seed),
+    )  # fmt: skip
+    rq.reveal_key()
+    failures = rq.audit_all(acc[-1])
+    owed = {a: ledger.task_owed(a) for a in [requester, *addrs]}
+    for a, amount in owed.items():
+        if amount:
             ledger.task_withdraw(a)
-    check = audit(published, sampler.secret, sampler.threshold, ids, claimed)
-    after = {a: ledger.node(a).stake for a in addrs}
-    if after != stakes:
-        raise ChainError("market: stakes on chain differ from the settlements' slashes")
-    gas = Counter[str]()
-    for label, used in ledger.gas_log[gas_start:]:
-        gas[label] += used
-    rows_out = tuple(
+    rows = tuple(
         WorkerRow(
-            address=w.address,
-            behaviour=w.behaviour,
-            **asdict(tally[w.address]),
-            stake_before=before[w.address],
-            stake_after=after[w.address],
-            ejected=after[w.address] < minimum,
+            w.address,
+            w.strategy.value,
+            sum(s.worker == w.address for s in rep.slots if s.commitment),
+            sum(s.worker == w.address and s.group > 0 for s in rep.slots),
+            sum(s.worker == w.address and s.cheated for s in rep.slots),
+            sum(
+                s.worker == w.address and rep.outcome.get(s.slot_id) == "SLASHED" for s in rep.slots
+            ),
+            owed[w.address],
         )
         for w in workers
     )
     return MarketReport(
-        rows=rows_out,
-        tasks=len(ids),
-        checked=check.checked,
+        rows=rows,
+        tasks=len(tasks),
+        checked=sum(s.checked for s in rep.slots if s.primary),
         rate=config.rate,
-        realized_rate=check.realized_rate,
-        sampling_audit_ok=check.claims_match,
-        k=config.k,
-        fee=config.fee,
-        slash=slash,
+        bond=bond,
         s_min=s_min,
-        p_detect=p_detect,
-        stake=stake,
-        min_stake=minimum,
-        deposits=deposits,
-        paid=paid,
-        refunded=refunded,
-        slashed=sum(before[a] - after[a] for a in addrs),
-        accepted_wrong=accepted_wrong,
-        disputes=disputes,
-        gas=sum(gas.values()),
-        gas_by_call=dict(sorted(gas.items())),
+        audit_failures=failures,
+        adaptive_saw_company=sum(w.cheated_alone_checks for w in workers),
+        gas=sum(g for _, g in ledger.gas_log[gas0:]),
         seconds=time.perf_counter() - start,
     )
 
@@ -297,51 +202,41 @@ def _eth(wei: int) -> str:
 
 def market_section(report: MarketReport) -> dict[str, Any]:
     """A table for ``deai.sim.report.write_outputs(..., sections=[...])``."""
-    caught = [r for r in report.rows if r.behaviour is not Behaviour.HONEST and r.caught]
-    honest_slashed = sum(r.caught for r in report.rows if r.behaviour is Behaviour.HONEST)
-    audit_word = "passed" if report.sampling_audit_ok else "FAILED"
+    lazy = [r for r in report.rows if r.strategy != "honest"]
+    honest_slashed = sum(r.slashed for r in report.rows if r.strategy == "honest")
     note = " ".join(
         [
-            f"{report.tasks} inference tasks settled on the embedded chain, {report.checked}",
-            f"secretly cross-checked by k = {report.k} workers (rate {report.rate:.2f},",
-            f"realized {report.realized_rate:.2f}, sampling audit {audit_word}).",
-            f"Fee {_eth(report.fee)} ETH per worker per task; slash {_eth(report.slash)} ETH",
-            f"(S_min = f(1 - p_d)/p_d = {_eth(round(report.s_min))} ETH at",
-            f"p_d = {report.p_detect:.3f}); stake {_eth(report.stake)} ETH.",
-            f"Lazy workers caught: {len(caught)}; wrong results accepted unchecked:",
-            f"{report.accepted_wrong}; honest workers slashed: {honest_slashed}.",
-            f"Requester escrowed {_eth(report.deposits)} ETH = paid {_eth(report.paid)} +",
-            f"refunded {_eth(report.refunded)}; {_eth(report.slashed)} ETH of stake slashed",
-            f"(burned). Gas {report.gas:,} ({report.gas // max(report.tasks, 1):,} per task).",
+            f"{report.tasks} inference tasks in hidden check groups on the embedded chain,",
+            f"{report.checked} sampled by the committed key (rate {report.rate:.2f}).",
+            f"Bond {_eth(report.bond)} ETH per slot (S_min {_eth(round(report.s_min))} ETH).",
+            f"Lazy worker slots slashed: {sum(r.slashed for r in lazy)} of",
+            f"{sum(r.cheated for r in lazy)} cheated; it saw its check group before",
+            f"committing {report.adaptive_saw_company} times. Honest slots slashed:",
+            f"{honest_slashed}. Key audit failures: {report.audit_failures}.",
+            f"Gas {report.gas:,} ({report.gas // max(report.tasks, 1):,} per task).",
         ]
     )
     return {
-        "title": "Verification market on chain: a lazy worker caught and slashed",
+        "title": "Verification market on chain: a cheat-when-alone worker caught",
         "note": note,
         "columns": [
             "worker",
-            "behaviour",
-            "tasks",
+            "strategy",
+            "slots",
             "checked",
-            "caught",
-            "fees (ETH)",
-            "slashed (ETH)",
-            "stake before (ETH)",
-            "stake after (ETH)",
-            "eligible",
+            "cheated",
+            "slashed",
+            "withdrawn (ETH)",
         ],
         "rows": [
             [
                 f"{r.address[:6]}…{r.address[-4:]}",
-                r.behaviour.value,
-                r.tasks,
+                r.strategy,
+                r.slots,
                 r.checked,
-                r.caught,
-                _eth(r.fees),
-                _eth(r.slashed),
-                _eth(r.stake_before),
-                _eth(r.stake_after),
-                "no" if r.ejected else "yes",
+                r.cheated,
+                r.slashed,
+                _eth(r.owed),
             ]
             for r in report.rows
         ],

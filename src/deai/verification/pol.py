@@ -107,6 +107,34 @@ def choose_segments(task: TrainingTask, replays: int, validator_seed: int) -> li
     return sorted({*picks, last})
 
 
+def choose_segments_secret(secret: bytes, root: bytes, segments: int, replays: int) -> list[int]:
+    """``replays`` distinct segments drawn uniformly from all ``segments`` with a seed
+    ``keccak(secret | root)``: the requester's committed sampling secret (unknown to the
+    worker) and the worker's PoL root (unknown to the requester until committed), so the
+    worker cannot predict the audited segments when it commits and the requester cannot
+    aim them. No segment is always audited: a fixed "last segment" is what the
+    stop-early-honest-tail strategy exploits."""
+    if not 0 < replays <= segments:
+        raise ConfigError(f"pol: need 0 < replays <= segments, got {replays}, {segments}")
+    rng = random.Random(bytes(keccak(b"deai.pol.segments" + secret + root)))
+    return sorted(rng.sample(range(segments), replays))
+
+
+def replays_for(
+    segments: int, rate: float, fee: float, stake: float, cost: float, margin: float = 0.25
+) -> int:
+    """Fewest secret replays such that fabricating one segment (caught with probability
+    ``replays / segments`` when audited) has negative expected profit at ``stake``:
+    ``rate * m / n > (1 + margin) * (fee - c') / (fee + stake)`` with
+    ``c' = cost * (1 - 1 / n)`` (economics.expected_profit < 0)."""
+    c_cheat = cost * (1 - 1 / segments)
+    need = (1 + margin) * max(fee - c_cheat, 0.0) / (fee + stake)
+    for m in range(1, segments + 1):
+        if rate * m / segments > need:
+            return m
+    raise ConfigError("pol: no number of replays makes fabricating one segment unprofitable")
+
+
 def segment_distance(replayed: Tensor, claimed: Tensor, start: Tensor) -> float:
     """``||replayed - claimed|| / ||claimed - start||`` (with a tiny floor)."""
     scale = float(torch.linalg.vector_norm(claimed - start).clamp(min=1e-12))

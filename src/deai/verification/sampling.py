@@ -111,3 +111,25 @@ def audit(
         z_score=z,
         claims_match=set(claimed_checked) == recomputed,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 15, finding 2: a requester that picks the task nonces can grind them (about 20
+# hashes a task at rate 0.05) until the checks fall on the worker it wants, and the audit
+# above still passes (the realized rate is right). Two defences:
+#
+# * off chain, nonces are *derived*: the i-th task of a key uses
+#   ``derived_nonce(commitment, i)``; :func:`ground_nonces` lists every task whose nonce is
+#   not the derived one (a ground sequence is caught at once);
+# * on chain (``Tasks.vy``), the decision input is the worker's own commitment, which the
+#   requester cannot know when it assigns the task: ``sampled(secret, commitment)``.
+
+
+def derived_nonce(commitment: bytes, index: int) -> int:
+    """The only nonce task number ``index`` of a committed key may use."""
+    return int.from_bytes(keccak(b"deai.nonce" + commitment + index.to_bytes(32, "big")), "big")
+
+
+def ground_nonces(commitment: bytes, nonces: Iterable[int]) -> list[int]:
+    """Indices of tasks whose nonce is not :func:`derived_nonce` (empty: no grinding)."""
+    return [i for i, n in enumerate(nonces) if n != derived_nonce(commitment, i)]

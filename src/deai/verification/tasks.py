@@ -44,6 +44,9 @@ class Behaviour(Enum):
     QUANTIZED_MODEL = "quantized_model"  # weights rounded to int8 (per-tensor, symmetric)
     SKIPPED_STEPS = "skipped_steps"  # every other SGD step skipped, checkpoints as if not
     PARTIAL_TRAINING = "partial_training"  # first half trained, the rest extrapolated
+    FABRICATE_ONE_SEGMENT = "fabricate_one_segment"  # one middle segment extrapolated
+    STOP_EARLY_HONEST_TAIL = "stop_early_honest_tail"  # half trained, then extrapolated,
+    # and the last segment trained honestly from the extrapolated checkpoint
     COPY = "copy"  # copies another worker's commitment and reveal
     COLLUDE = "collude"  # the same cheap fake result as its colluding partners
 
@@ -198,6 +201,18 @@ def train_steps(
     return parameters_to_vector(params).detach()
 
 
+def fabricated_segments(behaviour: Behaviour, segments: int) -> frozenset[int]:
+    """Segments whose end checkpoint a training strategy fabricates (not trained)."""
+    half = max(segments // 2, 1)
+    if behaviour is Behaviour.PARTIAL_TRAINING:
+        return frozenset(range(half, segments))
+    if behaviour is Behaviour.STOP_EARLY_HONEST_TAIL:
+        return frozenset(range(half, segments - 1))
+    if behaviour is Behaviour.FABRICATE_ONE_SEGMENT and segments > 2:
+        return frozenset({segments // 2})
+    return frozenset()
+
+
 def quantize_int8(params: Tensor) -> Tensor:
     """Symmetric per-tensor int8 fake quantization of a flat vector."""
     scale = params.abs().max().clamp(min=1e-12) / 127
@@ -267,9 +282,8 @@ class Worker:
                 self._fake_key(task.task_id), (task.segments, task.params.numel())
             )
             return ckpts + [task.params + 0.01 * n for n in noise]
-        half = task.segments // 2
         for s in range(task.segments):
-            if b is Behaviour.PARTIAL_TRAINING and s >= max(half, 1):
+            if s in fabricated_segments(b, task.segments):
                 ckpts.append(ckpts[-1] + (ckpts[-1] - ckpts[-2]))  # linear extrapolation
                 continue
             stride = 2 if b is Behaviour.SKIPPED_STEPS else 1
