@@ -39,9 +39,16 @@ from deai.aggregation.base import Aggregate, RoundContext, check_stack
 from deai.aggregation.centered_clipping import clip_iterate
 from deai.aggregation.foolsgold import SimilarityHistory, pardoned_similarity
 from deai.aggregation.median import weighted_coordinate_median
+from deai.aggregation.mixing import bucketing, nearest_neighbour_mixing
 from deai.aggregation.norm_bounding import clip_norms, median_norm
 from deai.aggregation.trimmed_mean import weighted_trimmed_mean
 from deai.errors import AggregationError, ConfigError
+
+
+class Mixing(StrEnum):
+    NONE = "none"  # the robust centre sees the rows as sent (after clipping)
+    NNM = "nnm"  # nearest-neighbour mixing (Allouah et al., AISTATS 2023)
+    BUCKETING = "bucketing"  # public-seed buckets of `bucket_size` rows (Karimireddy et al. 2022)
 
 
 class CenterRule(StrEnum):
@@ -59,11 +66,20 @@ class DefaultConfig:
     use_weights: bool = False  # multiply in the given weights (claimed example counts)
     tau_multiplier: float = 1.0  # CC radius in units of the median distance to the start
     iterations: int = 3  # CC iterations
+    mixing: Mixing = Mixing.NONE  # pre-aggregation mixing before the robust centre
+    mixing_fraction: float | None = None  # NNM's f as a share of the rows; None: trim_fraction
+    bucket_size: int = 2  # bucketing: rows per bucket
+    worker_momentum: float = 0.0  # per-sender momentum of the (clipped) rows; 0: off
     min_norm_fraction: float = 0.1  # rows below this share of the median norm carry no
     # signal (free-riders sending zero or noise-only updates): weight 0, so they neither
     # dilute the centre nor earn a share of it
 
     def __post_init__(self) -> None:
+        try:  # a spec's JSON dump hands the centre over as a plain string
+            object.__setattr__(self, "center", CenterRule(self.center))
+        except ValueError:
+            allowed = ", ".join(c.value for c in CenterRule)
+            raise ConfigError(f"center must be one of {allowed}, got {self.center!r}") from None
         if not self.norm_multiplier > 0.0:
             raise ConfigError(f"norm_multiplier must be > 0, got {self.norm_multiplier}")
         if self.sybil_threshold is not None and not -1.0 <= self.sybil_threshold < 1.0:
@@ -78,6 +94,17 @@ class DefaultConfig:
             raise ConfigError(f"min_norm_fraction must be in [0, 1), got {self.min_norm_fraction}")
         if self.iterations < 1:
             raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
+        try:
+            object.__setattr__(self, "mixing", Mixing(self.mixing))
+        except ValueError:
+            allowed = ", ".join(m.value for m in Mixing)
+            raise ConfigError(f"mixing must be one of {allowed}, got {self.mixing!r}") from None
+        if self.mixing_fraction is not None and not 0.0 <= self.mixing_fraction < 0.5:
+            raise ConfigError(f"mixing_fraction must be in [0, 0.5), got {self.mixing_fraction}")
+        if self.bucket_size < 1:
+            raise ConfigError(f"bucket_size must be >= 1, got {self.bucket_size}")
+        if not 0.0 <= self.worker_momentum < 1.0:
+            raise ConfigError(f"worker_momentum must be in [0, 1), got {self.worker_momentum}")
 
 
 def sybil_damping(history: Tensor, threshold: float) -> Tensor:
@@ -99,6 +126,7 @@ class DefaultAggregator:
     def __init__(self, config: DefaultConfig | None = None) -> None:
         self.config = config or DefaultConfig()
         self.history = SimilarityHistory()
+        self.momenta: dict[str, Tensor] = {}  # worker momentum per sender
 
     def _damping(self, updates: Tensor, ctx: RoundContext | None) -> Tensor:
         threshold = self.config.sybil_threshold
@@ -123,12 +151,37 @@ class DefaultAggregator:
         tau = cfg.tau_multiplier * float(torch.quantile(row_distances(x[wn > 0], v0), 0.5))
         return clip_iterate(x, wn, v0, tau, cfg.iterations)
 
-    def _center_or_zero(self, x: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-        """:meth:`_center`, or zeros when no row has weight left."""
-        if float(w.sum()) > 0.0:
-            return self._center(x, w)
+    def _center_or_zero(self, x: Tensor, w: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+        """Mixing, then :meth:`_center`; zeros when no row has weight left."""
         n, d = x.shape
-        return torch.zeros(d, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+        if float(w.sum()) <= 0.0:
+            return torch.zeros(d, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+        cfg = self.config
+        if cfg.mixing is Mixing.NNM:
+            live = int((w > 0).sum())
+            frac = cfg.trim_fraction if cfg.mixing_fraction is None else cfg.mixing_fraction
+            return self._center(nearest_neighbour_mixing(x, w, int(frac * live)), w)
+        if cfg.mixing is Mixing.BUCKETING:
+            means, totals = bucketing(x, w, cfg.bucket_size, seed)
+            v, _ = self._center(means, totals)
+            return v, torch.ones(n, dtype=torch.float64)
+        return self._center(x, w)
+
+    def _momentum(self, x: Tensor, ctx: RoundContext | None) -> Tensor:
+        """Per-sender momentum ``m_s <- beta m_s + (1 - beta) x_s`` of the clipped rows
+        (Karimireddy, He, Jaggi, ICML 2021); a sender's first row starts its momentum."""
+        beta = self.config.worker_momentum
+        if beta == 0.0:
+            return x
+        if ctx is None or len(ctx.senders) != x.shape[0]:
+            raise AggregationError("worker momentum needs ctx.senders, one per row")
+        rows = []
+        for s, row in zip(ctx.senders, x, strict=True):
+            prev = self.momenta.get(s)
+            m = row if prev is None else beta * prev + (1.0 - beta) * row
+            self.momenta[s] = m
+            rows.append(m)
+        return torch.stack(rows)
 
     def __call__(
         self, updates: Tensor, weights: Tensor, ctx: RoundContext | None = None
@@ -136,17 +189,19 @@ class DefaultAggregator:
         check_stack(updates, weights)
         norms = torch.linalg.vector_norm(as64(updates), dim=1)
         x = clip_norms(updates, self.config.norm_multiplier * median_norm(updates))  # [n, d]
+        x = self._momentum(as64(x), ctx)
         damping = self._damping(updates, ctx)
         w = damping * as64(weights) if self.config.use_weights else damping.clone()
         floor = self.config.min_norm_fraction * float(norms.median())
         w = torch.where(norms < floor, 0.0, w)  # no signal: free-riders
         scores = {"norm": norms.tolist(), "sybil": damping.tolist()}
-        v, scale = self._center_or_zero(x, w)
+        seed = 0 if ctx is None else ctx.round
+        v, scale = self._center_or_zero(x, w, seed)
         if self.config.drop_opposed and float(v.norm()) > 0.0:
             opposed = (x @ v) <= 0.0  # [n] rows with cosine <= 0 to the centre
             if bool((opposed & (w > 0)).any()):
                 w = torch.where(opposed, 0.0, w)
-                v, scale = self._center_or_zero(x, w)
+                v, scale = self._center_or_zero(x, w, seed)
         excluded = tuple(int(i) for i in torch.nonzero(w == 0).flatten())
         scores["clip_scale"] = scale.tolist()
         return Aggregate(v.to(updates.dtype), excluded, scores)
