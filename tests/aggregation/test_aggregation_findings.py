@@ -47,7 +47,8 @@ def test_nearest_neighbour_mixing_averages_the_m_minus_f_nearest() -> None:
     assert torch.allclose(out.flatten(), torch.tensor([1.0, 1.0, 1.0, 13.0 / 3]).double())
     zero_w = nearest_neighbour_mixing(x, torch.tensor([1.0, 1.0, 1.0, 0.0]), 1)
     assert float(zero_w[3, 0]) == 10.0  # rows without weight are left out and unchanged
-    assert torch.allclose(zero_w[:3].flatten(), torch.tensor([0.5, 0.5, 1.5]).double())  # ties: lower index
+    expected = torch.tensor([0.5, 0.5, 1.5]).double()  # ties go to the lower index
+    assert torch.allclose(zero_w[:3].flatten(), expected)
     with pytest.raises(AggregationError):
         nearest_neighbour_mixing(x, torch.ones(4), 4)
 
