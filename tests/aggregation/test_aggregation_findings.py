@@ -38,7 +38,7 @@ def test_default_built_from_a_spec_uses_the_configured_centre() -> None:
     assert torch.allclose(got, direct(x, torch.ones(10)).vector)
     assert expected.shape == got.shape
     with pytest.raises(ConfigError, match="center"):
-        DefaultConfig(center="mean")  # type: ignore[arg-type]
+        DefaultConfig(center="average")  # type: ignore[arg-type]
 
 
 def test_nearest_neighbour_mixing_averages_the_m_minus_f_nearest() -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from deai.aggregation._common import as64, pairwise_sq_distances
+from deai.aggregation._common import as64
 from deai.errors import AggregationError
 
 
@@ -38,7 +38,7 @@ def nearest_neighbour_mixing(x: Tensor, weights: Tensor, f: int) -> Tensor:
     if m <= 1:
         return out
     rows = x64[live]  # [m, d]
-    d2 = pairwise_sq_distances(rows)  # [m, m]
+    d2 = torch.cdist(rows, rows, compute_mode="donot_use_mm_for_euclid_dist")  # [m, m] exact
     order = torch.argsort(d2, dim=1, stable=True)[:, : m - f]  # [m, m - f]
     out[live] = rows[order].mean(dim=1)
     return out
