@@ -274,6 +274,7 @@ attacks: Registry[Callable[..., Any]] = Registry(
             "ipm",
             "min_max",
             "min_sum",
+            "adaptive",
             "free_rider_zero",
             "free_rider_stale",
             "free_rider_noise",

@@ -311,16 +311,18 @@ def test_default_trims_a_few_coordinate_backdoor_and_drops_opposed_rows() -> Non
     assert float((out.vector[4:] - truth[4:]).norm()) < 0.3 * float(truth.norm())
 
 
-def test_default_ignores_claimed_example_counts_unless_asked() -> None:
-    x = torch.tensor([[1.0], [1.1], [0.9], [1.05], [50.0]])
-    w = torch.tensor([1.0, 1.0, 1.0, 1.0, 1000.0])
-    cfg = DefaultConfig(sybil_threshold=None, norm_multiplier=100.0)
-    plain = DefaultAggregator(cfg)(x, w)
+def test_default_caps_claimed_example_counts() -> None:
+    """Claims weight the rows, each capped at ``weight_cap`` times the median claim, so a
+    huge claim cannot buy its way out of the trim (uncapped, it would)."""
+    x = torch.tensor([[1.0], [1.1], [0.9], [1.05], [0.95], [1.0], [1.02], [0.98], [1.0], [50.0]])
+    w = torch.tensor([1.0] * 9 + [1000.0])
+    base = {"sybil_threshold": None, "norm_multiplier": 100.0, "mixing": "none"}
+    capped = DefaultAggregator(DefaultConfig(**base))(x, w)  # type: ignore[arg-type]
+    assert 0.9 <= float(capped.vector) <= 1.1
+    plain = DefaultAggregator(DefaultConfig(**base, use_weights=False))(x, w)  # type: ignore[arg-type]
     assert 0.9 <= float(plain.vector) <= 1.1
-    weighted = DefaultAggregator(
-        DefaultConfig(sybil_threshold=None, norm_multiplier=100.0, use_weights=True)
-    )(x, w)
-    assert float(weighted.vector) > 10.0  # a huge claimed count escapes a weight-share trim
+    uncapped = DefaultAggregator(DefaultConfig(**base, weight_cap=1e6))(x, w)  # type: ignore[arg-type]
+    assert float(uncapped.vector) > 10.0  # a huge claimed count escapes a weight-share trim
 
 
 def test_default_with_centered_clipping_centre() -> None:

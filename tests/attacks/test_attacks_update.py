@@ -178,8 +178,13 @@ def test_attack_spec_validates_params() -> None:
 def test_every_attack_yields_one_row_per_identity(name: AttackName) -> None:
     h = _honest(8, 12)
     spec = AttackSpec(name, identities=3, jitter=0.01)
-    out = apply_update_attack(spec, h[0], h[1:], 10, 2, _gen(5), prev_global_delta=h[2])
-    again = apply_update_attack(spec, h[0], h[1:], 10, 2, _gen(5), prev_global_delta=h[2])
+
+    def rule(rows: torch.Tensor) -> torch.Tensor:  # the adaptive attack's target
+        return rows.median(dim=0).values
+
+    kw = {"prev_global_delta": h[2], "aggregate": rule}
+    out = apply_update_attack(spec, h[0], h[1:], 10, 2, _gen(5), **kw)
+    again = apply_update_attack(spec, h[0], h[1:], 10, 2, _gen(5), **kw)
     assert out.shape == (3, 12) and out.dtype == torch.float32
     assert bool(torch.isfinite(out).all()) and torch.equal(out, again)
 

@@ -9,21 +9,32 @@
    (clipped to ``[0, 1]``), so near-clones share what one honest client would get, and exact
    clones get nothing. A linear ramp instead of FoolsGold's logit: honest non-IID clients
    below the threshold keep their full weight, which the logit does not guarantee.
-3. **Robust centre**: by default the weighted coordinate-wise trimmed mean (Yin et al. 2018)
+3. **Nearest-neighbour mixing** (``mixing = nnm``, Allouah et al., AISTATS 2023): each row
+   becomes the mean of its ``n - f`` nearest rows (``f = mixing_fraction n``, by default
+   ``trim_fraction n``), which shrinks the spread of honest non-IID rows before the robust
+   centre looks at them. Chosen by measurement (docs/robustness.md): on digits with 50
+   providers it cut the no-attack cost against FedAvg at Dirichlet alpha = 0.1 from 10.6
+   (trimmed mean alone) to 7.2 points and to 0 at alpha = 0.5; bucketing (Karimireddy et
+   al. 2022) did worse. The price: an attacker is averaged into its neighbours' rows, so a
+   backdoor held by 20% of the rows survives the trimming that stops it without mixing.
+4. **Robust centre**: by default the weighted coordinate-wise trimmed mean (Yin et al. 2018)
    trimming ``trim_fraction`` of the weight per side and coordinate. It removes attacks that
-   live in a few coordinates (a pixel-trigger backdoor writes weights that honest training
-   leaves alone), which L2 rules (centered clipping, geometric median) let through.
-   ``CenterRule.CENTERED_CLIPPING`` (Karimireddy et al. 2021) from the weighted median is
-   the alternative.
-4. **Opposed rows** (``drop_opposed``): rows whose cosine to the centre is ``<= 0`` are
+   live in a few coordinates; ``CENTERED_CLIPPING`` (Karimireddy et al. 2021) from the
+   weighted median, the plain ``MEAN`` and the ``BANDED_MEAN`` (mean clamped to the trimmed
+   band) are alternatives; ``sign_gate`` zeroes coordinates few rows agree on (Ozdayi et
+   al. 2021's robust learning rate).
+5. **Opposed rows** (``drop_opposed``): rows whose cosine to the centre is ``<= 0`` are
    dropped and the centre recomputed; sign flipping and IPM rows point away from it.
 
-Claimed example counts are ignored unless ``use_weights``: the trim is a share of weight,
-and a row claiming a huge count would escape it. Threat model: Byzantine (Sybil-damped)
-weight below ``trim_fraction`` per coordinate; Sybil groups of any size whose update
-histories stay alike. The Sybil step needs ``ctx.senders`` (a missing list is an error
-unless ``sybil_threshold`` is ``None``). Rows whose final weight is zero are ``excluded``.
-Cost ``O(n^2 d)`` (similarities) + ``O(n d log n)``.
+Claimed example counts weight the rows (``use_weights``), each capped at ``weight_cap``
+times the median claim: the trim is a share of weight, and an uncapped row claiming a huge
+count would escape it. ``worker_momentum`` (Karimireddy, He, Jaggi, ICML 2021) keeps a
+per-sender momentum of the clipped rows; off by default (not measured to help here).
+Threat model: Byzantine (Sybil-damped, capped) weight below ``trim_fraction`` per
+coordinate; Sybil groups of any size whose update histories stay alike. The Sybil step needs
+``ctx.senders`` (a missing list is an error unless ``sybil_threshold`` is ``None``). Rows
+whose final weight is zero are ``excluded``. Cost ``O(n^2 d)`` (similarities, mixing) +
+``O(n d log n)``.
 """
 
 from __future__ import annotations
@@ -39,14 +50,24 @@ from deai.aggregation.base import Aggregate, RoundContext, check_stack
 from deai.aggregation.centered_clipping import clip_iterate
 from deai.aggregation.foolsgold import SimilarityHistory, pardoned_similarity
 from deai.aggregation.median import weighted_coordinate_median
+from deai.aggregation.mixing import bucketing, nearest_neighbour_mixing
 from deai.aggregation.norm_bounding import clip_norms, median_norm
-from deai.aggregation.trimmed_mean import weighted_trimmed_mean
+from deai.aggregation.trimmed_mean import weighted_band, weighted_trimmed_mean
 from deai.errors import AggregationError, ConfigError
+
+
+class Mixing(StrEnum):
+    NONE = "none"  # the robust centre sees the rows as sent (after clipping)
+    NNM = "nnm"  # nearest-neighbour mixing (Allouah et al., AISTATS 2023)
+    BUCKETING = "bucketing"  # public-seed buckets of `bucket_size` rows (Karimireddy et al. 2022)
 
 
 class CenterRule(StrEnum):
     TRIMMED_MEAN = "trimmed_mean"  # weighted coordinate-wise trimmed mean
     CENTERED_CLIPPING = "centered_clipping"  # centered clipping from the weighted median
+    MEAN = "mean"  # the weighted mean of the (clipped, mixed) rows
+    BANDED_MEAN = "banded_mean"  # that mean clamped per coordinate to the trimmed band of
+    # the unmixed rows: each coordinate inside the range the middle weight spans
 
 
 @dataclass(frozen=True)
@@ -56,14 +77,26 @@ class DefaultConfig:
     center: CenterRule = CenterRule.TRIMMED_MEAN  # the robust centre
     trim_fraction: float = 0.2  # weight share trimmed per side and coordinate (trimmed mean)
     drop_opposed: bool = True  # drop rows pointing away from the robust centre (cosine <= 0)
-    use_weights: bool = False  # multiply in the given weights (claimed example counts)
+    use_weights: bool = True  # multiply in the given weights (claimed example counts), each
+    # capped at `weight_cap` times the median weight so an inflated claim buys little
+    weight_cap: float = 2.0
     tau_multiplier: float = 1.0  # CC radius in units of the median distance to the start
     iterations: int = 3  # CC iterations
+    mixing: Mixing = Mixing.NNM  # pre-aggregation mixing before the robust centre
+    mixing_fraction: float | None = None  # NNM's f as a share of the rows; None: trim_fraction
+    bucket_size: int = 2  # bucketing: rows per bucket
+    sign_gate: float | None = None  # zero coordinates with weighted sign agreement below this
+    worker_momentum: float = 0.0  # per-sender momentum of the (clipped) rows; 0: off
     min_norm_fraction: float = 0.1  # rows below this share of the median norm carry no
     # signal (free-riders sending zero or noise-only updates): weight 0, so they neither
     # dilute the centre nor earn a share of it
 
     def __post_init__(self) -> None:
+        try:  # a spec's JSON dump hands the centre over as a plain string
+            object.__setattr__(self, "center", CenterRule(self.center))
+        except ValueError:
+            allowed = ", ".join(c.value for c in CenterRule)
+            raise ConfigError(f"center must be one of {allowed}, got {self.center!r}") from None
         if not self.norm_multiplier > 0.0:
             raise ConfigError(f"norm_multiplier must be > 0, got {self.norm_multiplier}")
         if self.sybil_threshold is not None and not -1.0 <= self.sybil_threshold < 1.0:
@@ -72,12 +105,27 @@ class DefaultConfig:
             )
         if not 0.0 <= self.trim_fraction < 0.5:
             raise ConfigError(f"trim_fraction must be in [0, 0.5), got {self.trim_fraction}")
+        if not self.weight_cap >= 1.0:
+            raise ConfigError(f"weight_cap must be >= 1, got {self.weight_cap}")
         if not self.tau_multiplier > 0.0:
             raise ConfigError(f"tau_multiplier must be > 0, got {self.tau_multiplier}")
         if not 0.0 <= self.min_norm_fraction < 1.0:
             raise ConfigError(f"min_norm_fraction must be in [0, 1), got {self.min_norm_fraction}")
         if self.iterations < 1:
             raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
+        try:
+            object.__setattr__(self, "mixing", Mixing(self.mixing))
+        except ValueError:
+            allowed = ", ".join(m.value for m in Mixing)
+            raise ConfigError(f"mixing must be one of {allowed}, got {self.mixing!r}") from None
+        if self.mixing_fraction is not None and not 0.0 <= self.mixing_fraction < 0.5:
+            raise ConfigError(f"mixing_fraction must be in [0, 0.5), got {self.mixing_fraction}")
+        if self.bucket_size < 1:
+            raise ConfigError(f"bucket_size must be >= 1, got {self.bucket_size}")
+        if self.sign_gate is not None and not 0.0 <= self.sign_gate <= 1.0:
+            raise ConfigError(f"sign_gate must be in [0, 1] or None, got {self.sign_gate}")
+        if not 0.0 <= self.worker_momentum < 1.0:
+            raise ConfigError(f"worker_momentum must be in [0, 1), got {self.worker_momentum}")
 
 
 def sybil_damping(history: Tensor, threshold: float) -> Tensor:
@@ -99,6 +147,7 @@ class DefaultAggregator:
     def __init__(self, config: DefaultConfig | None = None) -> None:
         self.config = config or DefaultConfig()
         self.history = SimilarityHistory()
+        self.momenta: dict[str, Tensor] = {}  # worker momentum per sender
 
     def _damping(self, updates: Tensor, ctx: RoundContext | None) -> Tensor:
         threshold = self.config.sybil_threshold
@@ -111,24 +160,73 @@ class DefaultAggregator:
             )
         return sybil_damping(self.history.add(updates, ctx.senders), threshold)
 
-    def _center(self, x: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    def _center(self, x: Tensor, w: Tensor, raw: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The robust centre of float64 ``x`` under weights ``w`` (some positive), and each
         row's clipping factor (ones for the trimmed mean)."""
         cfg = self.config
+        raw = x if raw is None else raw
+        ones = torch.ones(x.shape[0], dtype=torch.float64)
         if cfg.center is CenterRule.TRIMMED_MEAN:
-            ones = torch.ones(x.shape[0], dtype=torch.float64)
-            return weighted_trimmed_mean(x, w, cfg.trim_fraction), ones
+            return self._gate(weighted_trimmed_mean(x, w, cfg.trim_fraction), x, w), ones
+        if cfg.center is CenterRule.MEAN:
+            return self._gate(normalized_weights(w) @ x, x, w), ones
+        if cfg.center is CenterRule.BANDED_MEAN:
+            lo, hi = weighted_band(raw, w, cfg.trim_fraction)
+            v = torch.minimum(torch.maximum(normalized_weights(w) @ x, lo), hi)
+            return self._gate(v, x, w), ones
         wn = normalized_weights(w)
         v0 = weighted_coordinate_median(x, wn)
         tau = cfg.tau_multiplier * float(torch.quantile(row_distances(x[wn > 0], v0), 0.5))
         return clip_iterate(x, wn, v0, tau, cfg.iterations)
 
-    def _center_or_zero(self, x: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-        """:meth:`_center`, or zeros when no row has weight left."""
-        if float(w.sum()) > 0.0:
-            return self._center(x, w)
+    def _gate(self, v: Tensor, x: Tensor, w: Tensor) -> Tensor:
+        """Zero the coordinates whose weighted sign agreement ``|sum_i w_i sign(x_ij)| /
+        sum_i w_i`` is below ``sign_gate`` (the robust learning rate of Ozdayi, Kantarcioglu,
+        Gel, AAAI 2021, zeroing instead of flipping): a coordinate that only a minority
+        moves, like the weights of a backdoor trigger's pixels, is not applied."""
+        theta = self.config.sign_gate
+        if theta is None:
+            return v
+        agree = (normalized_weights(w) @ torch.sign(x)).abs()  # [d]
+        return torch.where(agree < theta, 0.0, v)
+
+    def _center_or_zero(self, x: Tensor, w: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+        """Mixing, then :meth:`_center`; zeros when no row has weight left."""
         n, d = x.shape
-        return torch.zeros(d, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+        if float(w.sum()) <= 0.0:
+            return torch.zeros(d, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+        cfg = self.config
+        if cfg.mixing is Mixing.NNM:
+            live = int((w > 0).sum())
+            frac = cfg.trim_fraction if cfg.mixing_fraction is None else cfg.mixing_fraction
+            return self._center(nearest_neighbour_mixing(x, w, int(frac * live)), w, x)
+        if cfg.mixing is Mixing.BUCKETING:
+            means, totals = bucketing(x, w, cfg.bucket_size, seed)
+            v, _ = self._center(means, totals)
+            return v, torch.ones(n, dtype=torch.float64)
+        return self._center(x, w)
+
+    def _claims(self, weights: Tensor) -> Tensor:
+        """Claimed weights capped at ``weight_cap`` times their median: a provider that
+        inflates its example count gains at most that factor over an honest median one."""
+        w = as64(weights)
+        return w.clamp(max=self.config.weight_cap * float(w.median()))
+
+    def _momentum(self, x: Tensor, ctx: RoundContext | None) -> Tensor:
+        """Per-sender momentum ``m_s <- beta m_s + (1 - beta) x_s`` of the clipped rows
+        (Karimireddy, He, Jaggi, ICML 2021); a sender's first row starts its momentum."""
+        beta = self.config.worker_momentum
+        if beta == 0.0:
+            return x
+        if ctx is None or len(ctx.senders) != x.shape[0]:
+            raise AggregationError("worker momentum needs ctx.senders, one per row")
+        rows = []
+        for s, row in zip(ctx.senders, x, strict=True):
+            prev = self.momenta.get(s)
+            m = row if prev is None else beta * prev + (1.0 - beta) * row
+            self.momenta[s] = m
+            rows.append(m)
+        return torch.stack(rows)
 
     def __call__(
         self, updates: Tensor, weights: Tensor, ctx: RoundContext | None = None
@@ -136,17 +234,19 @@ class DefaultAggregator:
         check_stack(updates, weights)
         norms = torch.linalg.vector_norm(as64(updates), dim=1)
         x = clip_norms(updates, self.config.norm_multiplier * median_norm(updates))  # [n, d]
+        x = self._momentum(as64(x), ctx)
         damping = self._damping(updates, ctx)
-        w = damping * as64(weights) if self.config.use_weights else damping.clone()
+        w = damping * self._claims(weights) if self.config.use_weights else damping.clone()
         floor = self.config.min_norm_fraction * float(norms.median())
         w = torch.where(norms < floor, 0.0, w)  # no signal: free-riders
         scores = {"norm": norms.tolist(), "sybil": damping.tolist()}
-        v, scale = self._center_or_zero(x, w)
+        seed = 0 if ctx is None else ctx.round
+        v, scale = self._center_or_zero(x, w, seed)
         if self.config.drop_opposed and float(v.norm()) > 0.0:
             opposed = (x @ v) <= 0.0  # [n] rows with cosine <= 0 to the centre
             if bool((opposed & (w > 0)).any()):
                 w = torch.where(opposed, 0.0, w)
-                v, scale = self._center_or_zero(x, w)
+                v, scale = self._center_or_zero(x, w, seed)
         excluded = tuple(int(i) for i in torch.nonzero(w == 0).flatten())
         scores["clip_scale"] = scale.tolist()
         return Aggregate(v.to(updates.dtype), excluded, scores)

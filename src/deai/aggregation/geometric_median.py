@@ -31,7 +31,7 @@ def geometric_median(
     """Approximate weighted geometric median; stops when the objective improves by less than
     ``ftol`` relative, or after ``max_iter`` steps. ``scores["distance"]``: row distances."""
     check_stack(updates, weights)
-    if nu <= 0.0 or max_iter < 1 or ftol < 0.0:
+    if not (nu > 0.0 and max_iter >= 1 and ftol >= 0.0):  # NaN fails every comparison
         raise AggregationError(
             f"need nu > 0, max_iter >= 1, ftol >= 0; got {nu}, {max_iter}, {ftol}"
         )

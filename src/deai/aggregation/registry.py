@@ -59,14 +59,21 @@ class AggregatorConfig:
     default: DefaultConfig = field(default_factory=DefaultConfig)  # the default composition
 
     def __post_init__(self) -> None:
+        if isinstance(self.f, bool) or not isinstance(self.f, int):
+            raise ConfigError(f"f must be an integer, got {self.f!r}")
         if self.f < 0:
             raise ConfigError(f"f must be >= 0, got {self.f}")
+        m = self.multi_krum_m
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int)):
+            raise ConfigError(f"multi_krum_m must be an integer or None, got {m!r}")
         if self.multi_krum_m is not None and self.multi_krum_m < 1:
             raise ConfigError(f"multi_krum_m must be >= 1 or None, got {self.multi_krum_m}")
         if self.trim_fraction is not None and not 0.0 <= self.trim_fraction < 0.5:
             raise ConfigError(f"trim_fraction must be in [0, 0.5), got {self.trim_fraction}")
         if self.tau is not None and not self.tau > 0.0:
             raise ConfigError(f"tau must be > 0 or None, got {self.tau}")
+        if isinstance(self.cc_iterations, bool) or not isinstance(self.cc_iterations, int):
+            raise ConfigError(f"cc_iterations must be an integer, got {self.cc_iterations!r}")
         if self.cc_iterations < 1:
             raise ConfigError(f"cc_iterations must be >= 1, got {self.cc_iterations}")
         if self.norm_bound is not None and not self.norm_bound > 0.0:

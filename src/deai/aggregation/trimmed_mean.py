@@ -62,3 +62,23 @@ def weighted_trimmed_mean(x: Tensor, weights: Tensor, fraction: float) -> Tensor
     lo, hi = fraction * total, (1.0 - fraction) * total
     kept = (torch.minimum(upper, torch.full_like(upper, hi)) - lower.clamp(min=lo)).clamp(min=0.0)
     return (kept * values).sum(dim=0) / kept.sum(dim=0)
+
+
+def weighted_band(x: Tensor, weights: Tensor, fraction: float) -> tuple[Tensor, Tensor]:
+    """Per coordinate, the range ``[lo, hi]`` of the values left after dropping ``fraction``
+    of the weight from each end (float64 ``[d]`` each): the band a trimmed mean averages.
+    Byzantine weight below ``fraction`` cannot move either end outside the honest range."""
+    if not 0.0 <= fraction < 0.5:
+        raise AggregationError(f"trim fraction must be in [0, 0.5), got {fraction}")
+    w = as64(weights)
+    total = float(w.sum())
+    if total <= 0.0:
+        raise AggregationError("weights sum to zero")
+    values, order = torch.sort(as64(x), dim=0, stable=True)  # [n, d]
+    upper = torch.cumsum(w[order], dim=0)  # [n, d]
+    lower = upper - w[order]
+    inside = (upper > fraction * total) & (lower < (1.0 - fraction) * total) & (w[order] > 0)
+    big = torch.finfo(torch.float64).max
+    lo = torch.where(inside, values, big).min(dim=0).values
+    hi = torch.where(inside, values, -big).max(dim=0).values
+    return lo, hi

@@ -168,22 +168,77 @@ def min_max(
     return _rows((mu + gamma * p).to(honest.dtype), k)
 
 
+class SumBound(StrEnum):
+    """Min-sum's bound on the attacker's sum of squared distances to the honest rows."""
+
+    SMALLEST = "smallest"  # min_i sum_j ||h_i - h_j||^2: the authors' code (weaker attacker)
+    LARGEST = "largest"  # max_i sum_j ||h_i - h_j||^2: the paper's text (stronger attacker)
+
+
 def min_sum(
     honest: Tensor,
     k: int = 1,
     perturbation: Perturbation = Perturbation.STD,
     gamma_init: float = 10.0,
     tol: float = 1e-5,
+    bound: SumBound = SumBound.LARGEST,
 ) -> Tensor:
     """Min-sum (Shejwalkar & Houmansadr, NDSS 2021): like :func:`min_max` but the sum of
-    squared distances to the honest updates must not exceed the largest such sum of an
-    honest update. Knows all honest updates."""
+    squared distances to the honest updates must not exceed the largest (``LARGEST``, the
+    bound as the paper states it) or the smallest (``SMALLEST``, as the authors' released
+    code computes it) such sum of an honest update. ``LARGEST`` allows a larger ``gamma``:
+    a stronger attacker than the authors'. Knows all honest updates."""
     h = _honest(honest).to(torch.float64)
     mu, p = h.mean(dim=0), perturbation_vector(h, perturbation)
-    bound = max(float(_sq_dists_to(h, h[i]).sum()) for i in range(h.shape[0]))
+    sums = [float(_sq_dists_to(h, h[i]).sum()) for i in range(h.shape[0])]
+    limit = max(sums) if SumBound(bound) is SumBound.LARGEST else min(sums)
 
     def feasible(gamma: float) -> bool:
-        return float(_sq_dists_to(h, mu + gamma * p).sum()) <= bound
+        return float(_sq_dists_to(h, mu + gamma * p).sum()) <= limit
 
     gamma = gamma_search(feasible, gamma_init, tol)
+    return _rows((mu + gamma * p).to(honest.dtype), k)
+
+
+AggregateRows = Callable[[Tensor], Tensor]
+"""``aggregate(rows[n, d]) -> [d]``: the defence the adaptive attacker runs itself."""
+
+
+def adaptive(
+    honest: Tensor,
+    k: int,
+    aggregate: AggregateRows,
+    perturbation: Perturbation = Perturbation.UNIT_VECTOR,
+    steps: int = 16,
+) -> Tensor:
+    """An attack tailored to the defence (Shejwalkar & Houmansadr, NDSS 2021, Sec. 4.1,
+    "AGR-tailored"): send ``mu + gamma p`` with the ``gamma`` that maximises the distance of
+    ``aggregate(honest ∪ k × row)`` from the honest mean ``mu``. The attacker runs the
+    defence itself (the code is public), so it knows exactly what every ``gamma`` does.
+
+    ``gamma`` is searched on a geometric grid from ``||mu|| / 64`` to ``256 ||mu||`` (the
+    paper's objective is not monotone in ``gamma`` once the defence starts to drop the rows,
+    so bisection could miss the peak), then refined by halving steps around the best grid
+    point. ``gamma = 0`` (sending the mean) is always a candidate. Knows all honest updates.
+    """
+    h = _honest(honest).to(torch.float64)
+    mu, p = h.mean(dim=0), perturbation_vector(h, perturbation)
+    scale = float(torch.linalg.vector_norm(mu)) / max(float(torch.linalg.vector_norm(p)), 1e-12)
+    if not scale > 0.0:
+        return _rows(mu.to(honest.dtype), k)
+
+    def deviation(gamma: float) -> float:
+        rows = torch.cat([h, (mu + gamma * p).unsqueeze(0).repeat(k, 1)])
+        return float(torch.linalg.vector_norm(aggregate(rows).to(torch.float64) - mu))
+
+    grid = [0.0] + [scale * 2.0**j for j in range(-6, 9)]
+    values = [deviation(g) for g in grid]
+    best = max(range(len(grid)), key=lambda i: values[i])
+    gamma, width = grid[best], grid[best] / 2
+    for _ in range(steps if gamma > 0 else 0):
+        for cand in (gamma - width, gamma + width):
+            v = deviation(cand)
+            if v > values[best]:
+                gamma, values[best] = cand, v
+        width /= 2
     return _rows((mu + gamma * p).to(honest.dtype), k)

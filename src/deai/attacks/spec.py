@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from deai.attacks import byzantine, freeride
-from deai.attacks.byzantine import AttackError, Perturbation
+from deai.attacks.byzantine import AttackError, Perturbation, SumBound
 from deai.attacks.data import (
     Corner,
     TriggerSpec,
@@ -44,6 +44,7 @@ class AttackName(StrEnum):
     IPM = "ipm"  # update: -eps * mu (omniscient)
     MIN_MAX = "min_max"  # update: mu + gamma p (omniscient)
     MIN_SUM = "min_sum"  # update: mu + gamma p (omniscient)
+    ADAPTIVE = "adaptive"  # update: mu + gamma p, gamma optimised against the job's own rule
     FREE_RIDER_ZERO = "free_rider_zero"  # update: zeros
     FREE_RIDER_STALE = "free_rider_stale"  # update: previous global change
     FREE_RIDER_NOISE = "free_rider_noise"  # update: zero or stale base + small noise
@@ -64,7 +65,13 @@ _DEFAULTS: dict[AttackName, dict[str, float | str]] = {
     AttackName.ALIE: {},
     AttackName.IPM: {"eps": 0.1},
     AttackName.MIN_MAX: {"perturbation": Perturbation.STD.value, "gamma_init": 10.0, "tol": 1e-5},
-    AttackName.MIN_SUM: {"perturbation": Perturbation.STD.value, "gamma_init": 10.0, "tol": 1e-5},
+    AttackName.MIN_SUM: {
+        "perturbation": Perturbation.STD.value,
+        "gamma_init": 10.0,
+        "tol": 1e-5,
+        "bound": SumBound.LARGEST.value,
+    },
+    AttackName.ADAPTIVE: {"perturbation": Perturbation.UNIT_VECTOR.value},
     AttackName.FREE_RIDER_ZERO: {},
     AttackName.FREE_RIDER_STALE: {},
     AttackName.FREE_RIDER_NOISE: {"sigma": 1e-3, "base": "zero"},  # base: "zero" | "stale"
@@ -78,6 +85,7 @@ _CHOICES: dict[str, frozenset[str]] = {
     "corner": frozenset(c.value for c in Corner),
     "perturbation": frozenset(p.value for p in Perturbation),
     "base": frozenset({"zero", "stale"}),
+    "bound": frozenset(b.value for b in SumBound),
 }
 
 
@@ -166,6 +174,8 @@ def _attack_row(
     n_malicious: int,
     gen: torch.Generator,
     prev: Tensor,
+    server_lr: float = 1.0,
+    aggregate: byzantine.AggregateRows | None = None,
 ) -> Tensor:
     """The single row ``[d]`` the attack sends (before Sybil cloning)."""
     match spec.name:
@@ -173,7 +183,9 @@ def _attack_row(
             return own.clone()
         case AttackName.BACKDOOR:
             factor = (
-                spec.num("boost") if spec.has("boost") else replacement_factor(n_total, n_malicious)
+                spec.num("boost")
+                if spec.has("boost")
+                else replacement_factor(n_total, n_malicious, server_lr)
             )
             return boost(own, factor)
         case AttackName.SIGN_FLIP:
@@ -185,10 +197,18 @@ def _attack_row(
             return byzantine.alie(honest, n_total, n_malicious, z)[0]
         case AttackName.IPM:
             return byzantine.ipm(honest, spec.num("eps"))[0]
-        case AttackName.MIN_MAX | AttackName.MIN_SUM:
-            fn = byzantine.min_max if spec.name is AttackName.MIN_MAX else byzantine.min_sum
+        case AttackName.MIN_MAX:
             p = Perturbation(spec.text("perturbation"))
-            return fn(honest, 1, p, spec.num("gamma_init"), spec.num("tol"))[0]
+            return byzantine.min_max(honest, 1, p, spec.num("gamma_init"), spec.num("tol"))[0]
+        case AttackName.MIN_SUM:
+            p, b = Perturbation(spec.text("perturbation")), SumBound(spec.text("bound"))
+            return byzantine.min_sum(honest, 1, p, spec.num("gamma_init"), spec.num("tol"), b)[0]
+        case AttackName.ADAPTIVE:
+            if aggregate is None:
+                raise AttackError("the adaptive attack needs the defence it adapts to")
+            p = Perturbation(spec.text("perturbation"))
+            k = max(n_malicious, 1)
+            return byzantine.adaptive(honest, k, aggregate, p)[0]
         case AttackName.FREE_RIDER_ZERO:
             return freeride.zero(own.shape[0], 1, own.dtype)[0]
         case AttackName.FREE_RIDER_STALE:
@@ -207,6 +227,8 @@ def apply_update_attack(
     n_malicious: int,
     gen: torch.Generator,
     prev_global_delta: Tensor | None = None,
+    server_lr: float = 1.0,
+    aggregate: byzantine.AggregateRows | None = None,
 ) -> Tensor:
     """The rows ``[spec.identities, d]`` a malicious node submits this round.
 
@@ -215,6 +237,8 @@ def apply_update_attack(
     ``[0, d]`` for attacks that need none). ``n_total``: rows the aggregator will see;
     ``n_malicious``: of which malicious (all Sybil identities counted). ``prev_global_delta``:
     the last change of the global model (``None`` in the first round: taken as zero).
+    ``server_lr``: the server's step on the aggregate (the backdoor boost divides by it).
+    ``aggregate``: the job's aggregation rule as ``rows -> [d]`` (the adaptive attack runs it).
     """
     if own_update.ndim != 1:
         raise AttackError(f"own_update must be [d], got {tuple(own_update.shape)}")
@@ -226,5 +250,7 @@ def apply_update_attack(
     prev = torch.zeros_like(own_update) if prev_global_delta is None else prev_global_delta
     if prev.shape != (d,):
         raise AttackError(f"prev_global_delta must be [{d}], got {tuple(prev.shape)}")
-    row = _attack_row(spec, own_update, honest_updates, n_total, n_malicious, gen, prev)
+    row = _attack_row(
+        spec, own_update, honest_updates, n_total, n_malicious, gen, prev, server_lr, aggregate
+    )
     return clones(row.to(own_update.dtype), spec.identities, spec.jitter, gen)

@@ -14,13 +14,13 @@ the honest updates of the round and the aggregation rule's inputs.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from deai.attacks.spec import AttackSpec, apply_update_attack
+from deai.attacks.spec import AttackName, AttackSpec, apply_update_attack
 from deai.compression.base import Codec, Encoded
 from deai.job.spec import derive_seed
 from deai.learning.params import vector_from_bytes
@@ -58,8 +58,12 @@ class Adversary:
         codecs: Mapping[str, Codec],
         seed: int,
         hold_s: float,
+        server_lr: float = 1.0,
+        aggregate: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         self.groups = groups
+        self.aggregate = aggregate  # the job's rule, run by the adaptive attacker
+        self.server_lr = server_lr  # public (the spec's): the backdoor boost divides by it
         self.codecs = dict(codecs)
         self.seed = seed
         self.hold_s = hold_s
@@ -129,16 +133,32 @@ class Adversary:
             if not members:
                 continue
             gen = torch.Generator().manual_seed(derive_seed(self.seed, "attack", g.name, round_))
-            if g.sybil:
-                spec = AttackSpec(g.spec.name, g.spec.params, len(members), g.spec.jitter)
+            if g.sybil or g.spec.name is AttackName.ADAPTIVE:  # one row for the whole group
+                ids = len(members)  # (the adaptive search is costly and ignores own updates)
+                spec = AttackSpec(g.spec.name, g.spec.params, ids, g.spec.jitter if g.sybil else 0)
                 rows = apply_update_attack(
-                    spec, r.held[dst][members[0]][1], honest, n_total, n_mal, gen, prev
+                    spec,
+                    r.held[dst][members[0]][1],
+                    honest,
+                    n_total,
+                    n_mal,
+                    gen,
+                    prev,
+                    self.server_lr,
+                    self.aggregate,
                 )
             else:
                 rows = torch.stack(
                     [
                         apply_update_attack(
-                            g.spec, r.held[dst][m][1], honest, n_total, n_mal, gen, prev
+                            g.spec,
+                            r.held[dst][m][1],
+                            honest,
+                            n_total,
+                            n_mal,
+                            gen,
+                            prev,
+                            self.server_lr,
                         )[0]
                         for m in members
                     ]

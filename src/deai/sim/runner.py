@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deai.attacks.data import TriggerSpec, add_trigger
+from deai.attacks.data import Corner, TriggerSpec, add_trigger
 from deai.attacks.spec import AttackName, AttackSpec
 from deai.errors import ConfigError, DeaiError
 from deai.job.spec import DataSchema, JobSpec, Parties
@@ -361,7 +361,29 @@ def _adversary(pl: Plan) -> Adversary | None:
         return None
     codec = build_codec_for(pl.spec, 0)
     hold = 0.5 * pl.spec.round_timeout_s
-    return Adversary(groups, {codec.name: codec}, pl.spec.seed, hold_s=hold)
+    return Adversary(
+        groups,
+        {codec.name: codec},
+        pl.spec.seed,
+        hold_s=hold,
+        server_lr=pl.spec.algorithm.step_size(),
+        aggregate=_public_rule(pl.spec),
+    )
+
+
+def _public_rule(spec: JobSpec) -> Callable[[Tensor], Tensor]:
+    """The job's aggregation rule as the adaptive attacker runs it: the spec is public, so
+    it builds the same rule (a fresh instance: it cannot see the validators' history)."""
+    from deai.aggregation.base import Aggregate, RoundContext
+    from deai.registry import aggregators
+
+    def run(rows: Tensor) -> Tensor:
+        rule = aggregators.build(spec.aggregation.rule, spec.aggregation.params)
+        ctx = RoundContext(senders=tuple(f"row-{i}" for i in range(rows.shape[0])))
+        out = rule(rows, torch.ones(rows.shape[0], dtype=rows.dtype), ctx)
+        return out.vector if isinstance(out, Aggregate) else out
+
+    return run
 
 
 def _trigger(pl: Plan) -> TriggerSpec | None:
@@ -369,7 +391,10 @@ def _trigger(pl: Plan) -> TriggerSpec | None:
         if p.attack is not None and p.attack.name is AttackName.BACKDOOR:
             a = p.attack
             return TriggerSpec(
-                target=int(a.num("target")), size=int(a.num("size")), value=a.num("value")
+                target=int(a.num("target")),
+                size=int(a.num("size")),
+                value=a.num("value"),
+                corner=Corner(a.text("corner")),  # measure the corner the attackers stamp
             )
     return None
 
