@@ -151,6 +151,13 @@ lr = 0.1
 """
 
 
+def admit(node: Node, *signers: Signer, job: str = "job") -> None:
+    """Make ``signers`` parties of a (fake) job ``job`` this node knows, as an OpenJob
+    naming them would (unit tests of the HTTP layer, which have no real job)."""
+    node.known_jobs.add(job)
+    node.parties.update(s.address.lower() for s in signers)
+
+
 async def wait_for(cond: Callable[[], bool], timeout_s: float, step_s: float = 0.05) -> bool:
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
