@@ -84,6 +84,7 @@ def node_cfg(
     faults: Mapping[str, Any] | None = None,
     max_body_bytes: int = 4 * 1024 * 1024,
     strike_limit: int = 50,
+    admission: Mapping[str, Any] | None = None,
 ) -> Any:
     return parse_node_config(
         {
@@ -100,6 +101,7 @@ def node_cfg(
             "data": {"dataset": "digits", "partition": "iid", "shards": shards, "index": index},
             "faults": dict(faults or {}),
             "peers": dict(peers or {}),
+            "admission": dict(admission or {}),
         },
         base=tmp,
     )
