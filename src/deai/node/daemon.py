@@ -482,7 +482,17 @@ class Node:
     async def job_status(self, job_id: str) -> dict[str, Any] | None:
         if self.desk is not None and job_id in self.desk.jobs:
             return await self.desk.status(job_id)
-        return self.job_rounds(job_id)
+        own = self.job_rounds(job_id)
+        if own is not None:
+            return own
+        provider = self.role(Provider)
+        if isinstance(provider, Provider) and job_id in provider.jobs:
+            from deai.node.desk import committee_report
+
+            spec = provider.jobs[job_id][0]
+            report = await committee_report(self.peers, spec)
+            return {**report, "job_id": job_id, "round_reports": report.get("rounds", [])}
+        return None
 
     def job_rounds(self, job_id: str) -> dict[str, Any] | None:
         """What this validator saw of a job: every round's outcome, accuracy on the

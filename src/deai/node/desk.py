@@ -186,10 +186,11 @@ class JobDesk:
             "model_hash": job.role.result_hash,
             "spec_json": job.spec.to_json(),
         }
-        report = await self._committee_report(job)
+        report = await committee_report(self.node.peers, job.spec)
         out["round_reports"] = report.get("rounds", [])
         out["reported_by"] = report.get("validator")
         table: dict[str, int] = report.get("payout_table") or {}
+        out["payout_table"] = table
         link = self.node.link
         if link is not None and job.chain_id is not None:
             view, why = await self.reader.read(
@@ -202,21 +203,22 @@ class JobDesk:
                 out["claimable"] = _claimable(job, view, table)
         return out
 
-    async def _committee_report(self, job: Submitted) -> dict[str, Any]:
-        """The first validator of the job that answers with its round report."""
-        for v in job.spec.validators:
-            url = await self.node.peers.url(v)
-            if url is None:
-                continue
-            try:
-                async with httpx.AsyncClient(timeout=PEER_READ_TIMEOUT_S, trust_env=False) as c:
-                    r = await c.get(f"{url.rstrip('/')}/v1/jobs/{job.spec.job_id}/rounds")
-                if r.status_code == 200:
-                    got: dict[str, Any] = r.json()
-                    return got
-            except (httpx.HTTPError, ValueError):
-                continue
-        return {}
+
+async def committee_report(peers: Any, spec: JobSpec) -> dict[str, Any]:
+    """The first of the job's validators that answers with its report of the job."""
+    for v in spec.validators:
+        url = await peers.url(v)
+        if url is None:
+            continue
+        try:
+            async with httpx.AsyncClient(timeout=PEER_READ_TIMEOUT_S, trust_env=False) as c:
+                r = await c.get(f"{url.rstrip('/')}/v1/jobs/{spec.job_id}/rounds")
+            if r.status_code == 200:
+                got: dict[str, Any] = r.json()
+                return got
+        except (httpx.HTTPError, ValueError):
+            continue
+    return {}
 
 
 def _chain_view(ledger: Any, job: Submitted, payees: list[str]) -> dict[str, Any]:

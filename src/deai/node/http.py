@@ -30,22 +30,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Protocol
 
-import httpx
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deai.errors import ChainError, ConfigError, DeaiError
-from deai.node.signing import H_SENDER, RejectCode, Rejected, Signer
+from deai.errors import ChainError, ConfigError
+from deai.node.client import ApiError, NodeClient
+from deai.node.signing import H_SENDER, RejectCode, Rejected
 from deai.node.store import (
     ArtifactNotFound,
     ArtifactStore,
     ArtifactTooLarge,
     BadDigest,
     HashMismatch,
-    check_fetched,
-    sha256_hex,
 )
+
+__all__ = ["ApiError", "BodyLimit", "NodeApi", "NodeClient", "create_app"]
 
 STATUS_OF: dict[RejectCode, int] = {
     RejectCode.MALFORMED: 400,
@@ -360,58 +360,3 @@ def create_app(node: NodeApi) -> FastAPI:
 
     app.add_middleware(BodyLimit, node=node)
     return app
-
-
-class ApiError(DeaiError):
-    """A node answered a request with an error status."""
-
-    def __init__(self, status: int, body: str) -> None:
-        self.status = status
-        self.body = body
-        super().__init__(f"HTTP {status}: {body[:500]}")
-
-
-class NodeClient:
-    """The client side of this API (blocking ``httpx``), for the CLI, tests and tools."""
-
-    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
-        self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=timeout_s, trust_env=False)
-
-    def close(self) -> None:
-        self.http.close()
-
-    def _json(self, r: httpx.Response) -> dict[str, Any]:
-        if r.status_code >= 300:
-            raise ApiError(r.status_code, r.text)
-        out: dict[str, Any] = r.json()
-        return out
-
-    def health(self) -> dict[str, Any]:
-        return self._json(self.http.get("/v1/health"))
-
-    def status(self) -> dict[str, Any]:
-        return self._json(self.http.get("/v1/status"))
-
-    def job_status(self, job_id: str) -> dict[str, Any]:
-        return self._json(self.http.get(f"/v1/jobs/{job_id}"))
-
-    def submit_job(self, text: str, signer: Signer, recipient: str | None = None) -> dict[str, Any]:
-        """Submit a job file; ``signer`` must hold the node's own key."""
-        body = text.encode()
-        env = signer.sign(recipient or signer.address, body)
-        return self._json(self.http.post("/v1/jobs", content=body, headers=env.headers()))
-
-    def fetch(self, digest: str) -> bytes:
-        """An artifact by digest; raises :class:`HashMismatch` if the bytes do not match."""
-        r = self.http.get(f"/v1/artifacts/{digest}")
-        if r.status_code >= 300:
-            raise ApiError(r.status_code, r.text)
-        return check_fetched(digest, r.content)
-
-    def put(self, data: bytes, signer: Signer, recipient: str) -> str:
-        env = signer.sign(recipient, data)
-        headers = {**env.headers(), "x-deai-digest": sha256_hex(data)}
-        return str(
-            self._json(self.http.put("/v1/artifacts", content=data, headers=headers))["digest"]
-        )
