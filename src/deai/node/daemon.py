@@ -206,6 +206,7 @@ class RoundLog:
         job = validator.jobs.get(outcome.job_id)
         if job is None:
             return
+        self.node.journal_round(job.spec, outcome.round, outcome.params)
         model, params, data = job.model, outcome.params, prep.validation
         from deai.learning.train import evaluate
 
@@ -294,12 +295,15 @@ class Node:
                 self._validation_for,
                 settlement=self._settlement_for,
                 observer=self.round_log,
+                resume=self._resume_for,
             )
             self.runtime.add_role(validator)
             for r in install_secagg(None, validator):
                 self.runtime.add_role(r)
             self.runtime.hooks.append(self._prepare)
         self.runtime.hooks.append(self._note_open)
+        if cfg.has(NodeRole.VALIDATOR) and not cfg.has(NodeRole.PROVIDER):
+            self.runtime.hooks.append(self._journal)
         if cfg.has(NodeRole.PROVIDER):
             assert self.train is not None
             name = cfg.faults.behaviour
@@ -340,7 +344,14 @@ class Node:
             spec.providers,
             poll_s=poll,
             on_error=lambda text: log.warning("%s", text),
+            journal=lambda duties: self._write_journal(spec, "settle", duties),
         )
+        saved = self._read_journal(spec, "settle")
+        if isinstance(saved, list) and saved:
+            member.restore(saved)
+            log.info(
+                "job %s: resumed %d settlement duties from the journal", spec.job_id, len(saved)
+            )
         self.members[spec.job_id] = member
         return member
 
@@ -537,17 +548,57 @@ class Node:
         return self.data_dir / "journal"
 
     def _journal(self, sender: str, msg: Message) -> None:
-        if not isinstance(msg, OpenJob):
-            return
+        if not isinstance(msg, OpenJob) or msg.job_id not in self.known_jobs:
+            return  # only jobs that name this node (the open hook ran first)
         self.journal_dir.mkdir(parents=True, exist_ok=True)
         path = self.journal_dir / f"{msg.spec_hash}.json"
         path.write_text(json.dumps({"sender": sender, "body": encode(msg).hex()}))
 
+    def _write_journal(self, spec: JobSpec, kind: str, data: Any) -> None:
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        path = self.journal_dir / f"{spec.spec_hash()}.{kind}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)  # atomic: a crash mid-write leaves the previous state
+
+    def _read_journal(self, spec: JobSpec, kind: str) -> Any:
+        path = self.journal_dir / f"{spec.spec_hash()}.{kind}.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def journal_round(self, spec: JobSpec, round_: int, params: torch.Tensor) -> None:
+        """A validator's model after each round it closed (by digest in the store)."""
+        from deai.learning.params import vector_bytes
+
+        digest = self.store.put(vector_bytes(params))
+        self._write_journal(spec, "rounds", {"round": round_, "params": digest})
+
+    def _resume_for(self, spec: JobSpec) -> tuple[int, torch.Tensor] | None:
+        """Where a restarted validator goes on: the last round it closed, and its model."""
+        from deai.learning.params import vector_from_bytes
+        from deai.node.base import model_for
+
+        saved = self._read_journal(spec, "rounds")
+        if not isinstance(saved, dict):
+            return None
+        try:
+            params = vector_from_bytes(self.store.get(str(saved["params"])), model_for(spec).dim)
+        except (KeyError, DeaiError) as e:
+            log.warning("job %s: cannot resume from the journal: %s", spec.job_id, e)
+            return None
+        log.info("job %s: resuming after round %d from the journal", spec.job_id, saved["round"])
+        return int(saved["round"]), params
+
     def _replay_journal(self) -> None:
-        provider = self.role(Provider)
-        if provider is None or not self.journal_dir.is_dir():
+        """Hand every journaled ``OpenJob`` to the hooks and roles again: a provider takes
+        part from the next task on, a validator resumes its rounds and settlement duties."""
+        if not self.journal_dir.is_dir():
             return
         for path in sorted(self.journal_dir.glob("*.json")):
+            if path.name.count(".") != 1:
+                continue  # rounds / settle entries are read by the validator itself
             try:
                 entry = json.loads(path.read_text())
                 msg = decode(bytes.fromhex(entry["body"]))
@@ -556,8 +607,7 @@ class Node:
                     and not JobSpec.from_json(msg.spec_json).algorithm.gossip
                 ):
                     self.note_job(open_spec(msg))
-                    for role in self.runtime.roles:
-                        role.handle(str(entry["sender"]), msg)
+                    self.runtime._dispatch(str(entry["sender"]), msg)
                     log.info("resumed job %s from the journal", msg.job_id)
             except (OSError, ValueError, KeyError, DeaiError) as e:
                 log.warning("skipping journal entry %s: %s", path.name, e)

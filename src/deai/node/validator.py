@@ -50,6 +50,8 @@ from deai.node.validation import RejectReason, check_vector, decode_update
 
 DataSource = Callable[[JobSpec], Dataset]  # the requester's validation data for a job
 SettlementFactory = Callable[[JobSpec, FlatModel, Dataset, NodeContext], Settlement | None]
+# a restarted validator's journal: (last round closed, the model after it), or None
+ResumeFn = Callable[[JobSpec], tuple[int, Tensor] | None]
 
 
 class JobPending(DeaiError):
@@ -122,9 +124,11 @@ class Validator(Role):
         *,
         settlement: SettlementFactory | None = None,
         observer: RoundObserver | None = None,
+        resume: ResumeFn | None = None,
     ) -> None:
         super().__init__(node_id)
         self.data = data
+        self.resume = resume
         self.settlement_for = settlement
         self.observer = observer or NullObserver()
         self.jobs: dict[str, ValidatorJob] = {}
@@ -147,6 +151,15 @@ class Validator(Role):
             self.refusals.append(JobRefusal(spec.job_id, str(e)))
             return
         self.jobs[spec.job_id] = job
+        resumed = self.resume(spec) if self.resume is not None else None
+        if resumed is not None and not spec.algorithm.gossip:
+            done, params = resumed  # a restart: go on after the last round it closed
+            job.params = params
+            if done >= spec.rounds:
+                self._deliver(job)
+            else:
+                self._open_round(job, done + 1)
+            return
         if spec.algorithm.gossip:
             wait = spec.round_timeout_s * (spec.rounds + 1)
             self.ctx.call_later(wait, lambda: self._finish_gossip(spec.job_id))
