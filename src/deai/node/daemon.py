@@ -528,6 +528,8 @@ class Node:
                     "missing": list(o.missing),
                     "excluded": list(o.excluded),
                     "applied": o.applied,
+                    "started_s": o.started_s,
+                    "closed_s": o.closed_s,
                     "settlement": None if d is None else _duty_json(d),
                 }
             )
@@ -702,6 +704,7 @@ def _duty_json(d: Any) -> dict[str, Any]:
         "model_hash": d.model_hash,
         "slashed": list(d.slashed),
         "error": d.error,
+        "final_at": d.final_at,
     }
 
 

@@ -25,6 +25,7 @@ through the ``tamper`` hook, never by copying this code.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -90,6 +91,7 @@ class RoundDuty:
     error: str | None = None
     slashed: list[str] = field(default_factory=list)  # addresses the contract slashed
     committee: list[str] = field(default_factory=list)  # addresses drawn for the round
+    final_at: float | None = None  # wall-clock time this member saw the round final
 
 
 class CommitteeMember:
@@ -281,6 +283,7 @@ class CommitteeMember:
             for node, wei in duty.paid.items():
                 acct = self.account_of(node)
                 self.settled_table[acct] = self.settled_table.get(acct, 0) + wei
+        duty.final_at = time.time()  # a report, never an input to the protocol
         duty.phase = Phase.FINAL
 
 
@@ -300,6 +303,7 @@ def duty_json(d: RoundDuty) -> dict[str, Any]:
         "error": d.error,
         "slashed": list(d.slashed),
         "committee": list(d.committee),
+        "final_at": d.final_at,
     }
 
 
@@ -321,6 +325,7 @@ def duty_from_json(j: dict[str, Any]) -> RoundDuty:
         error=j.get("error"),
         slashed=list(j.get("slashed", [])),
         committee=list(j.get("committee", [])),
+        final_at=j.get("final_at"),
     )
 
 
