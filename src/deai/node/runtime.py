@@ -16,14 +16,22 @@ The role objects are the simulation's, unchanged. Only what the context does dif
 * ``secret_bytes`` is the OS CSPRNG; ``sign``/``verify`` use the node's identity key
   (EIP-191 personal messages; a node id is its address).
 
-Inbound, :meth:`NodeRuntime.receive` checks the envelope (signature, recipient, replay
-window, nonce), decodes the body, refuses a round lower than one the same sender already
-sent for that job (``stale_round``) and hands the message to every role. A role's
-:class:`~deai.node.hooks.Rejection` of the message (wrong round, NaN, huge norm, ...) is
-returned to the sender as a refusal. Strikes are counted only against *authenticated*
-senders, since the sender header of an unsigned request is whatever an attacker wrote:
-counting those would let anyone get an honest peer banned. A peer past ``strike_limit``
-is banned until restart.
+Inbound (after the HTTP layer's header gate, :mod:`deai.node.admission`),
+:meth:`NodeRuntime.receive` checks the envelope (signature, recipient, replay window),
+decodes the body, refuses a round lower than one the same sender already sent for that
+job (``stale_round``), refuses retriably a message for a job this node does not know
+(``unknown_job``: an honest task may overtake its ``OpenJob``) and bytes over the
+sender's or the job's quota, and hands the message to every role. A nonce seen before is
+a re-delivery of an accepted message (a sender's retry after a lost answer): it is
+answered as a duplicate and changes nothing. A nonce is recorded only once the message is
+accepted or finally refused, so a retriable refusal can be retried with the same
+envelope. A role's :class:`~deai.node.hooks.Rejection` (NaN, huge norm, ...) is returned
+to the sender as a refusal; one an honest node causes by being late (``wrong_round``,
+``duplicate``) is refused as ``late`` without a strike. Strikes are counted only against
+*authenticated* senders. A peer past ``strike_limit`` is banned until restart.
+
+Outbound, a queued message is dropped once a later round's message of the same kind went
+to the same peer (``stale_dropped``): a restarted provider never trains a stale task.
 
 Every role callback runs on the event loop thread, one at a time, so roles need no locks.
 """
