@@ -31,11 +31,18 @@ pytestmark = [
 ]
 
 
-def job_text(requester: str, providers: list[str], validators: list[str], nonce: str) -> str:
+def job_text(
+    requester: str,
+    providers: list[str],
+    validators: list[str],
+    nonce: str,
+    rounds: int = 3,
+    windows: int = 40,
+) -> str:
     q = ", ".join
     return f"""
 name = "failover"
-rounds = 3
+rounds = {rounds}
 seed = 0
 round_timeout_s = 20
 nonce = "{nonce}"
@@ -52,8 +59,8 @@ lr = 0.1
 [settlement]
 budget_eth = 3.0
 committee = 3
-commit_period_s = 40
-reveal_period_s = 40
+commit_period_s = {windows}
+reveal_period_s = {windows}
 """
 
 
@@ -68,6 +75,11 @@ def _poll(fn: Any, timeout_s: float, step_s: float = 0.3) -> Any:
             return got
         time.sleep(step_s)
     raise AssertionError(f"condition not met in {timeout_s} s")
+
+
+def _done(requester: Any, job_id: str) -> bool:
+    s = requester.job_status(job_id)
+    return bool(s["done"] and s.get("chain", {}).get("state") == "DONE")
 
 
 def _signer(cluster: Cluster, i: int) -> Signer:
@@ -90,6 +102,16 @@ def _run(cluster: Cluster) -> None:
     validators = [n["address"] for n in nodes if n["role"] == "validator"]
     coordinator = 1  # node 1 is validators[0]
     requester, follower = cluster.client(0), cluster.client(2)
+    ledger = cluster.ledger()
+
+    # finding 1: with default windows (1 h) and every validator responsive, jobs run back
+    # to back settle every round and slash nobody (honest validators slept 1,197 s and
+    # were slashed before the fix)
+    for k in range(2):
+        text = job_text(nodes[0]["address"], providers, validators, f"d{k}", 1, 3600)
+        quick = requester.submit_job(text, _signer(cluster, 0))["job_id"]
+        _poll(lambda j=quick: _done(requester, j), 90, 0.5)
+    assert ledger.events("MemberSlashed") == []
     job = requester.submit_job(
         job_text(nodes[0]["address"], providers, validators, "f1"), _signer(cluster, 0)
     )
@@ -114,7 +136,6 @@ def _run(cluster: Cluster) -> None:
         240,
         1.0,
     )
-    ledger = cluster.ledger()
     view = ledger.job(chain_id)
     assert view.state == JobState.DONE
 
