@@ -73,6 +73,37 @@ def _signer(cluster: Cluster, i: int) -> Signer:
     return Signer(load_key(d / "key.json", (d / "password.txt").read_text()))
 
 
+def _operator_cli(cluster: Cluster, job_id: str, status: dict[str, Any]) -> None:
+    """`deai job status / claim / withdraw` against the finished job (finding 8)."""
+    from typer.testing import CliRunner
+
+    from deai.cli import app
+
+    reports = status["round_reports"]
+    assert [r["round"] for r in reports] == [1, 2]
+    assert all(0.0 < r["accuracy"] <= 1.0 for r in reports), reports  # validation accuracy
+    runner = CliRunner()
+    req_cfg = cluster.nodes[0]["config"]
+    out = runner.invoke(app, ["job", "status", job_id, "--config", req_cfg])
+    assert out.exit_code == 0, out.output
+    assert "DONE" in out.output and "can claim" in out.output
+    table = {k.lower(): int(v) for k, v in status["payout_table"].items()}
+    provider = max(
+        (n for n in cluster.nodes if n["role"] == "provider"),
+        key=lambda n: table.get(n["address"].lower(), 0),
+    )
+    assert table[provider["address"].lower()] > 0
+    out = runner.invoke(app, ["job", "claim", job_id, "--config", provider["config"]])
+    assert out.exit_code == 0, out.output
+    assert "claimed" in out.output
+    ledger = cluster.ledger()
+    assert ledger.claimed(status["chain_job_id"], provider["address"]) > 0
+    out = runner.invoke(app, ["job", "claim", job_id, "--config", provider["config"]])
+    assert out.exit_code == 0 and "nothing to claim" in out.output, out.output
+    out = runner.invoke(app, ["job", "withdraw", "--config", req_cfg])
+    assert out.exit_code == 0, out.output
+
+
 def test_cluster_and_simulation_train_the_same_model(tmp_path: Path) -> None:
     cluster = Cluster.up(tmp_path / "cluster", ClusterConfig(nodes=5, validators=1))
     try:
@@ -93,6 +124,7 @@ def test_cluster_and_simulation_train_the_same_model(tmp_path: Path) -> None:
         )
         chain_hash = "0x" + cluster.ledger().job(job["chain_job_id"]).model_hash.hex()
         requester.close()
+        _operator_cli(cluster, job["job_id"], status)
     finally:
         cluster.down()
 
