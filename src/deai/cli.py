@@ -10,31 +10,49 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from deai.errors import ConfigError, DeaiError
+
+# sub-command groups that live with their planes, imported only when one is invoked (or
+# listed), so `deai job status` does not pay for torch, web3 and transformers
+LAZY_GROUPS: dict[str, tuple[str, str, str]] = {
+    "chain": ("deai.ledger.cli", "app", "A local anvil chain with the deai contracts."),
+    "data": ("deai.privacy.cli", "app", "Data providers' preprocessing (PII, dedup)."),
+    "node": ("deai.node.cli", "node_app", "Run a deployed node (HTTP, keystore, chain)."),
+    "job": ("deai.node.cli", "job_app", "Submit and follow training jobs as a requester."),
+    "cluster": ("deai.node.cli", "cluster_app", "A local network: anvil plus N nodes."),
+    "swarm": ("deai.swarm.cli", "app", "Decentralized inference and fine-tuning (swarm)."),
+}
+
+
+class _LazyGroup(TyperGroup):
+    """A Typer group whose plane sub-apps are imported on first use."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_GROUPS})
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in LAZY_GROUPS and cmd_name not in self.commands:
+            from importlib import import_module
+
+            module, attr, help_text = LAZY_GROUPS[cmd_name]
+            sub = typer.main.get_command(getattr(import_module(module), attr))
+            sub.name = cmd_name
+            sub.help = sub.help or help_text
+            self.add_command(sub, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
 
 app = typer.Typer(
     help="deai: decentralized AI where untrusted parties train together, every piece of work "
     "is checked, and everyone is paid by measured worth.",
     no_args_is_help=True,
     add_completion=False,
+    cls=_LazyGroup,
 )
 console = Console()
 err_console = Console(stderr=True)
-
-
-def _mount() -> None:
-    """Sub-command groups that live with their planes."""
-    from deai.ledger.cli import app as chain_app
-    from deai.node.cli import cluster_app, job_app, node_app
-    from deai.privacy.cli import app as data_app
-
-    app.add_typer(chain_app, name="chain", help="A local anvil chain with the deai contracts.")
-    app.add_typer(data_app, name="data", help="Data providers' preprocessing (PII, dedup).")
-    app.add_typer(node_app, name="node", help="Run a deployed node (HTTP, keystore, chain).")
-    app.add_typer(job_app, name="job", help="Submit and follow training jobs as a requester.")
-    app.add_typer(cluster_app, name="cluster", help="A local network: anvil plus N nodes.")
-    app.add_typer(__import__("deai.swarm.cli").swarm.cli.app, name="swarm")
 
 
 def _fail(e: DeaiError) -> None:
@@ -239,9 +257,6 @@ def check(
         highlight=False,
         soft_wrap=True,
     )
-
-
-_mount()
 
 
 def main() -> None:  # pragma: no cover

@@ -84,6 +84,7 @@ def node_cfg(
     faults: Mapping[str, Any] | None = None,
     max_body_bytes: int = 4 * 1024 * 1024,
     strike_limit: int = 50,
+    admission: Mapping[str, Any] | None = None,
 ) -> Any:
     return parse_node_config(
         {
@@ -100,6 +101,7 @@ def node_cfg(
             "data": {"dataset": "digits", "partition": "iid", "shards": shards, "index": index},
             "faults": dict(faults or {}),
             "peers": dict(peers or {}),
+            "admission": dict(admission or {}),
         },
         base=tmp,
     )
@@ -149,6 +151,13 @@ name = "fedavg"
 epochs = 3
 lr = 0.1
 """
+
+
+def admit(node: Node, *signers: Signer, job: str = "job") -> None:
+    """Make ``signers`` parties of a (fake) job ``job`` this node knows, as an OpenJob
+    naming them would (unit tests of the HTTP layer, which have no real job)."""
+    node.known_jobs.add(job)
+    node.parties.update(s.address.lower() for s in signers)
 
 
 async def wait_for(cond: Callable[[], bool], timeout_s: float, step_s: float = 0.05) -> bool:

@@ -49,7 +49,7 @@ def test_job_end_to_end_improves_model(tmp_path: Path) -> None:
     assert all(len(o.accepted) == 3 and not o.missing for o in outcomes)
     # the final model is served by hash from the requester's store
     assert req.result_hash is not None and net.nodes[0].store.has(req.result_hash)
-    status = net.nodes[0].job_status(job["job_id"])
+    status = asyncio.run(net.nodes[0].job_status(job["job_id"]))
     assert status is not None and status["done"] and status["model_hash"] == req.result_hash
 
 

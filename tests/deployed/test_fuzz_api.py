@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, settings
 from deai.node.daemon import Node
 from deai.node.http import create_app
 from deai.node.roles import Provider
+from deai.node.signing import Signer
 
 _TMP = Path(tempfile.mkdtemp(prefix="deai-fuzz-"))
 NODE = Node(node_cfg(_TMP, 0, ["provider"], shards=4, max_body_bytes=2048), key_of(0))
@@ -53,10 +54,15 @@ def test_oversized_bodies_refused() -> None:
     async def check() -> None:
         transport = httpx.ASGITransport(app=APP)  # no lifespan: refused before any handler
         async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+            stranger = Signer(key_of(9))
             for method, path in (("POST", "/v1/message"), ("POST", "/v1/jobs"),
                                  ("PUT", "/v1/artifacts")):  # fmt: skip
-                r = await client.request(method, path, content=b"z" * 4096)
+                body = b"z" * 4096
+                headers = stranger.sign(NODE.address, body).headers()
+                r = await client.request(method, path, content=body, headers=headers)
                 assert (r.status_code, r.json()["error"]) == (413, "too_large")
+                r = await client.request(method, path, content=body)  # unsigned: unread
+                assert (r.status_code, r.json()["error"]) == (400, "malformed")
         assert NODE.store.digests() == []
 
     asyncio.run(check())

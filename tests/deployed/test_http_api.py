@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from deployed_kit import key_of, node_cfg
+from deployed_kit import admit, key_of, node_cfg
 
 from deai.node.daemon import Node
 from deai.node.http import create_app
@@ -19,8 +19,10 @@ from deai.node.store import sha256_hex
 PEER = Signer(key_of(7))
 
 
-async def _with_node(tmp: Path, fn: Any, **cfg: Any) -> None:
+async def _with_node(tmp: Path, fn: Any, *, party: bool = True, **cfg: Any) -> None:
     node = Node(node_cfg(tmp, 0, ["provider"], shards=4, **cfg), key_of(0))
+    if party:
+        admit(node, PEER)
     app = create_app(node)
     await node.startup()
     try:
@@ -53,7 +55,8 @@ def test_message_statuses(tmp_path: Path) -> None:
             await client.post("/v1/message", content=_msg(3), headers=env.headers())
         ).status_code == 202
         r = await client.post("/v1/message", content=_msg(3), headers=env.headers())
-        assert (r.status_code, r.json()["error"]) == (409, "replay")
+        # a re-delivery (the sender's retry after a lost answer): answered, not an offence
+        assert (r.status_code, r.json()["status"]) == (200, "duplicate")
         # a round lower than one this sender already sent for the job
         r = await _post(client, node, _msg(1), round=1)
         assert (r.status_code, r.json()["error"]) == (409, "stale_round")
@@ -73,7 +76,7 @@ def test_message_statuses(tmp_path: Path) -> None:
         assert (r.status_code, r.json()["error"]) == (400, "malformed")
         # strikes count only authenticated refusals (stale_round, 2 x malformed)
         assert dict(node.runtime.strikes) == {PEER.address: 3}
-        assert node.runtime.metrics.refused["replay"] == 1
+        assert node.runtime.metrics.duplicates == 1
 
     asyncio.run(_with_node(tmp_path, check))
 
@@ -88,8 +91,11 @@ def test_size_limit_and_ban(tmp_path: Path) -> None:
             for _ in range(10):
                 yield b"y" * 1000
 
-        r = await client.post("/v1/message", content=chunks())
+        env = PEER.sign(node.address, b"y" * 10_000)
+        r = await client.post("/v1/message", content=chunks(), headers=env.headers())
         assert r.status_code == 413
+        r = await client.post("/v1/message", content=b"unsigned")
+        assert (r.status_code, r.json()["error"]) == (400, "malformed")
         for _ in range(2):
             assert (await _post(client, node, b"junk", round=-1)).status_code == 400
         r = await _post(client, node, _msg(1))

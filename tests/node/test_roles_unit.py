@@ -200,15 +200,48 @@ def test_dp_updates_above_what_clip_plus_noise_reach_are_rejected_not_reclipped(
 
 
 # -------------------------------------------------------------------------- provider
-def test_provider_trains_from_the_coordinator_only_and_sends_to_every_validator() -> None:
+def test_provider_trains_a_round_once_from_any_committee_member() -> None:
+    """Failover (#20): a task may come from any member of the job's committee (the
+    coordinator or its successor); a provider trains each round once, and a stranger's
+    task is ignored."""
     spec = _spec(parties=Parties(requester="req", providers=PROVIDERS, validators=("v0", "v1")))
     p, ctx = _provider("p0", SPLITS.train.subset(range(40)), spec)
     model = model_for(spec).initial_vector()
     task = TrainTask(spec.job_id, 1, vector_bytes(model), vector_hash(model))
-    p.handle("v1", task)  # not the coordinator: ignored
+    p.handle("mallory", task)  # not on the committee: ignored
     assert ctx.sent == []
-    p.handle("v0", task)
+    p.handle("v1", task)  # the successor drives the round
     assert sorted(to for to, m in ctx.sent if isinstance(m, Update)) == ["v0", "v1"]
+    p.handle("v0", task)  # the same round again (the coordinator came back): trained once
+    assert len([m for _, m in ctx.sent if isinstance(m, Update)]) == 2
+
+
+def test_a_silent_round_is_taken_over_by_the_next_member() -> None:
+    spec = _spec(parties=Parties(requester="req", providers=PROVIDERS, validators=("v0", "v1")))
+    v = Validator("v1", lambda _s: SPLITS.validation)
+    ctx = Ctx("v1")
+    v.attach(ctx)
+    v.handle("req", _open(spec))
+    assert ctx.sent == []  # not the coordinator: it waits
+    job = v.jobs[spec.job_id]
+    when, check = min(ctx.timers, key=lambda t: t[0])
+    assert when == pytest.approx(v.takeover_s(job))
+    ctx.t = when
+    check()  # nobody sent an update: v1 takes the round over
+    assert sorted(to for to, m in ctx.sent if isinstance(m, TrainTask)) == sorted(PROVIDERS)
+    assert v.coordinator(job)
+
+
+def test_a_driven_round_is_not_taken_over() -> None:
+    spec = _spec(parties=Parties(requester="req", providers=PROVIDERS, validators=("v0", "v1")))
+    v = Validator("v1", lambda _s: SPLITS.validation)
+    ctx = Ctx("v1")
+    v.attach(ctx)
+    v.handle("req", _open(spec))
+    v.handle("p0", _update(spec, 1, torch.zeros(model_for(spec).dim)))
+    for _, fn in sorted(ctx.timers, key=lambda t: t[0])[:1]:
+        fn()
+    assert not any(isinstance(m, TrainTask) for _, m in ctx.sent)
 
 
 def test_provider_refuses_a_job_its_data_does_not_fit() -> None:

@@ -3,10 +3,16 @@ and ``deai cluster``.
 
 * ``deai node init --config node.toml``: create the node's encrypted keystore.
 * ``deai node start --config node.toml``: run the node daemon until SIGTERM.
-* ``deai job submit JOB.toml --config node.toml``: submit a job to your requester node
-  (the request is signed with that node's key, which only its operator holds).
-* ``deai job status ID`` / ``deai job fetch-model ID OUT``: read a job, download its model
-  by hash (checked) into a safetensors file.
+* ``deai job submit JOB.toml --config node.toml [--nonce N]``: submit a job to your
+  requester node (signed with that node's key, which only its operator holds). The nonce
+  (printed first; chosen here if not given) makes the job id: resubmitting with the same
+  nonce after a timeout names the same job and never pays twice.
+* ``deai job status ID``: chain state, per-round accuracy on the requester's validation
+  data, settlement of every round, and what each party can claim.
+* ``deai job claim ID --config node.toml``: claim this node's payout (Merkle proof from
+  the validators' table, checked against the chain's root first).
+* ``deai job withdraw --config node.toml``: withdraw refunds owed to this node's account.
+* ``deai job fetch-model ID OUT``: download a job's model by hash (checked).
 * ``deai cluster up --nodes N`` / ``down`` / ``status``: a local network on loopback.
 """
 
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -36,13 +42,21 @@ def _fail(e: Exception) -> typer.Exit:
 
 
 def _url(config: Path | None, url: str | None) -> str:
-    from deai.node.config import load_node_config
+    """The node URL: ``--url``, else read from node.toml's [node] table (without loading
+    the full config, which would import the job spec and torch)."""
+    import tomllib
 
     if url:
         return url
     if config is None:
         raise typer.BadParameter("give --url or --config")
-    return load_node_config(config).node.url
+    try:
+        node = tomllib.loads(config.read_text()).get("node", {})
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise _fail(RuntimeError(f"{config}: {e}")) from None
+    return str(
+        node.get("public_url") or f"http://{node.get('host', '127.0.0.1')}:{node.get('port', 8700)}"
+    )
 
 
 # ------------------------------------------------------------------------------ node
@@ -79,23 +93,40 @@ def node_start(config: ConfigOpt) -> None:
 def job_submit(
     job_file: Annotated[Path, typer.Argument(help="job.toml")],
     config: ConfigOpt,
+    nonce: Annotated[
+        str | None, typer.Option(help="requester nonce (same file + nonce = same job)")
+    ] = None,
 ) -> None:
-    """Submit JOB.toml to the requester node of --config; prints the job id."""
+    """Submit JOB.toml to the requester node of --config; prints the nonce, then the job."""
+    import secrets
+    import tomllib
+
+    from deai.node.client import NodeClient
     from deai.node.config import load_job, load_node_config
-    from deai.node.http import NodeClient
     from deai.node.keystore import load_key
     from deai.node.signing import Signer
 
     try:
-        load_job(job_file)  # fail early, locally, with the same message
+        spec = load_job(job_file)  # fail early, locally, with the same message
+        nonce = nonce or spec.nonce or secrets.token_hex(8)
+        typer.echo(f"nonce {nonce} (after a timeout, resubmit with --nonce {nonce})", err=True)
         cfg = load_node_config(config)
         signer = Signer(load_key(cfg.path(cfg.node.keystore), cfg.password().read()))
+        data = tomllib.loads(job_file.read_text())
+        data.pop("simulation", None)
+        body = json.dumps({"spec": data, "nonce": nonce, "idempotency_key": nonce})
         client = NodeClient(cfg.node.url)
-        out = client.submit_job(job_file.read_text(), signer)
-        client.close()
-    except (DeaiError, httpx.HTTPError) as e:
+        try:
+            out = client.submit_job(body, signer)
+        finally:
+            client.close()
+    except (DeaiError, httpx.HTTPError, OSError) as e:
         raise _fail(e) from None
     typer.echo(json.dumps(out, indent=2))
+
+
+def _eth(wei: int | None) -> str:
+    return "-" if wei is None else f"{int(wei) / 10**18:.6f} ETH"
 
 
 @job_app.command("status")
@@ -103,18 +134,127 @@ def job_status(
     job_id: str,
     config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
     url: UrlOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="raw JSON")] = False,
 ) -> None:
-    """Print a job's status (rounds, model hash, chain state)."""
-    from deai.node.http import NodeClient
+    """A job's rounds (accuracy on the requester's validation data, settlement), chain
+    state and what each party can claim."""
+    from deai.node.client import NodeClient
 
     try:
-        client = NodeClient(_url(config, url))
-        out = client.job_status(job_id)
-        client.close()
+        client = NodeClient(_url(config, url), timeout_s=15.0)
+        try:
+            out = client.job_status(job_id)
+        finally:
+            client.close()
     except (DeaiError, httpx.HTTPError) as e:
         raise _fail(e) from None
     out.pop("spec_json", None)
-    typer.echo(json.dumps(out, indent=2))
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(_render_status(out))
+
+
+def _num(x: Any) -> str:
+    return "-" if x is None else f"{float(x):.4f}"
+
+
+def _render_status(out: dict[str, Any]) -> str:
+    lines = [f"job {out['job_id']}  done={out.get('done')}  model {out.get('model_hash')}"]
+    chain = out.get("chain") or {}
+    if chain:
+        lines.append(
+            f"chain job {out.get('chain_job_id')}: {chain.get('state', '?')}, round "
+            f"{chain.get('round', '?')}, deposit {_eth(chain.get('deposit'))}, payable "
+            f"{_eth(chain.get('payable_total'))}, claimed {_eth(chain.get('claimed_total'))}"
+            + (f"  [{chain['error']}]" if chain.get("error") else "")
+        )
+    lines.append("round  accuracy  loss     accepted  missing  settled  slashed")
+    for r in out.get("round_reports") or []:
+        st = r.get("settlement") or {}
+        acc, loss = _num(r.get("accuracy")), _num(r.get("loss"))
+        lines.append(
+            f"{r['round']:>5}  {acc:>8}  {loss:>7}  "
+            f"{len(r.get('accepted', [])):>8}  {len(r.get('missing', [])):>7}  "
+            f"{st.get('settled', '-')!s:>7}  {','.join(st.get('slashed', [])) or '-'}"
+        )
+    claim = out.get("claimable")
+    if claim:
+        lines.append(f"requester can withdraw {_eth(claim.get('requester_withdrawable'))}")
+        for p, wei in (claim.get("providers") or {}).items():
+            lines.append(f"provider {p} can claim {_eth(wei)}")
+        if claim.get("note"):
+            lines.append(claim["note"])
+    return "\n".join(lines)
+
+
+def _chain_account(config: Path) -> tuple[Any, str]:
+    """This node's ledger (signing with its key) and account, from node.toml."""
+    from deai.ledger.chain import RpcChain
+    from deai.ledger.client import Ledger
+    from deai.ledger.types import Deployment
+    from deai.node.config import load_node_config
+    from deai.node.keystore import load_key
+
+    cfg = load_node_config(config)
+    if cfg.chain is None:
+        raise _fail(RuntimeError(f"{config}: no [chain] section"))
+    key = load_key(cfg.path(cfg.node.keystore), cfg.password().read())
+    ledger = Ledger(
+        RpcChain(cfg.chain.rpc_url, timeout_s=15.0), Deployment.load(cfg.path(cfg.chain.deployment))
+    )
+    return ledger, ledger.add_key("0x" + key.hex())
+
+
+@job_app.command("claim")
+def job_claim(
+    job_id: str,
+    config: ConfigOpt,
+    url: UrlOpt = None,
+) -> None:
+    """Claim this node's payout for a finished job (table from the job's validators,
+    checked against the chain's root before the transaction)."""
+    from deai.ledger.merkle import PayoutTree
+    from deai.node.client import NodeClient
+
+    try:
+        client = NodeClient(_url(config, url), timeout_s=15.0)
+        try:
+            report = client.job_status(job_id)
+        finally:
+            client.close()
+        table = {str(k): int(v) for k, v in (report.get("payout_table") or {}).items()}
+        chain_id = report.get("chain_job_id")
+        if chain_id is None or not table:
+            raise _fail(RuntimeError(f"job {job_id}: no payout table or chain job reported yet"))
+        ledger, me = _chain_account(config)
+        tree = PayoutTree(int(chain_id), table)
+        view = ledger.job(int(chain_id))
+        if tree.root != view.root:
+            raise _fail(RuntimeError("the reported table does not match the chain's root"))
+        owed = tree.amount(me) - ledger.claimed(int(chain_id), me)
+        if owed <= 0:
+            typer.echo(f"nothing to claim for {me} (table {_eth(tree.amount(me))})")
+            return
+        ledger.claim(me, int(chain_id), me, tree.amount(me), tree.proof(me))
+    except (DeaiError, httpx.HTTPError, OSError) as e:
+        raise _fail(e) from None
+    typer.echo(f"claimed {_eth(owed)} for {me} (chain job {chain_id})")
+
+
+@job_app.command("withdraw")
+def job_withdraw(config: ConfigOpt) -> None:
+    """Withdraw what the Jobs contract owes this node's account (refunds)."""
+    try:
+        ledger, me = _chain_account(config)
+        owed = ledger.owed(me)
+        if owed <= 0:
+            typer.echo(f"nothing owed to {me}")
+            return
+        ledger.withdraw(me)
+    except (DeaiError, httpx.HTTPError, OSError) as e:
+        raise _fail(e) from None
+    typer.echo(f"withdrew {_eth(owed)} to {me}")
 
 
 @job_app.command("fetch-model")
@@ -129,7 +269,7 @@ def job_fetch_model(
 
     from deai.job.spec import JobSpec
     from deai.learning.params import vector_from_bytes
-    from deai.node.http import NodeClient
+    from deai.node.client import NodeClient
     from deai.node.roles import model_for
 
     try:

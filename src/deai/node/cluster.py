@@ -3,7 +3,8 @@
 :meth:`Cluster.up` starts anvil on 127.0.0.1, deploys the contracts, creates one
 encrypted keystore per node (fast KDF: these are throwaway keys), funds each node from
 anvil's first dev account, writes every ``node.toml`` into ``DIR/node-<i>/`` and starts
-one ``python -m deai.node.daemon`` process per node, each in its own process group. Each
+one ``python -m deai.node.daemon`` process per node, each in its own process group (and
+writing ``data/node.pid``, so a node restarted by hand is stopped by ``down`` too). Each
 node registers itself (endpoint, roles, stake) in the Registry when it starts, so the
 nodes discover one another on the chain. ``DIR/cluster.json`` records the pids and URLs,
 so ``deai cluster down`` (another process) can stop everything: SIGTERM first (graceful),
@@ -275,13 +276,32 @@ index = {index if role == "provider" else 0}
                 except subprocess.TimeoutExpired:
                     _signal_group(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=5)
+            self._stop_restarted(i, grace_s)
             return proc.returncode
         if pid is not None and _alive(pid, "deai.node.daemon"):
             _signal_group(pid, signal.SIGTERM)
             if not _wait_gone(pid, "deai.node.daemon", grace_s):
                 _signal_group(pid, signal.SIGKILL)
                 _wait_gone(pid, "deai.node.daemon", 5.0)
+        self._stop_restarted(i, grace_s)
         return None
+
+    def _stop_restarted(self, i: int, grace_s: float) -> None:
+        """A node restarted by hand (``deai node start``) is found by its pid file."""
+        pid_file = self.dir / f"node-{i}" / "data" / "node.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return
+        needle = f"node-{i}"  # its command line names its config (cmdline check: no reuse)
+        if pid == os.getpid() or not _alive(pid, needle):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not _wait_gone(pid, needle, grace_s):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _wait_gone(pid, needle, 5.0)
 
     def down(self) -> dict[str, int | None]:
         """Stop every node (gracefully if it can), then anvil; return node exit codes."""

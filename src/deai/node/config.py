@@ -22,6 +22,7 @@ from deai.job.data import DataSource
 from deai.job.errors import read_toml, validate
 from deai.job.spec import JobSpec
 from deai.ledger.types import Role as ChainRole
+from deai.node.admission import AdmissionConfig
 from deai.node.keystore import PasswordSource
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -100,8 +101,33 @@ class FaultSection(_Strict):
     behaviour: str = "honest"  # a provider fault from deai.node.faults
 
 
+class AdmissionSection(_Strict):
+    """Who may make this node buffer and store bytes (:mod:`deai.node.admission`)."""
+
+    rate_per_s: PositiveFloat = 200.0  # requests per second per source and per key
+    burst: PositiveFloat = 400.0
+    open_max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024  # from a non-party key
+    unauthenticated_mb: PositiveFloat = 64.0  # buffered before signature checks, in all
+    key_quota_mb: PositiveFloat = 512.0  # admitted per key per window
+    job_quota_mb: PositiveFloat = 2048.0  # admitted per job per window
+    window_s: PositiveFloat = 3600.0
+
+    def build(self) -> AdmissionConfig:
+        mb = 1024 * 1024
+        return AdmissionConfig(
+            rate_per_s=self.rate_per_s,
+            burst=self.burst,
+            open_max_bytes=self.open_max_bytes,
+            unauthenticated_bytes=int(self.unauthenticated_mb * mb),
+            key_quota_bytes=int(self.key_quota_mb * mb),
+            job_quota_bytes=int(self.job_quota_mb * mb),
+            window_s=self.window_s,
+        )
+
+
 class NodeConfig(_Strict):
     node: NodeSection
+    admission: AdmissionSection = AdmissionSection()
     chain: ChainSection | None = None
     data: NodeDataSection = NodeDataSection()
     faults: FaultSection = FaultSection()

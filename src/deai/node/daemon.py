@@ -22,38 +22,40 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from deai.errors import ChainError, ConfigError, DeaiError
-from deai.job.spec import DataSchema, JobSpec, Parties
+from deai.errors import ConfigError, DeaiError
+from deai.job.spec import JobSpec
 from deai.learning.data import Dataset
 from deai.learning.params import FlatModel
 from deai.learning.partition import partition
 from deai.ledger.chain import RpcChain
 from deai.ledger.client import Ledger
-from deai.ledger.types import Deployment, JobState
+from deai.ledger.types import Deployment
 from deai.ledger.types import Role as ChainRole
 from deai.node.base import NodeContext, open_spec
-from deai.node.config import NodeConfig, NodeRole, load_node_config, parse_job
+from deai.node.config import NodeConfig, NodeRole, load_node_config
+from deai.node.desk import JobDesk
 from deai.node.faults import Fault, FaultyBehaviour
 from deai.node.hooks import Honest, RoundOutcome
 from deai.node.keystore import load_key
 from deai.node.messages import Message, OpenJob, decode, encode
 from deai.node.payouts import RoundPayouts
-from deai.node.roles import Provider, Requester, Role, Validator
+from deai.node.roles import Provider, Role, Validator
 from deai.node.runtime import NodeRuntime, PeerDirectory, Poster, RuntimeConfig
 from deai.node.secagg import install as install_secagg
 from deai.node.settlement import CommitteeMember
-from deai.node.signing import Signer
+from deai.node.signing import Envelope, RejectCode, Rejected, Signer, crypto_backend
 from deai.node.store import ArtifactStore
 from deai.node.validator import JobPending
 
@@ -77,7 +79,7 @@ class ChainLink:
     """
 
     def __init__(self, rpc_url: str, deployment: Deployment, key: bytes) -> None:
-        self.chain = RpcChain(rpc_url)
+        self.chain = RpcChain(rpc_url, timeout_s=10.0)  # a stalled chain fails a call fast
         # a fixed gas limit after a dry run (which yields revert reasons): gas estimates of
         # finalize_round proved too tight on anvil once (it opens the next round and calls
         # the Registry); only the gas used is paid
@@ -142,144 +144,87 @@ class _Prepared:
     chain_id: int | None
     validation: Dataset | None
     error: str | None = None  # why the job cannot be taken (the validator refuses it)
+    round_budget: int = 0  # wei per round (read from the chain while preparing)
 
 
-# ----------------------------------------------------------------------------- jobs
-@dataclass
-class _Submitted:
-    spec: JobSpec
-    role: Requester
-    chain_id: int | None
-    submitted_at: float
+class _Lane:
+    """A job's own settlement context: the runtime's, with a worker thread of its own for
+    chain steps, so a chain call that hangs for one job never delays another's."""
+
+    def __init__(self, ctx: NodeRuntime, name: str) -> None:
+        self.ctx = ctx
+        self.node_id = ctx.node_id
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"deai-settle-{name}")
+
+    def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
+        self.ctx.call_later(delay_s, fn)
+
+    def secret_bytes(self, label: str, n: int = 32) -> bytes:
+        return self.ctx.secret_bytes(label, n)
+
+    def offload(self, fn: Callable[[], Any], done: Callable[[Any, Exception | None], None]) -> None:
+        self.ctx.offload(fn, done, pool=self.pool)
 
 
-class JobDesk:
-    """A requester node's jobs: bind the spec, escrow on chain, open the job."""
+class _LockedWrites:
+    """The ledger for settlement lanes: reads run in parallel, transactions from this
+    node's account one at a time (the account nonce is read per transaction)."""
+
+    def __init__(self, link: ChainLink) -> None:
+        self.link = link
+        self.ledger = link.ledger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ledger, name)
+
+    def commit(self, *args: Any) -> None:
+        with self.link.tx_lock:
+            self.ledger.commit(*args)
+
+    def reveal(self, *args: Any) -> None:
+        with self.link.tx_lock:
+            self.ledger.reveal(*args)
+
+    def finalize_round(self, *args: Any) -> None:
+        with self.link.tx_lock:
+            self.ledger.finalize_round(*args)
+
+
+class RoundLog:
+    """Validator observer: every round's accuracy and loss on the requester's validation
+    data, computed in the training worker (off the loop)."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.jobs: dict[str, _Submitted] = {}
+        self.rounds: dict[str, dict[int, dict[str, float]]] = {}
 
-    def bind(self, spec: JobSpec, nonce: str) -> JobSpec:
-        """The spec with this node's validation data schema, the parties (the spec's, or
-        every registered provider and validator, sorted by address) and the nonce."""
-        validation = self.node.validation
-        if validation is None or len(validation) == 0:
-            raise ConfigError("this requester node has no validation data ([data] in node.toml)")
-        digest = self.node.store.put(validation.to_bytes())
-        schema = DataSchema(
-            input_shape=validation.input_shape,
-            num_classes=validation.num_classes,
-            validation=digest,
-        )
-        parties = spec.parties
-        if parties is None:
-            link = self.node.link
-            if link is None:
-                raise ConfigError("job: list the parties (this node has no chain to find them)")
-            providers = link.members(ChainRole.PROVIDER)
-            validators = link.members(ChainRole.VALIDATOR)
-            if not providers or not validators:
-                raise ConfigError("job: no registered providers or validators on the chain")
-            parties = Parties(
-                requester=self.node.address,
-                providers=tuple(providers),
-                validators=tuple(validators),
-            )
-        elif parties.requester.lower() != self.node.address.lower():
-            raise ConfigError(f"parties.requester must be this node ({self.node.address})")
-        return spec.bind(data=schema, parties=parties, nonce=nonce)
-
-    async def submit(self, body: str) -> dict[str, Any]:
-        spec, nonce = _parse_submission(body)
-        bound = await asyncio.to_thread(self.bind, spec, nonce)
-        existing = self.jobs.get(bound.job_id)
-        if existing is not None:  # the same spec and nonce: the same job, never paid twice
-            return self._receipt(existing, again=True)
-        link = self.node.link
-        chain_id = None
-        if bound.settlement is not None:
-            if link is None:
-                raise ConfigError("job: [settlement] needs a node with a [chain] section")
-            chain_id = await asyncio.to_thread(link.find_job, bound)
-            if chain_id is None:
-                chain_id = await asyncio.to_thread(link.create_job, bound)
-        role = Requester(self.node.address, bound)
-        job = _Submitted(bound, role, chain_id, time.time())
-        self.jobs[bound.job_id] = job
-        self.node.runtime.add_role(role)  # starts it: OpenJob goes to every party
-        return self._receipt(job)
-
-    def _receipt(self, job: _Submitted, again: bool = False) -> dict[str, Any]:
-        return {
-            "job_id": job.spec.job_id,
-            "chain_job_id": job.chain_id,
-            "spec_hash": job.spec.spec_hash(),
-            "nonce": job.spec.nonce,
-            "already_submitted": again,
-        }
-
-    def status(self, job_id: str) -> dict[str, Any] | None:
-        job = self.jobs.get(job_id)
+    def on_round(self, outcome: RoundOutcome) -> None:
+        prep = self.node.prepared.get(outcome.job_id)
+        validator = self.node.role(Validator)
+        if prep is None or prep.validation is None or not isinstance(validator, Validator):
+            return
+        job = validator.jobs.get(outcome.job_id)
         if job is None:
-            return None
-        out: dict[str, Any] = {
-            "job_id": job_id,
-            "spec_hash": job.spec.spec_hash(),
-            "chain_job_id": job.chain_id,
-            "rounds": job.spec.rounds,
-            "providers": list(job.spec.providers),
-            "validators": list(job.spec.validators),
-            "submitted_at": job.submitted_at,
-            "done": job.role.result is not None,
-            "model_hash": job.role.result_hash,
-            "spec_json": job.spec.to_json(),
-        }
-        link = self.node.link
-        if link is not None and job.chain_id is not None:
-            try:
-                v = link.ledger.job(job.chain_id)
-                out["chain"] = {
-                    "state": JobState(v.state).name,
-                    "deposit": v.deposit,
-                    "payable_total": v.payable_total,
-                    "claimed_total": v.claimed_total,
-                    "refunded": v.refunded,
-                    "model_hash": "0x" + v.model_hash.hex(),
-                    "root": "0x" + v.root.hex(),
-                    "round": link.ledger.round(job.chain_id).index,
-                }
-            except ChainError as e:
-                out["chain"] = {"error": str(e)}
-        return out
+            return
+        self.node.journal_round(job.spec, outcome.round, outcome.params)
+        model, params, data = job.model, outcome.params, prep.validation
+        from deai.learning.train import evaluate
 
+        def done(result: tuple[float, float]) -> None:
+            loss, acc = result
+            self.rounds.setdefault(outcome.job_id, {})[outcome.round] = {
+                "accuracy": acc,
+                "loss": loss,
+            }
+            log.info("job %s round %d: accuracy %.4f", outcome.job_id, outcome.round, acc)
 
-def _parse_submission(body: str) -> tuple[JobSpec, str]:
-    """A submitted job: JSON ``{"spec": {...}, "nonce": ...}`` or a job TOML file."""
-    import tomllib
+        self.node.runtime.compute(lambda: evaluate(model, params, data), done)
 
-    nonce: str | None = None
-    text = body.strip()
-    if text.startswith("{"):
-        try:
-            d = json.loads(text)
-        except ValueError as e:
-            raise ConfigError(f"submitted job: not valid JSON: {e}") from None
-        if not isinstance(d, dict) or not isinstance(d.get("spec"), dict):
-            raise ConfigError('submitted job: expected {"spec": {...}, "nonce": "..."}')
-        spec = parse_job(d["spec"], "submitted job")
-        nonce = d.get("nonce")
-    else:
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"submitted job: not valid TOML: {e}") from None
-        spec = parse_job(data, "submitted job")
-    if nonce is None:
-        nonce = spec.nonce or secrets.token_hex(8)
-    if not isinstance(nonce, str) or not 0 < len(nonce) <= 64:
-        raise ConfigError("submitted job: nonce must be a string of 1 to 64 characters")
-    return spec, nonce
+    def on_gossip(self, node_id: str, round_: int, params: Any, time_s: float) -> None:
+        return None
+
+    def on_rejection(self, node_id: str, rejection: Any) -> None:
+        return None
 
 
 # ----------------------------------------------------------------------------- node
@@ -298,6 +243,11 @@ class Node:
         self.address = self.signer.address
         n = config.node
         self.max_body_bytes = n.max_body_bytes
+        if crypto_backend() != "CoinCurveECCBackend":
+            raise ConfigError(
+                "eth-keys runs without the compiled coincurve backend (12 ms per signature "
+                "check on the event loop): `pip install coincurve`"
+            )
         self.data_dir = config.path(n.data_dir)
         self.store = ArtifactStore(self.data_dir / "artifacts", max_bytes=n.max_body_bytes)
         self.link = link
@@ -314,9 +264,18 @@ class Node:
                 replay_window_s=n.replay_window_s,
                 train_delay_s=config.faults.train_delay_s,
                 torch_threads=n.torch_threads,
+                max_body_bytes=n.max_body_bytes,
+                admission=config.admission.build(),
             ),
             poster,
         )
+        self.runtime.admission.is_party = self.is_party
+        self.runtime.knows_job = self.knows_job
+        self.parties: set[str] = {self.address.lower()}  # keys of jobs this node takes part in
+        self.unstaked: set[str] = set()  # parties the chain shows without the minimum stake
+        self.known_jobs: set[str] = set()
+        self.round_log = RoundLog(self)
+        self._lanes: dict[str, _Lane] = {}
         self.desk: JobDesk | None = JobDesk(self) if config.has(NodeRole.REQUESTER) else None
         self.train: Dataset | None = None
         self.validation: Dataset | None = None
@@ -332,12 +291,19 @@ class Node:
             self.train, self.validation = node_data(cfg)
         if cfg.has(NodeRole.VALIDATOR):
             validator = Validator(
-                self.address, self._validation_for, settlement=self._settlement_for
+                self.address,
+                self._validation_for,
+                settlement=self._settlement_for,
+                observer=self.round_log,
+                resume=self._resume_for,
             )
             self.runtime.add_role(validator)
             for r in install_secagg(None, validator):
                 self.runtime.add_role(r)
             self.runtime.hooks.append(self._prepare)
+        self.runtime.hooks.append(self._note_open)
+        if cfg.has(NodeRole.VALIDATOR) and not cfg.has(NodeRole.PROVIDER):
+            self.runtime.hooks.append(self._journal)
         if cfg.has(NodeRole.PROVIDER):
             assert self.train is not None
             name = cfg.faults.behaviour
@@ -366,19 +332,26 @@ class Node:
         prep = self.prepared.get(spec.job_id)
         if self.link is None or prep is None or prep.chain_id is None:
             return None
-        view = self.link.ledger.job(prep.chain_id)  # one call, at job start
         poll = self.config.chain.poll_s if self.config.chain else 1.0
+        lane = self._lanes.setdefault(spec.job_id, _Lane(self.runtime, spec.job_id[:24]))
         member = CommitteeMember(
-            ctx,
-            self.link.ledger,
+            lane,  # type: ignore[arg-type]  # the part of NodeContext settlement uses
+            _LockedWrites(self.link),
             prep.chain_id,
             self.address,
-            RoundPayouts(spec, model, validation, view.round_budget),
+            RoundPayouts(spec, model, validation, prep.round_budget),
             lambda node_id: node_id,  # deployed: a node id is its chain address
             spec.providers,
             poll_s=poll,
             on_error=lambda text: log.warning("%s", text),
+            journal=lambda duties: self._write_journal(spec, "settle", duties),
         )
+        saved = self._read_journal(spec, "settle")
+        if isinstance(saved, list) and saved:
+            member.restore(saved)
+            log.info(
+                "job %s: resumed %d settlement duties from the journal", spec.job_id, len(saved)
+            )
         self.members[spec.job_id] = member
         return member
 
@@ -407,7 +380,11 @@ class Node:
                 chain_id = await asyncio.to_thread(self.link.find_job, spec)
                 if chain_id is None:
                     log.warning("job %s: no escrow on chain for its spec hash", spec.job_id)
-            self.prepared[spec.job_id] = _Prepared(chain_id, validation)
+            budget = 0
+            if chain_id is not None and self.link is not None:
+                view = await asyncio.to_thread(self.link.ledger.job, chain_id)
+                budget = view.round_budget
+            self.prepared[spec.job_id] = _Prepared(chain_id, validation, round_budget=budget)
         except DeaiError as e:
             log.warning("job %s: cannot take it: %s", spec.job_id, e)
             self.prepared[spec.job_id] = _Prepared(None, None, str(e))
@@ -443,23 +420,187 @@ class Node:
             self.store.put(await asyncio.to_thread(fetch))
         return Dataset.from_bytes(self.store.get(want))
 
+    # ---------------------------------------------------------------- admission
+    def is_party(self, address: str) -> bool:
+        """Whether ``address`` takes part in a job this node knows (and, with a chain, is
+        not known to lack the minimum stake)."""
+        key = address.lower()
+        return key in self.parties and key not in self.unstaked
+
+    def knows_job(self, job_id: str) -> bool:
+        return job_id in self.known_jobs
+
+    def note_job(self, spec: JobSpec) -> None:
+        """A job this node takes part in: its parties may now send it full-size bodies."""
+        if spec.job_id in self.known_jobs:
+            return
+        self.known_jobs.add(spec.job_id)
+        names = {spec.requester, *spec.providers, *spec.validators}
+        self.parties.update(a.lower() for a in names)
+        if self.link is not None:
+            self.runtime._spawn(self._check_stakes(sorted(names)))
+
+    async def _check_stakes(self, names: list[str]) -> None:
+        """Parties without the minimum stake in the Registry lose full-size admission."""
+        link = self.link
+        assert link is not None
+
+        def read() -> list[str]:
+            low = link.ledger.min_stake()
+            return [a for a in names if link.ledger.node(a).stake < low]
+
+        try:
+            bad = await asyncio.wait_for(asyncio.to_thread(read), 30.0)
+        except (TimeoutError, DeaiError) as e:
+            log.warning("cannot check the parties' stakes: %s", e)
+            return
+        for a in bad:
+            log.warning("party %s has less than the minimum stake: admitted as a stranger", a)
+        self.unstaked.update(a.lower() for a in bad)
+
+    def _note_open(self, sender: str, msg: Message) -> None:
+        """Runtime hook: an ``OpenJob`` from its requester naming this node."""
+        if not isinstance(msg, OpenJob) or msg.job_id in self.known_jobs:
+            return
+        try:
+            spec = open_spec(msg)
+        except DeaiError:
+            return
+        me = self.address
+        if sender == spec.requester and (me in spec.providers or me in spec.validators):
+            self.note_job(spec)
+
+    def gate(self, headers: Mapping[str, str], source: str, declared: int | None) -> int:
+        """Headers-only admission of a request with a body (see :mod:`.admission`)."""
+        env = Envelope.from_headers(headers)
+        if env.recipient.lower() != self.address.lower():
+            raise Rejected(RejectCode.WRONG_RECIPIENT, f"addressed to {env.recipient}")
+        if self.runtime.strikes[env.sender] >= self.runtime.config.strike_limit:
+            raise Rejected(RejectCode.BANNED, f"{env.sender} is banned")
+        return self.runtime.admission.gate(source, env.sender, declared)
+
+    def release(self, reserved: int) -> None:
+        self.runtime.admission.release(reserved)
+
+    def store_artifact(self, sender: str, body: bytes, expected: str | None) -> str:
+        """A signed artifact from a party of a job this node knows, within its quota."""
+        if not self.is_party(sender):
+            raise Rejected(RejectCode.FORBIDDEN, f"{sender} is no party of a job on this node")
+        self.runtime.admission.charge(sender, "artifacts", len(body))
+        return self.store.put(body, expected=expected)
+
+    # ------------------------------------------------------------------ reports
+    async def job_status(self, job_id: str) -> dict[str, Any] | None:
+        if self.desk is not None and job_id in self.desk.jobs:
+            return await self.desk.status(job_id)
+        own = self.job_rounds(job_id)
+        if own is not None:
+            return own
+        provider = self.role(Provider)
+        if isinstance(provider, Provider) and job_id in provider.jobs:
+            from deai.node.desk import committee_report
+
+            spec = provider.jobs[job_id][0]
+            report = await committee_report(self.peers, spec)
+            return {**report, "job_id": job_id, "round_reports": report.get("rounds", [])}
+        return None
+
+    def job_rounds(self, job_id: str) -> dict[str, Any] | None:
+        """What this validator saw of a job: every round's outcome, accuracy on the
+        requester's validation data, settlement, and the payout table (no chain reads)."""
+        validator = self.role(Validator)
+        if not isinstance(validator, Validator) or job_id not in validator.jobs:
+            return None
+        accuracy = self.round_log.rounds.get(job_id, {})
+        member = self.members.get(job_id)
+        duties = {d.index + 1: d for d in member.duties} if member else {}
+        rounds = []
+        for o in validator.outcomes:
+            if o.job_id != job_id:
+                continue
+            d = duties.get(o.round)
+            rounds.append(
+                {
+                    "round": o.round,
+                    "model_hash": o.model_hash,
+                    **accuracy.get(o.round, {}),
+                    "accepted": list(o.accepted),
+                    "missing": list(o.missing),
+                    "excluded": list(o.excluded),
+                    "applied": o.applied,
+                    "started_s": o.started_s,
+                    "closed_s": o.closed_s,
+                    "settlement": None if d is None else _duty_json(d),
+                }
+            )
+        job = validator.jobs[job_id]
+        return {
+            "job_id": job_id,
+            "validator": self.address,
+            "done": job.done,
+            "stopped": job.stopped,
+            "chain_job_id": member.chain_job if member else None,
+            "rounds": rounds,
+            "payout_table": dict(member.settled_table) if member else {},
+        }
+
     # ------------------------------------------------------------------- journal
     @property
     def journal_dir(self) -> Path:
         return self.data_dir / "journal"
 
     def _journal(self, sender: str, msg: Message) -> None:
-        if not isinstance(msg, OpenJob):
-            return
+        if not isinstance(msg, OpenJob) or msg.job_id not in self.known_jobs:
+            return  # only jobs that name this node (the open hook ran first)
         self.journal_dir.mkdir(parents=True, exist_ok=True)
         path = self.journal_dir / f"{msg.spec_hash}.json"
         path.write_text(json.dumps({"sender": sender, "body": encode(msg).hex()}))
 
+    def _write_journal(self, spec: JobSpec, kind: str, data: Any) -> None:
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        path = self.journal_dir / f"{spec.spec_hash()}.{kind}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)  # atomic: a crash mid-write leaves the previous state
+
+    def _read_journal(self, spec: JobSpec, kind: str) -> Any:
+        path = self.journal_dir / f"{spec.spec_hash()}.{kind}.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def journal_round(self, spec: JobSpec, round_: int, params: torch.Tensor) -> None:
+        """A validator's model after each round it closed (by digest in the store)."""
+        from deai.learning.params import vector_bytes
+
+        digest = self.store.put(vector_bytes(params))
+        self._write_journal(spec, "rounds", {"round": round_, "params": digest})
+
+    def _resume_for(self, spec: JobSpec) -> tuple[int, torch.Tensor] | None:
+        """Where a restarted validator goes on: the last round it closed, and its model."""
+        from deai.learning.params import vector_from_bytes
+        from deai.node.base import model_for
+
+        saved = self._read_journal(spec, "rounds")
+        if not isinstance(saved, dict):
+            return None
+        try:
+            params = vector_from_bytes(self.store.get(str(saved["params"])), model_for(spec).dim)
+        except (KeyError, DeaiError) as e:
+            log.warning("job %s: cannot resume from the journal: %s", spec.job_id, e)
+            return None
+        log.info("job %s: resuming after round %d from the journal", spec.job_id, saved["round"])
+        return int(saved["round"]), params
+
     def _replay_journal(self) -> None:
-        provider = self.role(Provider)
-        if provider is None or not self.journal_dir.is_dir():
+        """Hand every journaled ``OpenJob`` to the hooks and roles again: a provider takes
+        part from the next task on, a validator resumes its rounds and settlement duties."""
+        if not self.journal_dir.is_dir():
             return
         for path in sorted(self.journal_dir.glob("*.json")):
+            if path.name.count(".") != 1:
+                continue  # rounds / settle entries are read by the validator itself
             try:
                 entry = json.loads(path.read_text())
                 msg = decode(bytes.fromhex(entry["body"]))
@@ -467,8 +608,8 @@ class Node:
                     isinstance(msg, OpenJob)
                     and not JobSpec.from_json(msg.spec_json).algorithm.gossip
                 ):
-                    for role in self.runtime.roles:
-                        role.handle(str(entry["sender"]), msg)
+                    self.note_job(open_spec(msg))
+                    self.runtime._dispatch(str(entry["sender"]), msg)
                     log.info("resumed job %s from the journal", msg.job_id)
             except (OSError, ValueError, KeyError, DeaiError) as e:
                 log.warning("skipping journal entry %s: %s", path.name, e)
@@ -492,9 +633,11 @@ class Node:
     async def shutdown(self) -> None:
         log.info("node %s shutting down", self.config.node.name)
         await self.runtime.close()
+        for lane in self._lanes.values():
+            lane.pool.shutdown(wait=False, cancel_futures=True)
 
     # ---------------------------------------------------------------- NodeApi
-    def receive(self, headers: Any, body: bytes) -> object:
+    def receive(self, headers: Any, body: bytes) -> object | None:
         return self.runtime.receive(headers, body)
 
     def authenticate(self, headers: Any, body: bytes) -> str:
@@ -504,9 +647,6 @@ class Node:
         if self.desk is None:
             raise ConfigError("this node has no requester role")
         return await self.desk.submit(text)
-
-    def job_status(self, job_id: str) -> dict[str, Any] | None:
-        return self.desk.status(job_id) if self.desk is not None else None
 
     def status(self) -> dict[str, Any]:
         rt = self.runtime
@@ -564,6 +704,7 @@ def _duty_json(d: Any) -> dict[str, Any]:
         "model_hash": d.model_hash,
         "slashed": list(d.slashed),
         "error": d.error,
+        "final_at": d.final_at,
     }
 
 
@@ -623,21 +764,44 @@ def serve(node: Node) -> None:
         raise ConfigError(f"node {n.name}: could not serve on {n.host}:{n.port}")
 
 
+PID_FILE = "node.pid"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    """deai's log configuration, applied after every import: a library that called
+    ``logging.basicConfig`` on import (opacus does) must not silence the node."""
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True)
+    logging.getLogger("deai").setLevel(level.upper())
+
+
+def write_pid_file(data_dir: Path) -> Path:
+    """``data_dir/node.pid``: how ``deai cluster down`` finds a node however it started."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / PID_FILE
+    path.write_text(f"{os.getpid()}\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deai.node.daemon")
     parser.add_argument("--config", required=True, type=Path, help="node.toml")
     parser.add_argument("--log-level", default=os.environ.get("DEAI_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level)
+    pid_file: Path | None = None
     try:
-        serve(build_node(load_node_config(args.config)))
+        config = load_node_config(args.config)
+        pid_file = write_pid_file(config.path(config.node.data_dir))
+        node = build_node(config)
+        configure_logging(args.log_level)  # again: building the node imports more
+        serve(node)
     except DeaiError as e:
         log.error("%s", e)
         return 2
+    finally:
+        if pid_file is not None and pid_file.read_text().strip() == str(os.getpid()):
+            pid_file.unlink(missing_ok=True)
     return 0
 
 

@@ -11,12 +11,16 @@ GET      /v1/health               liveness
 GET      /v1/status               roles, rounds, metrics, strikes
 POST     /v1/jobs                 submit a job (TOML body) to a requester node; must be signed
                                   by the node's own key (the operator's CLI holds it)
-GET      /v1/jobs/{job_id}        a submitted job's status
+GET      /v1/jobs/{job_id}        a job's status: chain state, per-round accuracy, claims
+GET      /v1/jobs/{job_id}/rounds a validator's report of a job (rounds, payout table)
 =======  =======================  ===========================================================
 
-Every request body is limited to ``max_body_bytes`` by :class:`BodyLimit` before any
-handler runs (413 otherwise). Refusals answer ``{"error": code, "detail": text}`` with a
-4xx status; a peer's input never produces a 5xx.
+Every signed request passes :class:`BodyLimit` before any handler runs: the envelope
+headers are checked and the node's admission gate (:mod:`deai.node.admission`) decides how
+many body bytes it may buffer (413 above, 429 over a rate, 503 ``not_yet``/``busy`` to
+retry later) before a byte is read. Refusals answer ``{"error": code, "detail": text}``;
+a peer's input never produces a 500 (503 means "retry later": an unknown job, a chain
+that does not answer).
 """
 
 from __future__ import annotations
@@ -26,22 +30,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Protocol
 
-import httpx
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deai.errors import ConfigError, DeaiError
-from deai.node.signing import RejectCode, Rejected, Signer
+from deai.errors import ChainError, ConfigError
+from deai.node.client import ApiError, NodeClient
+from deai.node.signing import H_SENDER, RejectCode, Rejected
 from deai.node.store import (
     ArtifactNotFound,
     ArtifactStore,
     ArtifactTooLarge,
     BadDigest,
     HashMismatch,
-    check_fetched,
-    sha256_hex,
 )
+
+__all__ = ["ApiError", "BodyLimit", "NodeApi", "NodeClient", "create_app"]
 
 STATUS_OF: dict[RejectCode, int] = {
     RejectCode.MALFORMED: 400,
@@ -54,6 +58,13 @@ STATUS_OF: dict[RejectCode, int] = {
     RejectCode.BANNED: 403,
     RejectCode.FORBIDDEN: 403,
     RejectCode.REJECTED: 422,
+    RejectCode.LATE: 409,
+    RejectCode.UNKNOWN_JOB: 503,
+    RejectCode.NOT_YET: 503,
+    RejectCode.TOO_LARGE: 413,
+    RejectCode.RATE_LIMITED: 429,
+    RejectCode.QUOTA: 429,
+    RejectCode.BUSY: 503,
 }
 
 
@@ -64,15 +75,23 @@ class NodeApi(Protocol):
     store: ArtifactStore
     max_body_bytes: int
 
-    def receive(self, headers: Mapping[str, str], body: bytes) -> object: ...
+    def receive(self, headers: Mapping[str, str], body: bytes) -> object | None: ...
 
     def authenticate(self, headers: Mapping[str, str], body: bytes) -> str: ...
+
+    def gate(self, headers: Mapping[str, str], source: str, declared: int | None) -> int: ...
+
+    def release(self, reserved: int) -> None: ...
 
     def status(self) -> dict[str, Any]: ...
 
     async def submit_job(self, sender: str, text: str) -> dict[str, Any]: ...
 
-    def job_status(self, job_id: str) -> dict[str, Any] | None: ...
+    async def job_status(self, job_id: str) -> dict[str, Any] | None: ...
+
+    def store_artifact(self, sender: str, body: bytes, expected: str | None) -> str: ...
+
+    def job_rounds(self, job_id: str) -> dict[str, Any] | None: ...
 
     async def startup(self) -> None: ...
 
@@ -88,28 +107,49 @@ def refused(e: Rejected) -> JSONResponse:
 
 
 class BodyLimit:
-    """ASGI middleware: buffer at most ``max_bytes`` of a request body, else answer 413.
+    """ASGI middleware: admit a request from its headers, then buffer at most what the
+    admission gate allows (413 otherwise) and replay it to the app.
 
-    The body is read completely here and replayed to the app, so no handler ever sees a
-    partial or oversized body, and a client that lies in ``Content-Length`` gains nothing.
+    A request that carries a body must carry a signed envelope; the gate sees only its
+    headers, the source address and the declared length, and reserves room in the node's
+    budget of unauthenticated bytes until the handler returns. So no handler sees a
+    partial or oversized body, a client that lies in ``Content-Length`` gains nothing,
+    and a stranger cannot make the node hold more than ``open_max_bytes`` per request.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+    def __init__(self, app: ASGIApp, node: NodeApi) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.node = node
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("method") not in self.BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                await error(400, "malformed", "bad Content-Length")(scope, receive, send)
-                return
-            if int(declared) > self.max_bytes:
-                await self._too_large(scope, receive, send)
-                return
+        raw = dict(scope.get("headers") or [])
+        declared = raw.get(b"content-length")
+        if declared is not None and not declared.isdigit():
+            await error(400, "malformed", "bad Content-Length")(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw.items()}
+        if H_SENDER not in headers:
+            await error(400, "malformed", "a request with a body must be signed")(
+                scope, receive, send
+            )
+            return
+        source = (scope.get("client") or ("?", 0))[0]
+        try:
+            limit = self.node.gate(headers, str(source), int(declared) if declared else None)
+        except Rejected as e:
+            await refused(e)(scope, receive, send)
+            return
+        try:
+            await self._buffered(scope, receive, send, limit)
+        finally:
+            self.node.release(limit)
+
+    async def _buffered(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -118,8 +158,10 @@ class BodyLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await self._too_large(scope, receive, send)
+            if size > limit:
+                await error(413, "too_large", f"request body above {limit} bytes")(
+                    scope, receive, send
+                )
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -135,11 +177,6 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
-
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await error(413, "too_large", f"request body above {self.max_bytes} bytes")(
-            scope, receive, send
-        )
 
 
 _ERR = {"content": {"application/json": {"example": {"error": "code", "detail": "why"}}}}
@@ -182,12 +219,14 @@ def create_app(node: NodeApi) -> FastAPI:
             return await fn()
         except Rejected as e:
             return refused(e)
+        except ChainError as e:  # the chain is down or slow: the client should retry
+            return error(503, "chain_unavailable", str(e))
 
     @app.post(
         "/v1/message",
         status_code=202,
         openapi_extra=_BINARY_BODY,
-        responses={c: _ERR for c in (400, 401, 403, 409, 413, 421, 422)},
+        responses={c: _ERR for c in (400, 401, 403, 409, 413, 421, 422, 429, 503)},
     )
     async def post_message(
         request: Request,
@@ -203,6 +242,8 @@ def create_app(node: NodeApi) -> FastAPI:
 
         async def run() -> Response:
             msg = node.receive(request.headers, body)
+            if msg is None:  # a re-delivery of a message already accepted
+                return JSONResponse({"status": "duplicate"}, status_code=200)
             return JSONResponse(
                 {"status": "accepted", "kind": getattr(msg, "kind", "")}, status_code=202
             )
@@ -228,7 +269,7 @@ def create_app(node: NodeApi) -> FastAPI:
         "/v1/artifacts",
         status_code=201,
         openapi_extra=_BINARY_BODY,
-        responses={c: _ERR for c in (400, 401, 403, 409, 413, 421, 422)},
+        responses={c: _ERR for c in (400, 401, 403, 409, 413, 421, 422, 429, 503)},
     )
     async def put_artifact(
         request: Request,
@@ -244,9 +285,9 @@ def create_app(node: NodeApi) -> FastAPI:
         body = await request.body()
 
         async def run() -> Response:
-            node.authenticate(request.headers, body)
+            sender = node.authenticate(request.headers, body)
             try:
-                digest = node.store.put(body, expected=x_deai_digest)
+                digest = node.store_artifact(sender, body, x_deai_digest)
             except (BadDigest, HashMismatch) as e:
                 return error(422, "bad_digest", str(e))
             except ArtifactTooLarge as e:
@@ -269,7 +310,7 @@ def create_app(node: NodeApi) -> FastAPI:
         "/v1/jobs",
         status_code=201,
         openapi_extra=_TEXT_BODY,
-        responses={c: _ERR for c in (400, 401, 403, 404, 409, 413, 421, 422)},
+        responses={c: _ERR for c in (400, 401, 403, 404, 409, 413, 421, 422, 429, 503)},
     )
     async def submit_job(
         request: Request,
@@ -298,68 +339,24 @@ def create_app(node: NodeApi) -> FastAPI:
 
         return await _catching(run)
 
-    @app.get("/v1/jobs/{job_id}", responses={404: _ERR})
+    @app.get("/v1/jobs/{job_id}", responses={c: _ERR for c in (404, 503)})
     async def job_status(job_id: str) -> Response:
         """Status of a job submitted to this node."""
-        found = node.job_status(job_id)
+        try:
+            found = await node.job_status(job_id)
+        except ChainError as e:
+            return error(503, "chain_unavailable", str(e))
         if found is None:
             return error(404, "not_found", f"no job {job_id!r} on this node")
         return JSONResponse(json.loads(json.dumps(found, default=str)))
 
-    app.add_middleware(BodyLimit, max_bytes=node.max_body_bytes)
+    @app.get("/v1/jobs/{job_id}/rounds", responses={404: _ERR})
+    async def job_rounds(job_id: str) -> Response:
+        """A validator's report of a job: per-round accuracy, settlement, payout table."""
+        found = node.job_rounds(job_id)
+        if found is None:
+            return error(404, "not_found", f"this node validates no job {job_id!r}")
+        return JSONResponse(json.loads(json.dumps(found, default=str)))
+
+    app.add_middleware(BodyLimit, node=node)
     return app
-
-
-class ApiError(DeaiError):
-    """A node answered a request with an error status."""
-
-    def __init__(self, status: int, body: str) -> None:
-        self.status = status
-        self.body = body
-        super().__init__(f"HTTP {status}: {body[:500]}")
-
-
-class NodeClient:
-    """The client side of this API (blocking ``httpx``), for the CLI, tests and tools."""
-
-    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
-        self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=timeout_s, trust_env=False)
-
-    def close(self) -> None:
-        self.http.close()
-
-    def _json(self, r: httpx.Response) -> dict[str, Any]:
-        if r.status_code >= 300:
-            raise ApiError(r.status_code, r.text)
-        out: dict[str, Any] = r.json()
-        return out
-
-    def health(self) -> dict[str, Any]:
-        return self._json(self.http.get("/v1/health"))
-
-    def status(self) -> dict[str, Any]:
-        return self._json(self.http.get("/v1/status"))
-
-    def job_status(self, job_id: str) -> dict[str, Any]:
-        return self._json(self.http.get(f"/v1/jobs/{job_id}"))
-
-    def submit_job(self, text: str, signer: Signer, recipient: str | None = None) -> dict[str, Any]:
-        """Submit a job file; ``signer`` must hold the node's own key."""
-        body = text.encode()
-        env = signer.sign(recipient or signer.address, body)
-        return self._json(self.http.post("/v1/jobs", content=body, headers=env.headers()))
-
-    def fetch(self, digest: str) -> bytes:
-        """An artifact by digest; raises :class:`HashMismatch` if the bytes do not match."""
-        r = self.http.get(f"/v1/artifacts/{digest}")
-        if r.status_code >= 300:
-            raise ApiError(r.status_code, r.text)
-        return check_fetched(digest, r.content)
-
-    def put(self, data: bytes, signer: Signer, recipient: str) -> str:
-        env = signer.sign(recipient, data)
-        headers = {**env.headers(), "x-deai-digest": sha256_hex(data)}
-        return str(
-            self._json(self.http.put("/v1/artifacts", content=data, headers=headers))["digest"]
-        )

@@ -93,6 +93,7 @@ class Provider(Role):
         self.jobs: dict[str, tuple[JobSpec, str, FlatModel]] = {}
         self.encoders: dict[str, Encoder] = {}  # job id -> its codec (stateful: error feedback)
         self.gossip: dict[str, _GossipState] = {}
+        self.tasked: dict[str, int] = {}  # job id -> highest round a task was taken for
         self.rejections: list[Rejection] = []
         self.refusals: list[ProviderRefusal] = []
 
@@ -143,12 +144,15 @@ class Provider(Role):
     # server algorithms ------------------------------------------------------------
     def on_train_task(self, sender: str, msg: TrainTask) -> None:
         job = self.jobs.get(msg.job_id)
-        if job is None or sender != job[0].validators[0]:
-            return
+        if job is None or sender not in job[0].validators:
+            return  # tasks come from the job's committee (any member may drive a round)
+        if msg.round <= self.tasked.get(msg.job_id, 0):
+            return  # this round (or a later one) is already trained: a task sent twice
         spec, _, model = job
         params = vector_from_bytes(msg.model, model.dim)
         if vector_hash(params) != msg.model_hash:
             raise InvalidMessage(f"{self.node_id}: global model does not match its hash")
+        self.tasked[msg.job_id] = msg.round
 
         def done(result: TrainResult) -> None:
             delta = self.behaviour.update(result.params - params, msg.round)

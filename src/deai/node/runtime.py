@@ -16,14 +16,22 @@ The role objects are the simulation's, unchanged. Only what the context does dif
 * ``secret_bytes`` is the OS CSPRNG; ``sign``/``verify`` use the node's identity key
   (EIP-191 personal messages; a node id is its address).
 
-Inbound, :meth:`NodeRuntime.receive` checks the envelope (signature, recipient, replay
-window, nonce), decodes the body, refuses a round lower than one the same sender already
-sent for that job (``stale_round``) and hands the message to every role. A role's
-:class:`~deai.node.hooks.Rejection` of the message (wrong round, NaN, huge norm, ...) is
-returned to the sender as a refusal. Strikes are counted only against *authenticated*
-senders, since the sender header of an unsigned request is whatever an attacker wrote:
-counting those would let anyone get an honest peer banned. A peer past ``strike_limit``
-is banned until restart.
+Inbound (after the HTTP layer's header gate, :mod:`deai.node.admission`),
+:meth:`NodeRuntime.receive` checks the envelope (signature, recipient, replay window),
+decodes the body, refuses a round lower than one the same sender already sent for that
+job (``stale_round``), refuses retriably a message for a job this node does not know
+(``unknown_job``: an honest task may overtake its ``OpenJob``) and bytes over the
+sender's or the job's quota, and hands the message to every role. A nonce seen before is
+a re-delivery of an accepted message (a sender's retry after a lost answer): it is
+answered as a duplicate and changes nothing. A nonce is recorded only once the message is
+accepted or finally refused, so a retriable refusal can be retried with the same
+envelope. A role's :class:`~deai.node.hooks.Rejection` (NaN, huge norm, ...) is returned
+to the sender as a refusal; one an honest node causes by being late (``wrong_round``,
+``duplicate``) is refused as ``late`` without a strike. Strikes are counted only against
+*authenticated* senders. A peer past ``strike_limit`` is banned until restart.
+
+Outbound, a queued message is dropped once a later round's message of the same kind went
+to the same peer (``stale_dropped``): a restarted provider never trains a stale task.
 
 Every role callback runs on the event loop thread, one at a time, so roles need no locks.
 """
@@ -46,8 +54,18 @@ import torch
 from deai.errors import DeaiError, InvalidMessage
 from deai.learning.params import FlatModel
 from deai.learning.train import TrainRequest, TrainResult, train_local
+from deai.node.admission import Admission, AdmissionConfig
 from deai.node.hooks import Rejection
-from deai.node.messages import FinalModel, JobResult, Message, TrainTask, Update, decode, encode
+from deai.node.messages import (
+    FinalModel,
+    JobResult,
+    Message,
+    OpenJob,
+    TrainTask,
+    Update,
+    decode,
+    encode,
+)
 from deai.node.roles import Role
 from deai.node.signing import (
     NO_ROUND,
@@ -137,6 +155,8 @@ class RuntimeConfig:
     replay_window_s: float = 120.0  # envelope timestamp tolerance
     train_delay_s: float = 0.0  # fault injection: sleep before each training request
     torch_threads: int = 1  # intra-op threads of the training worker
+    max_body_bytes: int = 8 * 1024 * 1024  # per request
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
 
 @dataclass
@@ -149,6 +169,8 @@ class Metrics:
     bytes_received: int = 0
     refused: Counter[str] = field(default_factory=Counter)  # inbound refusals by code
     send_failures: int = 0  # sends abandoned after retries or refused by the peer
+    stale_dropped: int = 0  # queued sends dropped because a later round superseded them
+    duplicates: int = 0  # inbound re-deliveries of an accepted envelope (answered, ignored)
     send_s: float = 0.0  # wall seconds spent in successful HTTP posts
     train: list[dict[str, float]] = field(default_factory=list)  # start, end, compute_s
 
@@ -160,12 +182,18 @@ class Metrics:
             "bytes_received": self.bytes_received,
             "refused": dict(self.refused),
             "send_failures": self.send_failures,
+            "stale_dropped": self.stale_dropped,
+            "duplicates": self.duplicates,
             "send_s": self.send_s,
             "train": list(self.train),
         }
 
 
 InboundHook = Callable[[str, Message], None]
+
+# a role's refusal that an honest node can cause by being slow or restarting: refused,
+# never struck
+NOT_OFFENCES = frozenset({"wrong_round", "duplicate"})
 
 
 class NodeRuntime:
@@ -191,6 +219,11 @@ class NodeRuntime:
         self.metrics = Metrics()
         self.strikes: Counter[str] = Counter()
         self._rounds: dict[tuple[str, str, str], int] = {}  # (sender, job, kind) -> max round
+        self._latest: dict[tuple[str, str, str], int] = {}  # (to, job, kind) -> last round sent
+        self.knows_job: Callable[[str], bool] | None = None  # set by the node
+        self.admission = Admission(
+            self.config.admission, self.config.max_body_bytes, lambda _sender: True
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool = ThreadPoolExecutor(
             max_workers=1,
@@ -251,17 +284,35 @@ class NodeRuntime:
         if to.lower() == self.node_id.lower():
             self.loop.call_soon(self._guarded, self._dispatch, self.node_id, msg)
             return
-        env = self.signer.sign(to, body, _round_of(msg))
-        self._spawn(self._post(to, body, env))
+        round_ = _round_of(msg)
+        key = (to.lower(), msg.job_id, msg.kind)
+        if round_ != NO_ROUND:
+            self._latest[key] = max(round_, self._latest.get(key, NO_ROUND))
+        env = self.signer.sign(to, body, round_)
+        self._spawn(self._post(to, body, env, key))
 
-    def offload(self, fn: Callable[[], Any], done: Callable[[Any, Exception | None], None]) -> None:
+    def offload(
+        self,
+        fn: Callable[[], Any],
+        done: Callable[[Any, Exception | None], None],
+        pool: ThreadPoolExecutor | None = None,
+    ) -> None:
         async def run() -> None:
             try:
-                result = await self.loop.run_in_executor(self._chain_pool, fn)
+                result = await self.loop.run_in_executor(pool or self._chain_pool, fn)
             except Exception as e:  # handed to the role, which records it
                 self._guarded(done, None, e)
                 return
             self._guarded(done, result, None)
+
+        self._spawn(run())
+
+    def compute(self, fn: Callable[[], Any], done: Callable[[Any], None]) -> None:
+        """Run CPU work (an evaluation) in the training worker; ``done`` on the loop."""
+
+        async def run() -> None:
+            result = await self.loop.run_in_executor(self._pool, fn)
+            self._guarded(done, result)
 
         self._spawn(run())
 
@@ -292,37 +343,63 @@ class NodeRuntime:
         self._spawn(run())
 
     # -------------------------------------------------------------------- inbound
-    def authenticate(self, headers: Mapping[str, str], body: bytes) -> str:
+    def authenticate(self, headers: Mapping[str, str], body: bytes, *, record: bool = True) -> str:
         """Verify an envelope (signature, recipient, window, nonce); return the sender."""
         env = Envelope.from_headers(headers)
         if self.strikes[env.sender] >= self.config.strike_limit:
             raise Rejected(RejectCode.BANNED, f"{env.sender} exceeded {self.config.strike_limit}")
-        return verify(env, body, me=self.node_id, guard=self.guard)
+        return verify(env, body, me=self.node_id, guard=self.guard, record=record)
 
-    def receive(self, headers: Mapping[str, str], body: bytes) -> Message:
-        """Accept one inbound message or raise :class:`Rejected` (and log why)."""
+    def receive(self, headers: Mapping[str, str], body: bytes) -> Message | None:
+        """Accept one inbound message, or answer ``None`` for a re-delivery of one already
+        accepted (a sender's retry after a lost answer: no offence), or raise
+        :class:`Rejected` (and log why)."""
         try:
             env = Envelope.from_headers(headers)
-            sender = self.authenticate(headers, body)
+            sender = self.authenticate(headers, body, record=False)
         except Rejected as e:
+            if e.code is RejectCode.REPLAY:
+                self.metrics.duplicates += 1
+                return None
             self.metrics.refused[str(e.code)] += 1
             log.info("refused message (claimed sender %s): %s", headers.get("x-deai-sender"), e)
             raise
         try:
             msg = self._admit(sender, env, body)
-            self.metrics.received[msg.kind] += 1
-            self.metrics.bytes_received += len(body)
-            self._archive(msg)
-            rejections = self._dispatch(sender, msg)
         except Rejected as e:
+            self.guard.record(env)
             self._strike(sender, e)
             raise
+        self._gate_job(sender, msg, len(body))  # retriable refusals: nonce not recorded
+        self.guard.record(env)
+        self.metrics.received[msg.kind] += 1
+        self.metrics.bytes_received += len(body)
+        self._archive(msg)
+        rejections = self._dispatch(sender, msg)
+        offences = [r for r in rejections if r.reason not in NOT_OFFENCES]
         if rejections:
             detail = "; ".join(f"{r.reason}: {r.detail}" for r in rejections)
+            if not offences:
+                self.metrics.refused[str(RejectCode.LATE)] += 1
+                log.info("late message from %s: %s", sender, detail)
+                raise Rejected(RejectCode.LATE, detail)
             err = Rejected(RejectCode.REJECTED, detail)
             self._strike(sender, err)
             raise err
         return msg
+
+    def _gate_job(self, sender: str, msg: Message, size: int) -> None:
+        """Unknown jobs are refused (retriably: an honest task may overtake its OpenJob),
+        and admitted bytes count against the sender's and the job's quotas."""
+        known = self.knows_job
+        if known is not None and not isinstance(msg, OpenJob) and not known(msg.job_id):
+            self.metrics.refused[str(RejectCode.UNKNOWN_JOB)] += 1
+            raise Rejected(RejectCode.UNKNOWN_JOB, f"no job {msg.job_id!r} on this node")
+        try:
+            self.admission.charge(sender, msg.job_id, size)
+        except Rejected as e:
+            self.metrics.refused[str(e.code)] += 1
+            raise
 
     def _admit(self, sender: str, env: Envelope, body: bytes) -> Message:
         try:
@@ -366,12 +443,19 @@ class NodeRuntime:
         return errors
 
     # ------------------------------------------------------------------- outbound
-    async def _post(self, to: str, body: bytes, env: Envelope) -> None:
+    def _superseded(self, key: tuple[str, str, str], round_: int) -> bool:
+        return round_ != NO_ROUND and self._latest.get(key, round_) > round_
+
+    async def _post(self, to: str, body: bytes, env: Envelope, key: tuple[str, str, str]) -> None:
         lock = self._locks.setdefault(to.lower(), asyncio.Lock())
         async with lock:
             deadline = time.monotonic() + self.config.send_retry_s
             delay = 0.1
             while True:
+                if self._superseded(key, env.round):  # a later round's message is queued
+                    self.metrics.stale_dropped += 1
+                    log.info("dropped stale %s for round %d to %s", key[2], env.round, to)
+                    return
                 url = await self.peers.url(to)
                 status: int | None = None
                 if url is not None:
@@ -385,15 +469,18 @@ class NodeRuntime:
                         self.peers.forget(to)
                     else:
                         self.metrics.send_s += time.perf_counter() - t0
-                if status is not None and status < 500:
+                if status is not None and status < 500 and status != 429:
                     if status >= 300:
                         self.metrics.send_failures += 1
-                        log.warning("%s refused our message with HTTP %d", to, status)
+                        log.warning("%s refused our %s with HTTP %d", to, key[2], status)
                     return
                 if self._closing or time.monotonic() + delay > deadline:
                     self.metrics.send_failures += 1
                     log.warning(
-                        "giving up sending to %s after %.0f s", to, self.config.send_retry_s
+                        "giving up sending %s to %s after %.0f s",
+                        key[2],
+                        to,
+                        self.config.send_retry_s,
                     )
                     return
                 await asyncio.sleep(delay)

@@ -26,6 +26,7 @@ through the ``tamper`` hook, never by copying this code.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -93,6 +94,7 @@ class RoundDuty:
     error: str | None = None
     slashed: list[str] = field(default_factory=list)  # addresses the contract slashed
     committee: list[str] = field(default_factory=list)  # addresses drawn for the round
+    final_at: float | None = None  # wall-clock time this member saw the round final
 
 
 class CommitteeMember:
@@ -111,6 +113,7 @@ class CommitteeMember:
         poll_s: float = 1.0,
         tamper: Tamper | None = None,
         on_error: Callable[[str], None] | None = None,
+        journal: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self.ctx = ctx
         self.chain = chain
@@ -122,6 +125,7 @@ class CommitteeMember:
         self.poll_s = poll_s
         self.tamper = tamper
         self.on_error = on_error
+        self.journal = journal  # called with every duty's state after each step
         self.duties: list[RoundDuty] = []
         self.settled_table: dict[str, int] = {self.account_of(p): 0 for p in providers}
         self.contribution_totals: dict[str, float] = {}
@@ -134,6 +138,8 @@ class CommitteeMember:
         for node, value in contributions.items():
             self.contribution_totals[node] = self.contribution_totals.get(node, 0.0) + value
         self.duties.append(RoundDuty(outcome.round - 1, outcome.model_hash, paid, contributions))
+        if self.journal is not None:  # before any step: a crash now still resumes the duty
+            self.journal(self.snapshot())
         self._kick(0.0)
 
     @property
@@ -150,8 +156,27 @@ class CommitteeMember:
         self._busy = True
         self.ctx.call_later(delay, lambda: self.ctx.offload(self._step, self._after))
 
+    # ---------------------------------------------------------------- journal
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every duty as JSON (the salt included: a member that committed must be able
+        to reveal after a restart, or it is slashed for not revealing)."""
+        return [duty_json(d) for d in self.duties]
+
+    def restore(self, saved: list[dict[str, Any]]) -> None:
+        """Resume the duties of a previous run of this member (from its journal)."""
+        self.duties = [duty_from_json(d) for d in saved]
+        for d in self.duties:
+            if d.phase is Phase.FINAL and d.settled:
+                for node, wei in d.paid.items():
+                    acct = self.account_of(node)
+                    self.settled_table[acct] = self.settled_table.get(acct, 0) + wei
+        if self._head() is not None:
+            self._kick(0.0)
+
     def _after(self, wait: float | None, error: Exception | None) -> None:
         self._busy = False
+        if self.journal is not None:
+            self.journal(self.snapshot())
         if error is not None:
             head = self._head()
             text = f"settlement of chain job {self.chain_job}: {error}"
@@ -272,7 +297,50 @@ class CommitteeMember:
             for node, wei in duty.paid.items():
                 acct = self.account_of(node)
                 self.settled_table[acct] = self.settled_table.get(acct, 0) + wei
+        duty.final_at = time.time()  # a report, never an input to the protocol
         duty.phase = Phase.FINAL
+
+
+def duty_json(d: RoundDuty) -> dict[str, Any]:
+    r = d.result
+    return {
+        "index": d.index,
+        "model_hash": d.model_hash,
+        "paid": dict(d.paid),
+        "contributions": dict(d.contributions),
+        "phase": str(d.phase),
+        "member": d.member,
+        "result": None if r is None else [r.model_hash.hex(), r.root.hex(), r.total],
+        "salt": d.salt.hex(),
+        "settled": d.settled,
+        "from_block": d.from_block,
+        "error": d.error,
+        "slashed": list(d.slashed),
+        "committee": list(d.committee),
+        "final_at": d.final_at,
+    }
+
+
+def duty_from_json(j: dict[str, Any]) -> RoundDuty:
+    r = j.get("result")
+    return RoundDuty(
+        index=int(j["index"]),
+        model_hash=str(j["model_hash"]),
+        paid={str(k): int(v) for k, v in j["paid"].items()},
+        contributions={str(k): float(v) for k, v in j.get("contributions", {}).items()},
+        phase=Phase(j["phase"]),
+        member=j.get("member"),
+        result=None
+        if r is None
+        else RoundResult(bytes.fromhex(r[0]), bytes.fromhex(r[1]), int(r[2])),
+        salt=bytes.fromhex(j.get("salt", "")),
+        settled=j.get("settled"),
+        from_block=j.get("from_block"),
+        error=j.get("error"),
+        slashed=list(j.get("slashed", [])),
+        committee=list(j.get("committee", [])),
+        final_at=j.get("final_at"),
+    )
 
 
 def _round(event: Any) -> int:

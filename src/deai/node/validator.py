@@ -10,6 +10,13 @@ Per round: open (the coordinator, ``spec.validators[0]``, sends train tasks), co
 check every update (or the secure sum), close at completion or the deadline, hand the
 round's inputs to the strategy, settle, move on. Every member of the committee does this
 independently, so their model hashes can be compared at settlement.
+
+Coordinator failover: every member knows the successor order (the spec's validator
+order). If a round has seen no update ``k * takeover_s`` after it opened, member ``k``
+(its position after the current driver) sends the round's train tasks itself and drives
+the job from then on, delivering the result too. Honest members hold the same model, so
+a task sent twice is the same task, and a provider trains a round once (the first task
+from any member of the job's committee).
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ from deai.node.validation import RejectReason, check_vector, decode_update
 
 DataSource = Callable[[JobSpec], Dataset]  # the requester's validation data for a job
 SettlementFactory = Callable[[JobSpec, FlatModel, Dataset, NodeContext], Settlement | None]
+# a restarted validator's journal: (last round closed, the model after it), or None
+ResumeFn = Callable[[JobSpec], tuple[int, Tensor] | None]
 
 
 class JobPending(DeaiError):
@@ -85,6 +94,8 @@ class ValidatorJob:
     early: dict[str, Update] = field(default_factory=dict)  # next round's updates, held
     early_sums: dict[int, SecureSum] = field(default_factory=dict)
     stopped: str | None = None  # why the job ended early, if it did
+    driver: int = 0  # index in spec.validators of the member driving the rounds
+    heard: set[int] = field(default_factory=set)  # rounds with at least one update seen
 
     @property
     def secure(self) -> bool:
@@ -113,9 +124,11 @@ class Validator(Role):
         *,
         settlement: SettlementFactory | None = None,
         observer: RoundObserver | None = None,
+        resume: ResumeFn | None = None,
     ) -> None:
         super().__init__(node_id)
         self.data = data
+        self.resume = resume
         self.settlement_for = settlement
         self.observer = observer or NullObserver()
         self.jobs: dict[str, ValidatorJob] = {}
@@ -138,6 +151,15 @@ class Validator(Role):
             self.refusals.append(JobRefusal(spec.job_id, str(e)))
             return
         self.jobs[spec.job_id] = job
+        resumed = self.resume(spec) if self.resume is not None else None
+        if resumed is not None and not spec.algorithm.gossip:
+            done, params = resumed  # a restart: go on after the last round it closed
+            job.params = params
+            if done >= spec.rounds:
+                self._deliver(job)
+            else:
+                self._open_round(job, done + 1)
+            return
         if spec.algorithm.gossip:
             wait = spec.round_timeout_s * (spec.rounds + 1)
             self.ctx.call_later(wait, lambda: self._finish_gossip(spec.job_id))
@@ -189,7 +211,33 @@ class Validator(Role):
         return job
 
     def coordinator(self, job: ValidatorJob) -> bool:
-        return job.spec.validators[0] == self.node_id
+        return job.spec.validators[job.driver] == self.node_id
+
+    def takeover_s(self, job: ValidatorJob) -> float:
+        """How long a round may stay silent before the next member takes it over."""
+        return job.spec.round_timeout_s / (2 * len(job.spec.validators))
+
+    def _send_tasks(self, job: ValidatorJob, st: RoundState) -> None:
+        spec = job.spec
+        task = TrainTask(spec.job_id, st.round, vector_bytes(job.params), vector_hash(job.params))
+        for p in st.participants:
+            self.ctx.send(p, task)
+
+    def _watch(self, job: ValidatorJob, st: RoundState) -> None:
+        """Failover: take the round over if it stays silent past this member's turn."""
+        spec = job.spec
+        me = spec.validators.index(self.node_id)
+        n = len(spec.validators)
+        k = (me - job.driver) % n  # this member's place after the driver
+        if k == 0 or job.secure:  # SecAgg's server is fixed: spec.validators[0]
+            return
+
+        def check() -> None:
+            if job.round is st and not st.closed and st.round not in job.heard:
+                job.driver = me
+                self._send_tasks(job, st)
+
+        self.ctx.call_later(k * self.takeover_s(job), check)
 
     # ---------------------------------------------------------------------- rounds
     def _open_round(self, job: ValidatorJob, round_: int) -> None:
@@ -202,9 +250,9 @@ class Validator(Role):
         st = RoundState(round_, job.strategy.configure_train(round_), self.ctx.now())
         job.round = st
         if self.coordinator(job):
-            task = TrainTask(spec.job_id, round_, vector_bytes(job.params), vector_hash(job.params))
-            for p in st.participants:
-                self.ctx.send(p, task)
+            self._send_tasks(job, st)
+        else:
+            self._watch(job, st)
 
         def deadline() -> None:
             if job.round is st and not st.closed:
@@ -232,6 +280,8 @@ class Validator(Role):
         if job is None or job.done or job.round is None:
             return
         st = job.round
+        if sender in job.spec.providers:
+            job.heard.add(msg.round)  # someone drives this round
         if msg.round == st.round + 1 and not st.closed and sender in job.spec.providers:
             # the next round's update overtook this round's last ones (links are FIFO per
             # sender, not across senders): hold it, first one per sender, until we get there

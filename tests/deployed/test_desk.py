@@ -1,0 +1,120 @@
+"""Issue #20 findings 5 and 9 at the requester desk: a retried submit never creates a
+second job, a chain that fails answers 503 (not a bare 500), status never blocks on the
+chain, and the job id is the job file's content plus the nonce."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from deployed_kit import build_net, job_toml
+
+from deai.errors import ChainError
+from deai.node.cli import _render_status
+from deai.node.desk import ChainReader, parse_submission
+
+
+def test_same_file_and_nonce_name_the_same_job_and_retries_never_duplicate(
+    tmp_path: Path,
+) -> None:
+    async def run() -> None:
+        net = await build_net(tmp_path, 2)
+        try:
+            desk = net.nodes[0].desk
+            assert desk is not None
+            text = job_toml(net, rounds=1)
+            spec = json.dumps({"spec": _toml(text), "nonce": "n1", "idempotency_key": "k1"})
+            a, b = await asyncio.gather(desk.submit(spec), desk.submit(spec))  # concurrent
+            assert a["job_id"] == b["job_id"] and len(desk.jobs) == 1
+            assert {a["already_submitted"], b["already_submitted"]} == {False, True}
+            again = await desk.submit(spec)
+            assert again["already_submitted"] and again["nonce"] == "n1"
+            other = await desk.submit(json.dumps({"spec": _toml(text), "nonce": "n2"}))
+            assert other["job_id"] != a["job_id"]  # another nonce: another job
+        finally:
+            await net.close()
+
+    asyncio.run(run())
+
+
+def _toml(text: str) -> dict[str, Any]:
+    import tomllib
+
+    return tomllib.loads(text)
+
+
+def test_no_nonce_gets_a_fresh_one_that_the_receipt_prints() -> None:
+    _, n1, _ = parse_submission('rounds = 1\nname = "x"\n')
+    _, n2, _ = parse_submission('rounds = 1\nname = "x"\n')
+    assert n1 != n2 and len(n1) == 16
+
+
+def test_chain_reader_answers_stale_instead_of_blocking() -> None:
+    async def run() -> None:
+        reader = ChainReader(timeout_s=0.2)
+        assert await reader.read("k", lambda: 1) == (1, None)
+
+        def stalled() -> int:
+            time.sleep(1.0)
+            return 2
+
+        t0 = time.perf_counter()
+        value, why = await reader.read("k", stalled)
+        assert time.perf_counter() - t0 < 0.6
+        assert value == 1 and why is not None and "did not answer" in why
+
+        def broken() -> int:
+            raise ChainError("connection refused")
+
+        await asyncio.sleep(1.0)
+        value, why = await reader.read("k", broken)
+        assert value in (1, 2) and why is not None and "chain error" in why
+
+    asyncio.run(run())
+
+
+def test_chain_error_on_submit_is_a_503(tmp_path: Path) -> None:
+    async def run() -> None:
+        net = await build_net(tmp_path, 1)
+        try:
+            node = net.nodes[0]
+
+            async def failing(text: str) -> dict[str, Any]:
+                raise ChainError("anvil unreachable")
+
+            node.desk.submit = failing  # type: ignore[method-assign,union-attr]
+            body = job_toml(net, rounds=1).encode()
+            env = node.signer.sign(node.address, body)
+            async with net.client(0) as c:
+                r = await c.post("/v1/jobs", content=body, headers=env.headers())
+            assert (r.status_code, r.json()["error"]) == (503, "chain_unavailable")
+        finally:
+            await net.close()
+
+    asyncio.run(run())
+
+
+def test_status_render_shows_accuracy_settlement_and_claims() -> None:
+    out = {
+        "job_id": "j-1",
+        "done": True,
+        "model_hash": "ab",
+        "chain_job_id": 3,
+        "chain": {"state": "DONE", "round": 2, "deposit": 10**18, "payable_total": 10**18},
+        "round_reports": [
+            {
+                "round": 1,
+                "accuracy": 0.9,
+                "loss": 0.3,
+                "accepted": ["p"],
+                "missing": [],
+                "settlement": {"settled": True, "slashed": []},
+            }
+        ],
+        "claimable": {"requester_withdrawable": 0, "providers": {"0xp": 5 * 10**17}},
+    }
+    text = _render_status(out)
+    assert "0.9000" in text and "DONE" in text and "0xp can claim 0.500000 ETH" in text

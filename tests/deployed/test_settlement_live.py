@@ -1,0 +1,206 @@
+"""Issue #20 findings 1, 2 and 4 against the settlement state machine itself, with a chain
+double that behaves like the Jobs contract where it matters (rounds move on when another
+member finalizes; a round may abort).
+
+1. A wait keyed to the *current* round never ended once another member finalized: the
+   member slept to the end of the windows and was slashed. Waits are keyed to their own
+   round: a round that moved on resolves the duty.
+2. One serial worker for every job: a stuck job made a healthy validator miss another
+   job's window. Each job settles in its own lane.
+4. The payout table included aborted rounds. Only settled rounds enter it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from deai.node.hooks import RoundOutcome
+from deai.node.settlement import CommitteeMember, Phase
+
+ME, OTHER = "0x" + "a" * 40, "0x" + "b" * 40
+P1, P2 = "0x" + "1" * 40, "0x" + "2" * 40
+
+
+@dataclass
+class _Event:
+    args: dict[str, Any]
+
+
+@dataclass
+class FakeJobs:
+    """Round index moves on when anyone finalizes; ``aborted`` rounds settle nothing."""
+
+    index: int = 0
+    aborted: set[int] = field(default_factory=set)
+    committed: list[str] = field(default_factory=list)
+    finalized_by_other: bool = False
+    hang: threading.Event | None = None  # reads block while set and not released
+    calls: int = 0
+
+    def _maybe_hang(self) -> None:
+        self.calls += 1
+        if self.hang is not None:
+            self.hang.wait(30)
+
+    def round(self, job_id: int) -> Any:
+        self._maybe_hang()
+        return SimpleNamespace(
+            index=self.index,
+            commit_deadline=10**12,
+            reveal_deadline=10**12,
+            size=2,
+            committed=frozenset(range(len(self.committed))),
+            revealed=frozenset(),
+        )
+
+    def committee(self, job_id: int) -> list[str]:
+        return [ME, OTHER]
+
+    def commit(self, account: str, job_id: int, round_index: int, commitment: bytes) -> None:
+        self.committed.append(account)
+
+    def reveal(self, *args: Any) -> None:
+        return None
+
+    def finalize_round(self, account: str, job_id: int, round_index: int) -> None:
+        self.index += 1
+
+    def now(self) -> int:
+        return 0
+
+    def job(self, job_id: int) -> Any:
+        return type("V", (), {"state": 1})()
+
+    def block_number(self) -> int:
+        return 0
+
+    def events(self, name: str, from_block: Any = None, filters: Any = None) -> list[Any]:
+        if name == "RoundSettled":
+            return [_Event({"round": r}) for r in range(self.index) if r not in self.aborted]
+        return []
+
+
+class Loop:
+    """call_later and offload run at once, on threads for offload (like the runtime)."""
+
+    node_id = ME
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pending: list[Callable[[], None]] = []
+
+    def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
+        with self.lock:
+            self.pending.append(fn)
+
+    def offload(self, fn: Callable[[], Any], done: Callable[[Any, Exception | None], None]) -> None:
+        def run() -> None:
+            try:
+                result, err = fn(), None
+            except Exception as e:
+                result, err = None, e
+            self.call_later(0, lambda: done(result, err))
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def secret_bytes(self, label: str, n: int = 32) -> bytes:
+        return b"\1" * n
+
+    def spin(self, until: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end and not until():
+            with self.lock:
+                todo, self.pending = self.pending, []
+            for fn in todo:
+                fn()
+            time.sleep(0.005)
+        return until()
+
+
+def _outcome(round_: int) -> RoundOutcome:
+    z = torch.zeros(3)
+    return RoundOutcome(
+        job_id="j", round=round_, validator=ME, params=z, model_hash="ab" * 32,
+        participants=(P1, P2), accepted=(P1, P2), excluded=(), rejections=(), missing=(),
+        weights=(0.5, 0.5), updates=None, started_s=0.0, closed_s=1.0, start_params=z,
+        applied=True, note="", privacy=None, secure=False,
+    )  # fmt: skip
+
+
+def _member(ctx: Loop, chain: FakeJobs) -> CommitteeMember:
+    return CommitteeMember(
+        ctx,  # type: ignore[arg-type]
+        chain,  # type: ignore[arg-type]
+        1,
+        ME,
+        lambda o: {P1: 10, P2: 20},
+        lambda n: n,
+        (P1, P2),
+        poll_s=0.01,
+    )
+
+
+def test_a_round_finalized_by_another_member_resolves_the_wait() -> None:
+    ctx, chain = Loop(), FakeJobs()
+    m = _member(ctx, chain)
+    m.settle(_outcome(1))
+    assert ctx.spin(lambda: m.duties[0].phase is Phase.COMMITTED)
+    chain.index = 1  # another member finalized round 0 while we wait for reveals
+    assert ctx.spin(lambda: m.finished), m.duties[0]
+    assert m.duties[0].settled is True
+
+
+def test_aborted_rounds_stay_out_of_the_payout_table() -> None:
+    ctx, chain = Loop(), FakeJobs(aborted={0})
+    m = _member(ctx, chain)
+    m.settle(_outcome(1))
+    assert ctx.spin(lambda: m.duties[0].phase is not Phase.WAITING)
+    chain.index = 1  # round 0 aborted
+    assert ctx.spin(lambda: m.finished)
+    m.settle(_outcome(2))
+    assert ctx.spin(lambda: m.duties[1].phase is not Phase.WAITING)
+    chain.index = 2
+    assert ctx.spin(lambda: m.finished)
+    assert [d.settled for d in m.duties] == [False, True]
+    assert m.settled_table == {P1: 10, P2: 20}  # round 1 only: what the chain will pay
+
+
+def test_a_stuck_job_does_not_delay_another() -> None:
+    """Each job's steps run in their own lane (the daemon's ``_Lane``)."""
+    from deai.node.daemon import _Lane
+
+    class Rt:
+        node_id = ME
+
+        def __init__(self) -> None:
+            self.loop = Loop()
+
+        def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
+            self.loop.call_later(delay_s, fn)
+
+        def secret_bytes(self, label: str, n: int = 32) -> bytes:
+            return b"\2" * n
+
+        def offload(self, fn: Any, done: Any, pool: Any = None) -> None:
+            def run() -> None:
+                result = pool.submit(fn).result()
+                self.loop.call_later(0, lambda: done(result, None))
+
+            threading.Thread(target=run, daemon=True).start()
+
+    rt = Rt()
+    stuck, healthy = FakeJobs(hang=threading.Event()), FakeJobs()
+    a = _member(_Lane(rt, "a"), stuck)  # type: ignore[arg-type]
+    b = _member(_Lane(rt, "b"), healthy)  # type: ignore[arg-type]
+    a.settle(_outcome(1))
+    b.settle(_outcome(1))
+    assert rt.loop.spin(lambda: b.duties[0].phase is Phase.COMMITTED)
+    assert a.duties[0].phase is Phase.WAITING  # still stuck on its chain read
+    stuck.hang.set()
