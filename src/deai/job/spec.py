@@ -166,6 +166,8 @@ class CodecSpec(_Open):
 
     name: str = "identity"
     error_feedback: bool = True  # keep what the codec dropped and add it next round
+    downstream: bool = False  # also broadcast the global model as deltas in this codec
+    # (the server's error fed back: deai.compression.downstream)
 
     @model_validator(mode="after")
     def _check(self) -> CodecSpec:

@@ -56,8 +56,11 @@ class TrainTask(Message):
 
     kind: ClassVar[str] = "train_task"
     round: int
-    model: bytes  # float32 little-endian flat parameters
-    model_hash: str  # sha256 of ``model``; the receiver checks it
+    model: bytes  # float32 flat parameters, or (``base_hash`` set) an encoded delta
+    model_hash: str  # sha256 of the model the receiver must end up with; it checks it
+    codec: str = "identity"  # codec spec (wire text) of ``model``; identity: raw float32
+    base_hash: str = ""  # "": ``model`` is the whole model; else the sha256 of the model
+    # the encoded delta applies to (the receiver's copy of the last broadcast)
 
 
 @message
