@@ -85,11 +85,12 @@ def test_providers_rebuild_the_broadcast_and_upload_with_codec_parameters() -> N
     dim = model_for(spec).dim
     for _ in range(spec.rounds):
         tasks = _round(v, vctx, shards)
-        assert all(t.base_hash and len(t.model) < 4 * dim for t in tasks.values())
+        assert all(t.base_round >= 0 and len(t.model) < 4 * dim for t in tasks.values())
     job = v.jobs[spec.job_id]
     assert len(v.outcomes) == spec.rounds and not v.rejections
     for p, _ in shards.values():
-        assert not p.refusals and p.held[spec.job_id][1] == vector_hash(job.broadcast.model)
+        assert not p.refusals and p.held[spec.job_id][1] == spec.rounds
+        assert vector_hash(p.held[spec.job_id][0]) == vector_hash(job.broadcast.model)
     (wire,) = {m.codec for m in _uploads(spec, shards)}
     assert wire == 'topk{"ratio":0.1,"value_dtype":"fp32"}'
 
@@ -124,14 +125,14 @@ def test_a_delta_on_a_stale_base_is_refused_and_the_next_task_is_whole() -> None
     _round(v, vctx, shards)
     stale = shards["p1"][0]
     model = model_for(spec).initial_vector() + 1.0  # p1's copy no longer the broadcast
-    stale.held[spec.job_id] = (model, vector_hash(model))
+    stale.held[spec.job_id] = (model, 0)
     _round(v, vctx, shards)  # p1 cannot apply the delta: it refuses, sends nothing
     assert [r.round for r in stale.refusals] == [2]
     assert "does not hold" in stale.refusals[0].reason
     vctx.fire()  # round 2 closes at its deadline without p1
     tasks = _round(v, vctx, shards)  # the coordinator knows p1 did not answer
-    assert tasks["p1"].base_hash == "" and tasks["p0"].base_hash != ""
-    assert stale.held[spec.job_id][1] == tasks["p1"].model_hash and len(stale.refusals) == 1
+    assert tasks["p1"].base_round == -1 and tasks["p0"].base_round == 2
+    assert stale.held[spec.job_id][1] == 3 and len(stale.refusals) == 1
 
 
 def test_a_tampered_broadcast_fails_its_hash_check() -> None:
@@ -139,7 +140,7 @@ def test_a_tampered_broadcast_fails_its_hash_check() -> None:
     _, vctx = _coordinator(spec)
     p, pctx = _provider("p0", SPLITS.train.subset(range(40)), spec)
     task = next(m for to, m in vctx.sent if to == "p0")
-    forged = TrainTask(task.job_id, 1, task.model, "0" * 64, task.codec, task.base_hash)
+    forged = TrainTask(task.job_id, 1, task.model, "0" * 64, task.codec, task.base_round)
     with pytest.raises(InvalidMessage):
         p.handle("v0", forged)
     assert pctx.sent == []
@@ -189,3 +190,15 @@ def test_whole_task_encoding_is_what_the_simulator_counts() -> None:
     whole = TrainTask("j", 1, vector_bytes(m), vector_hash(m))
     assert len(encode(whole)) > len(vector_bytes(m)) + 40  # the header is counted too
     assert IdentityCodec().spec.to_wire() == whole.codec
+
+
+def test_a_delta_on_a_wrong_model_of_the_right_round_fails_the_hash_check() -> None:
+    spec = _ds_spec()
+    _, vctx = _coordinator(spec)
+    p, pctx = _provider("p0", SPLITS.train.subset(range(40)), spec)
+    wrong = model_for(spec).initial_vector() + 0.5
+    p.held[spec.job_id] = (wrong, 0)  # claims round 0 but is not the initial model
+    task = next(m for to, m in vctx.sent if to == "p0")
+    with pytest.raises(InvalidMessage, match="hash"):
+        p.handle("v0", task)
+    assert pctx.sent == []

@@ -56,11 +56,12 @@ class TrainTask(Message):
 
     kind: ClassVar[str] = "train_task"
     round: int
-    model: bytes  # float32 flat parameters, or (``base_hash`` set) an encoded delta
+    model: bytes  # float32 flat parameters, or (``base_round`` >= 0) an encoded delta
     model_hash: str  # sha256 of the model the receiver must end up with; it checks it
     codec: str = "identity"  # codec spec (wire text) of ``model``; identity: raw float32
-    base_hash: str = ""  # "": ``model`` is the whole model; else the sha256 of the model
-    # the encoded delta applies to (the receiver's copy of the last broadcast)
+    base_round: int = -1  # -1: ``model`` is the whole model; else the round whose task
+    # model the encoded delta applies to (0: the spec's public initial model). The
+    # receiver checks ``model_hash`` of what it rebuilt, so a wrong base cannot pass.
 
 
 @message

@@ -95,7 +95,7 @@ class Provider(Role):
         self.encoders: dict[str, Encoder] = {}  # job id -> its codec (stateful: error feedback)
         self.wires: dict[str, str] = {}  # job id -> its codec spec as the Update names it
         self.decoders: dict[str, Codec] = {}  # job id -> the codec of broadcast deltas
-        self.held: dict[str, tuple[Tensor, str]] = {}  # job id -> last global model, hash
+        self.held: dict[str, tuple[Tensor, int]] = {}  # job id -> last global model, round
         self.gossip: dict[str, _GossipState] = {}
         self.rejections: list[Rejection] = []
         self.refusals: list[ProviderRefusal] = []
@@ -120,7 +120,7 @@ class Provider(Role):
         self.decoders[spec.job_id] = build_codec_for(spec, 0)  # decoding needs no seed
         self.wires[spec.job_id] = self.decoders[spec.job_id].spec.to_wire()
         init = model.initial_vector()  # public: the first broadcast base of every party
-        self.held[spec.job_id] = (init, vector_hash(init))
+        self.held[spec.job_id] = (init, 0)
         if spec.algorithm.gossip:
             self.gossip[spec.job_id] = _GossipState(params=model.initial_vector())
             self._start_gossip_round(spec.job_id, 1)
@@ -198,15 +198,15 @@ class Provider(Role):
         """The task's model: sent whole, or an encoded delta on the last one this provider
         holds (downstream compression). A delta it cannot apply is refused for the round
         (the coordinator then sends the whole model next time it draws this provider)."""
-        if not msg.base_hash:
+        if msg.base_round < 0:
             if msg.codec != "identity":
                 raise InvalidMessage(f"{self.node_id}: a whole model must be raw float32")
             params = vector_from_bytes(msg.model, dim)
         else:
-            held, held_hash = self.held[spec.job_id]
+            held, held_round = self.held[spec.job_id]
             codec = self.decoders[spec.job_id]
             reason = None
-            if msg.base_hash != held_hash:
+            if msg.base_round != held_round:
                 reason = "broadcast delta on a model this provider does not hold"
             elif msg.codec != self.wires[spec.job_id]:
                 reason = f"broadcast codec {msg.codec[:60]!r} is not the job's"
@@ -220,7 +220,7 @@ class Provider(Role):
                 return None
         if vector_hash(params) != msg.model_hash:
             raise InvalidMessage(f"{self.node_id}: global model does not match its hash")
-        self.held[spec.job_id] = (params, msg.model_hash)
+        self.held[spec.job_id] = (params, msg.round)
         return params
 
     def _privatize(self, spec: JobSpec, round_: int, delta: Tensor) -> Tensor:

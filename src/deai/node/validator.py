@@ -88,6 +88,7 @@ class ValidatorJob:
     stopped: str | None = None  # why the job ended early, if it did
     broadcast: Broadcaster | None = None  # downstream compression (coordinator only)
     holders: set[str] = field(default_factory=set)  # providers proven to hold x_hat
+    broadcast_round: int = 0  # the round x_hat was last sent in (0: the initial model)
 
     @property
     def secure(self) -> bool:
@@ -238,8 +239,9 @@ class Validator(Role):
         if b is None:
             full = TrainTask(jid, round_, vector_bytes(job.params), vector_hash(job.params))
             return dict.fromkeys(participants, full)
-        base = vector_hash(b.model)
+        base = job.broadcast_round
         enc = b.advance(job.params)
+        job.broadcast_round = round_
         h = vector_hash(b.model)
         full = TrainTask(jid, round_, vector_bytes(b.model), h)
         if enc is None:
