@@ -49,18 +49,6 @@ def interval(xs: list[float]) -> dict[str, float]:
     return {"mean": m, "ci95": h, "n": len(xs)}
 
 
-def register() -> None:
-    from deai import registry
-    from deai.llm import plugin
-
-    if "python_stdlib" not in registry.datasets:
-        registry.datasets.register("python_stdlib", params=plugin.StdlibParams)(
-            plugin.python_stdlib
-        )
-    if "smollm2_lora" not in registry.models:
-        registry.models.register("smollm2_lora", params=plugin.LoRAParams)(plugin.smollm2_lora)
-
-
 def job(seed: int) -> tuple[Any, Any]:
     import deai
 
@@ -70,6 +58,7 @@ def job(seed: int) -> tuple[Any, Any]:
         rounds=ROUNDS,
         model=deai.ModelSpec(name="smollm2_lora", rank=RANK),
         aggregation=deai.AggregationSpec(rule="default"),
+        settlement=deai.SettlementSpec(committee=1),  # on-chain, contribution payouts (LOO)
         algorithm=deai.AlgorithmSpec(
             name="fedavg", steps=STEPS, batch_size=BATCH, lr=LR, weighting="uniform"
         ),
@@ -80,7 +69,7 @@ def job(seed: int) -> tuple[Any, Any]:
             partition="shards",
             shards_per_provider=1,  # y is the document shard: one shard per provider
             test_fraction=0.05,
-            validation_fraction=0.0,
+            validation_fraction=0.05,  # the requester's windows: payouts are measured on it
             providers=PROVIDERS,
             window=WINDOW,
             windows_per_provider=WINDOWS_PER_PROVIDER,
@@ -113,7 +102,6 @@ def main() -> None:
     from deai.llm.plugin import held_out
     from deai.node.base import model_for
 
-    register()
     runs: list[dict[str, Any]] = []
     for seed in SEEDS:
         spec, world = job(seed)
@@ -141,6 +129,11 @@ def main() -> None:
                 "wall_s_total": wall,
                 "train_loss_last_round": res.rounds[-1].loss,
                 "lora_parameters": flat.dim,
+                "payouts": [
+                    {"node": p.provider, "contribution": p.contribution, "owed_wei": p.owed_wei}
+                    for p in res.payouts
+                ],
+                "notes": res.notes[:5],
             }
         )
         print(json.dumps(runs[-1]), flush=True)
