@@ -227,5 +227,45 @@ def main() -> None:
     print(f"wrote {RESULTS}")
 
 
+def docs() -> None:
+    """Write the table in docs/llm.md from the JSON."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from docs_table import write_block
+
+    d = json.loads(RESULTS.read_text())
+
+    def ci(x: dict[str, float], f: str = ".3f") -> str:
+        return f"{x['mean']:{f}} ± {x['ci95']:{f}}"
+
+    rows = [
+        "| run | rounds | inner steps / worker | bytes (up + down) | held-out loss "
+        "| loss / DP | byte reduction |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k in d["setup"]["variants"]:
+        rs = [r for r in d["runs"] if r["run"] == k]
+        b = statistics.fmean(r["bytes_total"] for r in rs)
+        ratio = "1" if k == "dp" else ci(d["loss_ratio_to_dp"][k])
+        red = "1" if k == "dp" else ci(d["byte_reduction"][k], ".1f")
+        rows.append(
+            f"| `{k}` | {rs[0]['rounds']} | {rs[0]['inner_steps_per_worker']} | {b:,.0f} "
+            f"| {ci(d['held_out_loss'][k])} | {ratio} | {red} |"
+        )
+    c = d["corpus"]
+    t = d["byte_reduction_equal_compute"]
+    note = (
+        f"\n\nInterpolated bigram (counted on the same training windows): "
+        f"{ci(d['ngram_baseline_loss'])} nats/token; unigram {ci(d['unigram_loss'])}. "
+        f"`byte_reduction_equal_compute` = {ci(t, '.1f')} (`{d['best_run']}`, "
+        f"{'within' if d['within_2pct'] else 'NOT within'} 2 % of DP's held-out loss; "
+        f"goal ≥ 100x). `model_parameters` = {d['model_parameters']:,} "
+        f"(goal ≥ {d['model_parameters_goal']:,}: not met, see below). Corpus: "
+        f"`{c['name']}`, {c['documents']} documents, {c['chars']:,} characters, "
+        f"{c['train_tokens']:,} training tokens in windows. 95 % intervals over "
+        f"{t['n']} seeds (`results/diloco.json`)."
+    )
+    write_block(Path(__file__).parents[1] / "docs" / "llm.md", "diloco", "\n".join(rows) + note)
+
+
 if __name__ == "__main__":
-    main()
+    docs() if "--docs" in sys.argv else main()
