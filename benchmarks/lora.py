@@ -3,8 +3,10 @@
 Four providers each hold whole documents of the Python standard library corpus
 (PII-scrubbed and deduplicated by ``deai.privacy.text``; ``deai.llm.corpus``). The job:
 FedAvg of LoRA adapters (rank 4 on ``q_proj``/``v_proj``, 230,400 numbers) with the
-robust ``default`` aggregator, local SGD. Only the adapters travel: the ``TrainTask``
-carries the global adapters, each ``Update`` the provider's adapter delta.
+robust ``default`` aggregator, local SGD, settled on the embedded chain with
+contribution payouts (leave-one-out on the requester's validation windows). Only the
+adapters travel: the ``TrainTask`` carries the global adapters, each ``Update`` the
+provider's adapter delta.
 
 Measured per seed: held-out perplexity (test *documents* no provider holds) before
 (the pretrained model: LoRA's ``B = 0``) and after; bytes per round as the simulator
@@ -200,6 +202,12 @@ def docs() -> None:
         f"| bytes per round, full fine-tuning | {d['bytes_per_round_full']:,.0f} |",
         f"| full / LoRA | {d['byte_ratio_full_over_lora']:,.0f}x |",
         f"| wall time per round here (s) | {ci(d['wall_s_per_round'])} |",
+        "| providers paid (contribution > 0, on chain), per seed | "
+        + ", ".join(
+            str(sum(1 for p in r["payouts"] if p["owed_wei"] > 0)) + f"/{len(r['payouts'])}"
+            for r in d["runs"]
+        )
+        + " |",
     ]
     note = f"\n\n95% intervals over {d['perplexity_after']['n']} seeds (`results/lora.json`)."
     write_block(Path(__file__).parents[1] / "docs" / "llm.md", "lora", "\n".join(rows) + note)
