@@ -1,34 +1,271 @@
 """DiLoCo against synchronous data parallel at equal total inner steps, through the roles.
 
-The plan (issue 17): a Llama-architecture model built from a config
-(``deai.llm.models.LlamaSize``: hidden 288, 8 layers, GQA 6/2 heads, SwiGLU 768, vocabulary
-8,192 frequency-ranked SmolLM2 ids: 9.44M parameters; one 8 x 64-token AdamW step takes
-~1.7 s on one shared core here) on the standard-library corpus (``python_stdlib`` with
-``vocab_size=8192``), 4 providers:
+Both runs are ``deai.simulate`` with the real Provider/Validator roles, ``WORKERS``
+providers, each holding whole documents of the Python standard-library corpus
+(``python_stdlib``, PII-scrubbed and deduplicated, SmolLM2's BPE mapped to the
+``VOCAB`` most frequent training ids), on a Llama-architecture model built from a config
+(``llama``, random init):
 
-* DiLoCo: each provider runs ``H`` inner AdamW steps (``LocalTrainConfig(optimizer=
-  "adamw", clip_norm=1.0)``); the validator applies the averaged update with
-  :class:`deai.llm.outer.OuterNesterov` (lr 0.7, momentum 0.9).
-* Synchronous data parallel: one gradient per provider per round
-  (``parallel_sgd``), the validator steps :class:`deai.llm.outer.OuterAdamW` on the mean.
+* **DiLoCo** (Douillard et al. 2023): ``fedavg`` with ``optimizer="adamw"`` (``H`` inner
+  AdamW steps per round, gradient clipping 1.0) and ``server_optimizer="nesterov"``
+  (outer lr 0.7, momentum 0.9), ``ROUNDS_DILOCO`` rounds. Optionally its updates and the
+  broadcast compressed (``quantize`` 4-bit, error feedback both ways).
+* **Synchronous data parallel**: ``parallel_sgd`` (one gradient per worker per round at
+  the global model) with ``server_optimizer="adamw"``: the server takes one AdamW step on
+  the workers' mean gradient, ``H * ROUNDS_DILOCO`` rounds: the same number of inner
+  steps per worker, the same batch per worker-step, so equal total compute.
 
-Both at equal total inner steps; bytes are the simulator's (whole encodings, up + down).
+Bytes are the simulator's: every message providers send and receive, whole encodings,
+up + down. ``byte_reduction_equal_compute`` is DP's bytes over DiLoCo's, counted only when
+DiLoCo's final held-out loss is within 2 % of DP's (``within_2pct``); losses are measured
+on held-out test *documents* no provider holds; the n-gram baseline is an interpolated
+bigram counted on the same training windows (``deai.llm.ngram``).
 
-It cannot run yet: the job spec's algorithm section passes neither the local optimizer
-(``optimizer``, ``weight_decay``, ``beta1``, ``beta2``, ``eps``, ``clip_norm`` of
-``LocalTrainConfig``) nor a server optimizer (``OuterNesterov`` / ``OuterAdamW`` instead
-of the plain ``server_lr`` step) to the roles. Those belong to the job spec and the
-validator's strategy; once they exist this script is the two ``deai.simulate`` calls it
-describes. The previous standalone harness (a hand-written GPT outside the roles) is gone
-with ``deai.learning.lm``; ``results/diloco.json`` is its last output.
+Sized for this machine (2 shared cores): the model is far below the issue's 10M goal (see
+``model_parameters``); the 9.4M-parameter ``LlamaSize()`` default takes ~1.7 s per
+8 x 64-token AdamW step here, so 4 workers x 80 steps x 3 runs x 3 seeds would take over an hour.
+
+Run: ``nice -n 10 python benchmarks/diloco.py`` -> ``benchmarks/results/diloco.json``;
+``python benchmarks/diloco.py --docs`` writes the table in docs/llm.md.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import platform
+import statistics
 import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).parent / "results" / "diloco.json"
+SEEDS = (0, 1, 2)
+WORKERS = 4
+H = 20  # inner steps per DiLoCo round
+ROUNDS_DILOCO = 4
+BATCH = 8  # windows per worker-step
+WINDOW = 32  # tokens per window
+WINDOWS_PER_WORKER = 320
+VOCAB = 4096
+SIZE = {"hidden_size": 128, "layers": 4, "heads": 4, "kv_heads": 2, "intermediate_size": 352}
+INNER_LR = 3e-3
+DP_LR = 3e-3
+EVAL_WINDOWS = 256
+T95 = {2: 4.303, 3: 3.182}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "dp": {"algorithm": "parallel_sgd", "server_optimizer": "adamw", "codec": None},
+    "diloco": {"algorithm": "fedavg", "server_optimizer": "nesterov", "codec": None},
+    "diloco_4bit": {
+        "algorithm": "fedavg",
+        "server_optimizer": "nesterov",
+        "codec": {"name": "quantize", "bits": 4, "bucket_size": 1024},
+    },
+}
+
+
+def interval(xs: list[float]) -> dict[str, float]:
+    m = statistics.fmean(xs)
+    h = T95[len(xs) - 1] * statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else 0.0
+    return {"mean": m, "ci95": h, "n": len(xs)}
+
+
+def job(seed: int, variant: dict[str, Any]) -> tuple[Any, Any]:
+    import deai
+
+    dp = variant["algorithm"] == "parallel_sgd"
+    algo = deai.AlgorithmSpec(
+        name=variant["algorithm"],
+        steps=1 if dp else H,
+        batch_size=BATCH,
+        lr=DP_LR if dp else INNER_LR,
+        optimizer="sgd" if dp else "adamw",
+        clip_norm=1.0,
+        server_optimizer=variant["server_optimizer"],
+        server_lr=1.0 if dp else 0.7,
+        server_momentum=0.0 if dp else 0.9,
+        weighting="uniform",
+    )
+    codec = variant["codec"]
+    spec = deai.JobSpec(
+        name=f"diloco-{seed}",
+        seed=seed,
+        rounds=H * ROUNDS_DILOCO if dp else ROUNDS_DILOCO,
+        model=deai.ModelSpec(name="llama", **SIZE),
+        algorithm=algo,
+        aggregation=deai.AggregationSpec(rule="mean"),
+        codec=deai.CodecSpec(**codec, downstream=True) if codec else deai.CodecSpec(),
+        policy=deai.UpdatePolicy(max_norm=1e6),
+    )
+    world = deai.SimulationSection(
+        data=deai.DataSource(
+            dataset="python_stdlib",
+            partition="shards",
+            shards_per_provider=1,
+            test_fraction=0.02,
+            validation_fraction=0.0,
+            providers=WORKERS,
+            window=WINDOW,
+            windows_per_provider=WINDOWS_PER_WORKER,
+            vocab_size=VOCAB,
+        ),
+        nodes=[deai.NodeGroup(role="provider", count=WORKERS), deai.NodeGroup(role="validator")],
+    )
+    return spec, world
+
+
+def held_out_test(seed: int) -> Any:
+    from deai.llm.plugin import held_out
+
+    test = held_out(seed, WORKERS, WINDOW, VOCAB).test
+    return test.subset(torch.linspace(0, len(test) - 1, EVAL_WINDOWS).long())
+
+
+def baseline(seed: int) -> dict[str, float]:
+    from deai.llm.ngram import ngram_loss
+    from deai.llm.plugin import held_out
+
+    data = held_out(seed, WORKERS, WINDOW, VOCAB)
+    return ngram_loss([s.x for s in data.providers], held_out_test(seed).x, VOCAB)
+
+
+def one(seed: int, label: str, variant: dict[str, Any]) -> dict[str, Any]:
+    import deai
+    from deai.learning.train import evaluate
+    from deai.node.base import model_for
+
+    spec, world = job(seed, variant)
+    t0 = time.perf_counter()
+    res = deai.simulate(spec, world)
+    flat = model_for(res.spec)
+    test = held_out_test(seed)
+    loss, acc = evaluate(flat, res.params, test)
+    steps = spec.rounds * spec.algorithm.local().steps  # type: ignore[operator]
+    return {
+        "seed": seed,
+        "run": label,
+        "held_out_loss": loss,
+        "held_out_token_accuracy": acc,
+        "inner_steps_per_worker": steps,
+        "rounds": spec.rounds,
+        "bytes_up": res.bytes_up,
+        "bytes_down": res.bytes_down,
+        "bytes_total": res.bytes_up + res.bytes_down,
+        "sim_loss_curve": [[r.round, r.loss] for r in res.rounds][:: max(1, spec.rounds // 25)],
+        "model_parameters": flat.dim,
+        "wall_s": time.perf_counter() - t0,
+        "notes": res.notes[:5],
+    }
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    from deai.llm.plugin import held_out
+
+    t0 = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    red: dict[str, list[float]] = {k: [] for k in VARIANTS if k != "dp"}
+    ratio: dict[str, list[float]] = {k: [] for k in VARIANTS if k != "dp"}
+    ngram: list[dict[str, float]] = []
+    for seed in SEEDS:
+        ngram.append(baseline(seed))
+        by = {}
+        for label, variant in VARIANTS.items():
+            by[label] = one(seed, label, variant)
+            runs.append(by[label])
+            print(json.dumps({k: v for k, v in by[label].items() if k != "sim_loss_curve"}))
+        for k in red:
+            ratio[k].append(by[k]["held_out_loss"] / by["dp"]["held_out_loss"])
+            red[k].append(by["dp"]["bytes_total"] / by[k]["bytes_total"])
+    best = min(red, key=lambda k: statistics.fmean(ratio[k]) if max(ratio[k]) > 1.02 else -1)
+    best = max(
+        (k for k in red if max(ratio[k]) <= 1.02),
+        key=lambda k: statistics.fmean(red[k]),
+        default=best,
+    )
+    data = held_out(0, WORKERS, WINDOW, VOCAB)
+    out = {
+        "byte_reduction_equal_compute": interval(red[best]),
+        "best_run": best,
+        "within_2pct": max(ratio[best]) <= 1.02,
+        "loss_ratio_to_dp": {k: interval(v) for k, v in ratio.items()},
+        "byte_reduction": {k: interval(v) for k, v in red.items()},
+        "held_out_loss": {
+            k: interval([r["held_out_loss"] for r in runs if r["run"] == k]) for k in VARIANTS
+        },
+        "ngram_baseline_loss": interval([b["bigram"] for b in ngram]),
+        "unigram_loss": interval([b["unigram"] for b in ngram]),
+        "model_parameters": runs[0]["model_parameters"],
+        "model_parameters_goal": 10_000_000,
+        "corpus": data.describe(),
+        "setup": {
+            "harness": "deai.simulate (real Provider/Validator roles)",
+            "workers": WORKERS,
+            "inner_steps_per_round": H,
+            "diloco_rounds": ROUNDS_DILOCO,
+            "dp_rounds": H * ROUNDS_DILOCO,
+            "batch_windows_per_worker_step": BATCH,
+            "window_tokens": WINDOW,
+            "windows_per_worker": WINDOWS_PER_WORKER,
+            "model": {"name": "llama", "vocab_size": VOCAB, **SIZE},
+            "inner": f"AdamW lr {INNER_LR}, clip 1.0",
+            "outer": "Nesterov lr 0.7, momentum 0.9",
+            "dp": f"one gradient per worker per round, server AdamW lr {DP_LR}",
+            "eval_windows": EVAL_WINDOWS,
+            "variants": VARIANTS,
+            "bytes": "every message providers send and receive, whole encodings, up + down",
+        },
+        "runs": runs,
+        "seconds": time.perf_counter() - t0,
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform()},
+    }
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+def docs() -> None:
+    """Write the table in docs/llm.md from the JSON."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from docs_table import write_block
+
+    d = json.loads(RESULTS.read_text())
+
+    def ci(x: dict[str, float], f: str = ".3f") -> str:
+        return f"{x['mean']:{f}} ± {x['ci95']:{f}}"
+
+    rows = [
+        "| run | rounds | inner steps / worker | bytes (up + down) | held-out loss "
+        "| loss / DP | byte reduction |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k in d["setup"]["variants"]:
+        rs = [r for r in d["runs"] if r["run"] == k]
+        b = statistics.fmean(r["bytes_total"] for r in rs)
+        ratio = "1" if k == "dp" else ci(d["loss_ratio_to_dp"][k])
+        red = "1" if k == "dp" else ci(d["byte_reduction"][k], ".1f")
+        rows.append(
+            f"| `{k}` | {rs[0]['rounds']} | {rs[0]['inner_steps_per_worker']} | {b:,.0f} "
+            f"| {ci(d['held_out_loss'][k])} | {ratio} | {red} |"
+        )
+    c = d["corpus"]
+    t = d["byte_reduction_equal_compute"]
+    note = (
+        f"\n\nInterpolated bigram (counted on the same training windows): "
+        f"{ci(d['ngram_baseline_loss'])} nats/token; unigram {ci(d['unigram_loss'])}. "
+        f"`byte_reduction_equal_compute` = {ci(t, '.1f')} (`{d['best_run']}`, "
+        f"{'within' if d['within_2pct'] else 'NOT within'} 2 % of DP's held-out loss; "
+        f"goal ≥ 100x). `model_parameters` = {d['model_parameters']:,} "
+        f"(goal ≥ {d['model_parameters_goal']:,}: not met, see below). Corpus: "
+        f"`{c['name']}`, {c['documents']} documents, {c['chars']:,} characters, "
+        f"{c['train_tokens']:,} training tokens in windows. 95 % intervals over "
+        f"{t['n']} seeds (`results/diloco.json`)."
+    )
+    write_block(Path(__file__).parents[1] / "docs" / "llm.md", "diloco", "\n".join(rows) + note)
+
 
 if __name__ == "__main__":
-    sys.exit(
-        "diloco: needs the local optimizer and a server optimizer in the job spec "
-        "(see this file's docstring)"
-    )
+    docs() if "--docs" in sys.argv else main()

@@ -3,8 +3,10 @@
 Four providers each hold whole documents of the Python standard library corpus
 (PII-scrubbed and deduplicated by ``deai.privacy.text``; ``deai.llm.corpus``). The job:
 FedAvg of LoRA adapters (rank 4 on ``q_proj``/``v_proj``, 230,400 numbers) with the
-robust ``default`` aggregator, local SGD. Only the adapters travel: the ``TrainTask``
-carries the global adapters, each ``Update`` the provider's adapter delta.
+robust ``default`` aggregator, local SGD, settled on the embedded chain with
+contribution payouts (leave-one-out on the requester's validation windows). Only the
+adapters travel: the ``TrainTask`` carries the global adapters, each ``Update`` the
+provider's adapter delta.
 
 Measured per seed: held-out perplexity (test *documents* no provider holds) before
 (the pretrained model: LoRA's ``B = 0``) and after; bytes per round as the simulator
@@ -49,18 +51,6 @@ def interval(xs: list[float]) -> dict[str, float]:
     return {"mean": m, "ci95": h, "n": len(xs)}
 
 
-def register() -> None:
-    from deai import registry
-    from deai.llm import plugin
-
-    if "python_stdlib" not in registry.datasets:
-        registry.datasets.register("python_stdlib", params=plugin.StdlibParams)(
-            plugin.python_stdlib
-        )
-    if "smollm2_lora" not in registry.models:
-        registry.models.register("smollm2_lora", params=plugin.LoRAParams)(plugin.smollm2_lora)
-
-
 def job(seed: int) -> tuple[Any, Any]:
     import deai
 
@@ -70,6 +60,7 @@ def job(seed: int) -> tuple[Any, Any]:
         rounds=ROUNDS,
         model=deai.ModelSpec(name="smollm2_lora", rank=RANK),
         aggregation=deai.AggregationSpec(rule="default"),
+        settlement=deai.SettlementSpec(committee=1),  # on-chain, contribution payouts (LOO)
         algorithm=deai.AlgorithmSpec(
             name="fedavg", steps=STEPS, batch_size=BATCH, lr=LR, weighting="uniform"
         ),
@@ -80,7 +71,7 @@ def job(seed: int) -> tuple[Any, Any]:
             partition="shards",
             shards_per_provider=1,  # y is the document shard: one shard per provider
             test_fraction=0.05,
-            validation_fraction=0.0,
+            validation_fraction=0.05,  # the requester's windows: payouts are measured on it
             providers=PROVIDERS,
             window=WINDOW,
             windows_per_provider=WINDOWS_PER_PROVIDER,
@@ -113,7 +104,6 @@ def main() -> None:
     from deai.llm.plugin import held_out
     from deai.node.base import model_for
 
-    register()
     runs: list[dict[str, Any]] = []
     for seed in SEEDS:
         spec, world = job(seed)
@@ -141,6 +131,11 @@ def main() -> None:
                 "wall_s_total": wall,
                 "train_loss_last_round": res.rounds[-1].loss,
                 "lora_parameters": flat.dim,
+                "payouts": [
+                    {"node": p.provider, "contribution": p.contribution, "owed_wei": p.owed_wei}
+                    for p in res.payouts
+                ],
+                "notes": res.notes[:5],
             }
         )
         print(json.dumps(runs[-1]), flush=True)
@@ -207,6 +202,12 @@ def docs() -> None:
         f"| bytes per round, full fine-tuning | {d['bytes_per_round_full']:,.0f} |",
         f"| full / LoRA | {d['byte_ratio_full_over_lora']:,.0f}x |",
         f"| wall time per round here (s) | {ci(d['wall_s_per_round'])} |",
+        "| providers paid (contribution > 0, on chain), per seed | "
+        + ", ".join(
+            str(sum(1 for p in r["payouts"] if p["owed_wei"] > 0)) + f"/{len(r['payouts'])}"
+            for r in d["runs"]
+        )
+        + " |",
     ]
     note = f"\n\n95% intervals over {d['perplexity_after']['n']} seeds (`results/lora.json`)."
     write_block(Path(__file__).parents[1] / "docs" / "llm.md", "lora", "\n".join(rows) + note)

@@ -47,7 +47,10 @@ CASES: dict[str, tuple[str | bytes, str]] = {
     "seed_beyond_64_bits": (_job(f"seed = {2**63}\n"), "seed"),
     "count_true": (_job(replace=("count = 3", "count = true")), "simulation.nodes.0.count"),
     "typo_lists_names": (_job(replace=("[algorithm]", "[algoritm]")), "did you mean 'algorithm'"),
-    "unknown_model": (_job('[model]\nname = "mlpp"\n'), "allowed: cnn, logreg, mlp"),
+    "unknown_model": (
+        _job('[model]\nname = "mlpp"\n'),
+        "allowed: cnn, llama, logreg, mlp, smollm2_lora",
+    ),
     "model_too_wide": (_job("[model]\nhidden = [100000, 100000]\n"), "hidden.0"),
     "n_samples_huge": (_job(replace=("n_samples = 200", "n_samples = 1000000000")), "n_samples"),
     "n_samples_float": (_job(replace=("n_samples = 200", "n_samples = 1e9")), "n_samples"),

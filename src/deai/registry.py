@@ -202,6 +202,7 @@ datasets: Registry[Callable[..., Any]] = Registry(
         "synthetic": ("deai.learning.data:synthetic", "deai.learning.data:SyntheticParams"),
         "csv": ("deai.learning.data:csv_file", "deai.learning.data:FileParams"),
         "parquet": ("deai.learning.data:parquet_file", "deai.learning.data:FileParams"),
+        "python_stdlib": ("deai.llm.plugin:python_stdlib", "deai.llm.plugin:StdlibParams"),
     },
     positional=("seed",),
 )
@@ -213,6 +214,8 @@ models: Registry[Callable[..., Any]] = Registry(
         "mlp": ("deai.learning.models:mlp", "deai.learning.models:MLPParams"),
         "logreg": ("deai.learning.models:logreg", "deai.learning.models:NoParams"),
         "cnn": ("deai.learning.models:cnn", "deai.learning.models:CNNParams"),
+        "llama": ("deai.llm.plugin:llama", "deai.llm.plugin:LlamaParams"),
+        "smollm2_lora": ("deai.llm.plugin:smollm2_lora", "deai.llm.plugin:LoRAParams"),
     },
     positional=("input_shape", "num_classes"),
 )

@@ -61,7 +61,10 @@ class SparseCodec(Codec):
         if not 0.0 < ratio <= 1.0:
             raise ConfigError(f"{self.name}: ratio must be in (0, 1], got {ratio}")
         self.ratio = ratio
-        self.value_dtype = value_dtype
+        try:  # a job spec read from JSON passes the plain string
+            self.value_dtype = ValueDType(value_dtype)
+        except ValueError:
+            raise ConfigError(f"{self.name}: value_dtype {value_dtype!r}") from None
 
     def params(self) -> dict[str, ParamValue]:
         return {"ratio": self.ratio, "value_dtype": self.value_dtype.value}

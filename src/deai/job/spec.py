@@ -18,6 +18,7 @@ names the same job everywhere, and a different one can never be confused with it
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -44,7 +45,7 @@ from deai.learning.algorithms import (
     weighting_for,
 )
 from deai.learning.topology import TopologyName
-from deai.learning.train import LocalTrainConfig
+from deai.learning.train import LocalTrainConfig, Optimizer
 
 MAX_ROUNDS = 100_000
 MAX_PARTIES = 1_000_000
@@ -109,6 +110,14 @@ class ModelSpec(_Open):
         return self
 
 
+class ServerOptimizer(StrEnum):
+    """The server's step on the aggregated update (``deai.node.strategy``)."""
+
+    SGD = "sgd"  # theta += server_lr * v, v with heavy-ball server_momentum (FedAvgM)
+    NESTEROV = "nesterov"  # DiLoCo's outer Nesterov (server_lr 0.7, server_momentum 0.9)
+    ADAMW = "adamw"  # AdamW on the mean update read as -gradient (data-parallel baseline)
+
+
 class AlgorithmSpec(_Strict):
     """The training algorithm and its hyper-parameters (``deai.learning.algorithms``)."""
 
@@ -124,6 +133,10 @@ class AlgorithmSpec(_Strict):
     weighting: Weighting = Weighting.EXAMPLES
     topology: TopologyName = TopologyName.RING  # dpsgd only
     participation: Annotated[Float, Field(gt=0, le=1)] = 1.0  # share of providers per round
+    optimizer: Optimizer = Optimizer.SGD  # the local optimizer (adamw: DiLoCo's inner one)
+    weight_decay: NonNegativeFloat = 0.0  # local AdamW decoupled weight decay
+    clip_norm: PositiveFloat | None = None  # clip each local step's gradient norm
+    server_optimizer: ServerOptimizer = ServerOptimizer.SGD  # the step on the aggregate
 
     @property
     def gossip(self) -> bool:
@@ -131,7 +144,7 @@ class AlgorithmSpec(_Strict):
 
     def local(self) -> LocalTrainConfig:
         """What a provider runs each round."""
-        return local_config(
+        cfg = local_config(
             self.name,
             epochs=self.epochs,
             steps=self.steps,
@@ -139,6 +152,11 @@ class AlgorithmSpec(_Strict):
             lr=self.lr,
             momentum=self.momentum,
             prox_mu=self.prox_mu,
+        )
+        if self.name is AlgorithmName.PARALLEL_SGD:  # one raw gradient: no local optimizer
+            return dataclasses.replace(cfg, clip_norm=self.clip_norm)
+        return dataclasses.replace(
+            cfg, optimizer=self.optimizer, weight_decay=self.weight_decay, clip_norm=self.clip_norm
         )
 
     def step_size(self) -> float:
@@ -166,6 +184,8 @@ class CodecSpec(_Open):
 
     name: str = "identity"
     error_feedback: bool = True  # keep what the codec dropped and add it next round
+    downstream: bool = False  # also broadcast the global model as deltas in this codec
+    # (the server's error fed back: deai.compression.downstream)
 
     @model_validator(mode="after")
     def _check(self) -> CodecSpec:

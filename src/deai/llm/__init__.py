@@ -11,6 +11,16 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from deai.llm.pretrained import load_smollm2, smollm2_dir, smollm2_gguf
+from typing import Any
 
 __all__ = ["load_smollm2", "smollm2_dir", "smollm2_gguf"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import transformers only when a model is asked for (``deai.llm.outer`` is plain
+    torch and the strategies import it)."""
+    if name in __all__:
+        from deai.llm import pretrained
+
+        return getattr(pretrained, name)
+    raise AttributeError(f"module 'deai.llm' has no attribute {name!r}")

@@ -56,8 +56,12 @@ class TrainTask(Message):
 
     kind: ClassVar[str] = "train_task"
     round: int
-    model: bytes  # float32 little-endian flat parameters
-    model_hash: str  # sha256 of ``model``; the receiver checks it
+    model: bytes  # float32 flat parameters, or (``base_round`` >= 0) an encoded delta
+    model_hash: str  # sha256 of the model the receiver must end up with; it checks it
+    codec: str = "identity"  # codec spec (wire text) of ``model``; identity: raw float32
+    base_round: int = -1  # -1: ``model`` is the whole model; else the round whose task
+    # model the encoded delta applies to (0: the spec's public initial model). The
+    # receiver checks ``model_hash`` of what it rebuilt, so a wrong base cannot pass.
 
 
 @message

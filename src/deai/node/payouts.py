@@ -17,7 +17,6 @@ evaluation runs on the same validation data with deterministic kernels.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from deai.incentives.evaluators import EvaluatorConfig, evaluate_contributions
@@ -26,6 +25,7 @@ from deai.incentives.rewards import split_budget
 from deai.job.spec import JobSpec, PayoutRule, derive_seed
 from deai.learning.data import Dataset
 from deai.learning.params import FlatModel
+from deai.learning.train import evaluate
 from deai.node.hooks import RoundOutcome
 
 PAYOUT_RULES = {
@@ -48,9 +48,7 @@ class RoundPayouts:
         self.last_contributions: dict[str, float] = {}
 
     def _utility(self, params: Tensor) -> float:
-        with torch.no_grad():
-            logits = self.model.forward(params, self.validation.x)
-            return -float(F.cross_entropy(logits, self.validation.y))
+        return -evaluate(self.model, params, self.validation)[0]  # classes or next tokens
 
     def __call__(self, outcome: RoundOutcome) -> dict[str, int]:
         """Wei per provider for this round (every accepted sender appears, maybe with 0)."""

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from deai.compression.base import IdentityCodec
+from deai.compression.base import Codec, IdentityCodec
+from deai.compression.downstream import apply_delta
 from deai.compression.error_feedback import ErrorFeedback
 from deai.errors import CodecError, InvalidMessage, InvalidUpdate
 from deai.job.spec import JobSpec
@@ -92,6 +93,9 @@ class Provider(Role):
         self.uploader: SecureUploader | None = None  # set when secure aggregation is on
         self.jobs: dict[str, tuple[JobSpec, str, FlatModel]] = {}
         self.encoders: dict[str, Encoder] = {}  # job id -> its codec (stateful: error feedback)
+        self.wires: dict[str, str] = {}  # job id -> its codec spec as the Update names it
+        self.decoders: dict[str, Codec] = {}  # job id -> the codec of broadcast deltas
+        self.held: dict[str, tuple[Tensor, int]] = {}  # job id -> last global model, round
         self.gossip: dict[str, _GossipState] = {}
         self.tasked: dict[str, int] = {}  # job id -> highest round a task was taken for
         self.rejections: list[Rejection] = []
@@ -114,6 +118,10 @@ class Provider(Role):
         model = model_for(spec)
         self.jobs[spec.job_id] = (spec, msg.spec_hash, model)
         self.encoders[spec.job_id] = encoder_for(spec, self.node_id)
+        self.decoders[spec.job_id] = build_codec_for(spec, 0)  # decoding needs no seed
+        self.wires[spec.job_id] = self.decoders[spec.job_id].spec.to_wire()
+        init = model.initial_vector()  # public: the first broadcast base of every party
+        self.held[spec.job_id] = (init, 0)
         if spec.algorithm.gossip:
             self.gossip[spec.job_id] = _GossipState(params=model.initial_vector())
             self._start_gossip_round(spec.job_id, 1)
@@ -149,9 +157,9 @@ class Provider(Role):
         if msg.round <= self.tasked.get(msg.job_id, 0):
             return  # this round (or a later one) is already trained: a task sent twice
         spec, _, model = job
-        params = vector_from_bytes(msg.model, model.dim)
-        if vector_hash(params) != msg.model_hash:
-            raise InvalidMessage(f"{self.node_id}: global model does not match its hash")
+        params = self._global_model(spec, model.dim, msg)
+        if params is None:
+            return
         self.tasked[msg.job_id] = msg.round
 
         def done(result: TrainResult) -> None:
@@ -177,7 +185,9 @@ class Provider(Role):
             update = Update(
                 spec.job_id,
                 msg.round,
-                enc.codec,
+                self.wires[spec.job_id]
+                if enc.codec == self.decoders[spec.job_id].name
+                else enc.codec,
                 enc.dim,
                 "float32",
                 enc.payload,
@@ -187,6 +197,35 @@ class Provider(Role):
                 self.ctx.send(v, update)
 
         self.ctx.train(model, self._request(spec, params, msg.round), done)
+
+    def _global_model(self, spec: JobSpec, dim: int, msg: TrainTask) -> Tensor | None:
+        """The task's model: sent whole, or an encoded delta on the last one this provider
+        holds (downstream compression). A delta it cannot apply is refused for the round
+        (the coordinator then sends the whole model next time it draws this provider)."""
+        if msg.base_round < 0:
+            if msg.codec != "identity":
+                raise InvalidMessage(f"{self.node_id}: a whole model must be raw float32")
+            params = vector_from_bytes(msg.model, dim)
+        else:
+            held, held_round = self.held[spec.job_id]
+            codec = self.decoders[spec.job_id]
+            reason = None
+            if msg.base_round != held_round:
+                reason = "broadcast delta on a model this provider does not hold"
+            elif msg.codec != self.wires[spec.job_id]:
+                reason = f"broadcast codec {msg.codec[:60]!r} is not the job's"
+            else:
+                try:
+                    params = apply_delta(codec, held, msg.model)
+                except CodecError as e:
+                    reason = f"malformed broadcast delta: {e}"
+            if reason is not None:
+                self.refusals.append(ProviderRefusal(spec.job_id, msg.round, reason))
+                return None
+        if vector_hash(params) != msg.model_hash:
+            raise InvalidMessage(f"{self.node_id}: global model does not match its hash")
+        self.held[spec.job_id] = (params, msg.round)
+        return params
 
     def _privatize(self, spec: JobSpec, round_: int, delta: Tensor) -> Tensor:
         """Clip to the sensitivity and add this provider's share of the noise, drawn from

@@ -19,15 +19,19 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from deai.aggregation.base import Aggregator, RoundContext
 from deai.errors import AggregationError
-from deai.job.spec import JobSpec, Weighting
+from deai.job.spec import JobSpec, ServerOptimizer, Weighting
 from deai.node.base import participants
 from deai.node.hooks import RoundPrivacy
+
+if TYPE_CHECKING:
+    from deai.llm.outer import OuterAdamW, OuterNesterov
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ class ServerStrategy(Strategy):
         self.aggregator = aggregator
         self.reference = reference  # FLTrust's root update, computed by the validator
         self.velocity: Tensor | None = None
+        self.outer: OuterNesterov | OuterAdamW | None = None  # a stateful outer optimizer
 
     def weights(self, inputs: Updates) -> Tensor:
         cap = self.spec.policy.max_examples
@@ -102,6 +107,17 @@ class ServerStrategy(Strategy):
         return torch.ones(len(inputs.senders))
 
     def step(self, params: Tensor, agg: Tensor) -> Tensor:
+        alg = self.spec.algorithm
+        if alg.server_optimizer is not ServerOptimizer.SGD:  # DiLoCo / its DP baseline
+            if self.outer is None:
+                from deai.llm.outer import OuterAdamW, OuterNesterov
+
+                self.outer = (
+                    OuterNesterov(alg.step_size(), alg.server_momentum)
+                    if alg.server_optimizer is ServerOptimizer.NESTEROV
+                    else OuterAdamW(alg.step_size())
+                )
+            return self.outer.step(params, agg)
         beta = self.spec.algorithm.server_momentum
         if beta > 0:
             self.velocity = agg if self.velocity is None else beta * self.velocity + agg

@@ -60,7 +60,7 @@ def decode_update(
     if codec is None:
         raise reject(RejectReason.UNKNOWN_CODEC, f"codec {msg.codec!r} not in {sorted(codecs)}")
     try:
-        vector = codec.decode(Encoded(msg.codec, msg.dim, msg.payload))
+        vector = codec.decode(Encoded(codec.name, msg.dim, msg.payload))
     except CodecError as e:
         raise reject(RejectReason.MALFORMED, str(e)) from e
     if vector.shape != (dim,):

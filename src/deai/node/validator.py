@@ -29,6 +29,7 @@ from torch import Tensor
 
 from deai.aggregation.base import Aggregator
 from deai.compression.base import Codec
+from deai.compression.downstream import Broadcaster
 from deai.errors import ConfigError, DeaiError, InvalidMessage, InvalidUpdate
 from deai.job.spec import JobSpec, UpdatePolicy, derive_seed
 from deai.learning.data import Dataset
@@ -96,11 +97,20 @@ class ValidatorJob:
     stopped: str | None = None  # why the job ended early, if it did
     driver: int = 0  # index in spec.validators of the member driving the rounds
     heard: set[int] = field(default_factory=set)  # rounds with at least one update seen
+    broadcast: Broadcaster | None = None  # downstream compression (first coordinator only;
+    # a member taking a round over sends whole models)
+    holders: set[str] = field(default_factory=set)  # providers proven to hold x_hat
+    broadcast_round: int = 0  # the round x_hat was last sent in (0: the initial model)
 
     @property
     def secure(self) -> bool:
         p = self.spec.privacy
         return p is not None and p.secure_aggregation
+
+
+def downstream_seed(spec: JobSpec) -> int:
+    """The coordinator's codec randomness for broadcast deltas (public, as a provider's)."""
+    return derive_seed(spec.seed, "downstream", "codec") % 2**31
 
 
 def build_strategy(
@@ -207,6 +217,9 @@ class Validator(Role):
             validation,
             settlement,
         )
+        if spec.codec.downstream and spec.codec.name != "identity" and self.coordinator(job):
+            job.broadcast = Broadcaster(build_codec_for(spec, downstream_seed(spec)), job.params)
+            job.holders = set(spec.providers)  # x_hat starts as the public initial model
         holder.append(job)
         return job
 
@@ -218,9 +231,7 @@ class Validator(Role):
         return job.spec.round_timeout_s / (2 * len(job.spec.validators))
 
     def _send_tasks(self, job: ValidatorJob, st: RoundState) -> None:
-        spec = job.spec
-        task = TrainTask(spec.job_id, st.round, vector_bytes(job.params), vector_hash(job.params))
-        for p in st.participants:
+        for p, task in self._tasks(job, st.round, st.participants).items():
             self.ctx.send(p, task)
 
     def _watch(self, job: ValidatorJob, st: RoundState) -> None:
@@ -266,6 +277,25 @@ class Validator(Role):
         if round_ in job.early_sums:
             s = job.early_sums.pop(round_)
             self._close_round(job, s)
+
+    def _tasks(
+        self, job: ValidatorJob, round_: int, participants: tuple[str, ...]
+    ) -> dict[str, TrainTask]:
+        """The round's train tasks: the whole model, or (downstream compression) the
+        encoded delta from the last broadcast to providers proven to hold it."""
+        jid, b = job.spec.job_id, job.broadcast
+        if b is None:
+            full = TrainTask(jid, round_, vector_bytes(job.params), vector_hash(job.params))
+            return dict.fromkeys(participants, full)
+        base = job.broadcast_round
+        enc = b.advance(job.params)
+        job.broadcast_round = round_
+        h = vector_hash(b.model)
+        full = TrainTask(jid, round_, vector_bytes(b.model), h)
+        if enc is None:
+            return dict.fromkeys(participants, full)
+        delta = TrainTask(jid, round_, enc.payload, h, b.wire, base)
+        return {p: delta if p in job.holders else full for p in participants}
 
     def _reject(self, st: RoundState | None, round_: int, sender: str, e: Exception) -> None:
         reason = e.reason if isinstance(e, InvalidUpdate) else str(RejectReason.MALFORMED)
@@ -319,7 +349,7 @@ class Validator(Role):
                 round_=st.round,
                 dim=job.model.dim,
                 policy=self._policy(job, st),
-                codecs={job.decoder.name: job.decoder},
+                codecs={job.decoder.spec.to_wire(): job.decoder},
             )
         except (InvalidUpdate, InvalidMessage) as e:
             self._reject(st, msg.round, sender, e)
@@ -367,6 +397,10 @@ class Validator(Role):
             secure_sum if secure_sum is not None else self._inputs(job, st)
         )
         result = job.strategy.aggregate_train(st.round, start, inputs)
+        if job.broadcast is not None:  # who answered this round holds this round's x_hat
+            job.holders = set(st.updates) | st.rejected
+            if secure_sum is not None:
+                job.holders |= set(secure_sum.contributors)
         job.params = result.params
         plain = isinstance(inputs, Updates)
         outcome = RoundOutcome(
