@@ -221,6 +221,10 @@ class MetricsCollector:
         return d_up, d_down
 
     def _record(self, round_: int, params: Tensor, time_s: float, **extra: Any) -> None:
+        # the byte counters as of now in virtual time (see Simulation.after_event)
+        self.sim.after_event(lambda: self._write(round_, params, time_s, **extra))
+
+    def _write(self, round_: int, params: Tensor, time_s: float, **extra: Any) -> None:
         loss, acc = evaluate(self.model, params, self.test)
         if self.trigger is not None:
             x, target = self._triggered
@@ -406,13 +410,18 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def run_scenario(s: Scenario, progress: ProgressFn | None = None, threads: int = 1) -> RunResult:
+def run_scenario(
+    s: Scenario, progress: ProgressFn | None = None, threads: int = 1, lookahead: bool = True
+) -> RunResult:
     """Plan and run one scenario to completion; deterministic given its seeds."""
     with torch_threads(threads):
-        return execute(plan(s), progress)
+        return execute(plan(s), progress, lookahead=lookahead)
 
 
-def execute(pl: Plan, progress: ProgressFn | None = None) -> RunResult:
+def execute(pl: Plan, progress: ProgressFn | None = None, lookahead: bool = True) -> RunResult:
+    """Run a plan. ``lookahead`` lets providers' message handlers run ahead of pending
+    training (more requests per batch, same events: see ``Simulation``); off, it is the
+    reference the lookahead is tested against."""
     wall = time.perf_counter()
     s, spec, splits = pl.scenario, pl.spec, pl.splits
     torch.manual_seed(spec.seed)
@@ -421,7 +430,16 @@ def execute(pl: Plan, progress: ProgressFn | None = None) -> RunResult:
     model = model_for(spec)
     adversary = _adversary(pl)
     master = s.simulation.master_seed
-    sim = Simulation(network, faults, adversary, master_seed=None if master == "os" else master)
+    # providers' and validators' roles touch only their own node's state (the collector
+    # reads global counters through sim.after_event); the requester ends the run
+    ahead = {*providers, *pl.validators} if lookahead else None
+    sim = Simulation(
+        network,
+        faults,
+        adversary,
+        master_seed=None if master == "os" else master,
+        lookahead_nodes=ahead,
+    )
     attackers = {p.node_id for p in pl.providers if p.attack is not None or p.custom is not None}
     collector = MetricsCollector(
         sim,
