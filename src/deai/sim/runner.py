@@ -558,6 +558,7 @@ def _metrics(
         "bytes_by_kind": dict(sim.bytes.by_kind),
         "messages": sim.bytes.messages,
         "messages_dropped": sim.bytes.dropped,
+        "train_batches": sim.train_batches,  # batched training computations run
         "sim_time_s": sim.now,
         "wall_time_s": wall_s,
         "rounds_per_s": len(rounds) / wall_s if wall_s > 0 else 0.0,
