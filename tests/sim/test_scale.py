@@ -20,8 +20,15 @@ from deai.errors import InvalidMessage, InvalidUpdate
 from deai.job.spec import UpdatePolicy
 from deai.learning.params import vector_bytes
 from deai.node.base import model_for
-from deai.node.messages import FinalModel, GossipModel, JobResult, OpenJob, TrainTask, Update
-from deai.node.messages import encode
+from deai.node.messages import (
+    FinalModel,
+    GossipModel,
+    JobResult,
+    OpenJob,
+    TrainTask,
+    Update,
+    encode,
+)
 from deai.node.validation import check_vector, check_vectors, decode_update
 from deai.sim.runner import run_scenario
 from deai.sim.scenario import parse_scenario
