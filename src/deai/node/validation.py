@@ -89,8 +89,16 @@ def check_vectors(stack: Tensor, policy: UpdatePolicy) -> list[InvalidUpdate | N
     """:func:`check_vector` on every row of ``stack`` ``[n, d]`` as two tensor operations:
     per row, the rejection it would raise, or None. One vector is checked as a one-row
     stack, so the two cannot disagree."""
-    finite = torch.isfinite(stack).all(dim=1).tolist()
-    norms = torch.linalg.vector_norm(stack, dim=1).tolist()
+    norm_t = torch.linalg.vector_norm(stack, dim=1)
+    norms = norm_t.tolist()
+    # a NaN or infinity makes the norm NaN or infinite: only those rows need a full scan
+    # (a finite row's norm can still overflow to infinity: too large, not non-finite)
+    suspect = (~torch.isfinite(norm_t)).nonzero().flatten()
+    finite = [True] * len(norms)
+    for i, ok in zip(
+        suspect.tolist(), torch.isfinite(stack[suspect]).all(dim=1).tolist(), strict=True
+    ):
+        finite[i] = ok
     out: list[InvalidUpdate | None] = []
     for ok, norm in zip(finite, norms, strict=True):
         if not ok:

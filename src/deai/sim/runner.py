@@ -10,6 +10,7 @@ evaluates each new global model on the held-out test split.
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -410,6 +411,21 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@contextmanager
+def _few_collections() -> Iterator[None]:
+    """Python's cyclic garbage collector rescans the long-lived objects (every node, its
+    data) as the run allocates small ones: measured at 1,000 providers it took half of a
+    round. Freeze what exists before the run and collect the young generation rarely."""
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
 def run_scenario(
     s: Scenario, progress: ProgressFn | None = None, threads: int = 1, lookahead: bool = True
 ) -> RunResult:
@@ -491,7 +507,8 @@ def execute(pl: Plan, progress: ProgressFn | None = None, lookahead: bool = True
     def done() -> bool:
         return requester.result is not None and (chain is None or chain.finished)
 
-    sim.run(stop=done)
+    with _few_collections():
+        sim.run(stop=done)
     metrics = _metrics(
         pl, sim, collector, requester, validator_roles, attackers, wall, provider_roles
     )
