@@ -34,6 +34,7 @@ from deai.node.base import (
     model_for,
     open_spec,
     param_policy,
+    provider_set,
 )
 from deai.node.dp import DPStrategy, dp_norm_bound
 from deai.node.hooks import NullObserver, Rejection, RoundObserver, RoundOutcome, Settlement
@@ -238,7 +239,7 @@ class Validator(Role):
         if job is None or job.done or job.round is None:
             return
         st = job.round
-        if msg.round == st.round + 1 and not st.closed and sender in job.spec.providers:
+        if msg.round == st.round + 1 and not st.closed and sender in provider_set(job.spec):
             # the next round's update overtook this round's last ones (links are FIFO per
             # sender, not across senders): hold it, first one per sender, until we get there
             job.early.setdefault(sender, msg)
