@@ -146,6 +146,10 @@ class Simulation:
         self._queue: list[tuple[float, int, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._local: dict[int, str] = {}  # queued events of lookahead nodes: seq -> node
+        # lazy nodes: built when first sent to (see deai.sim.population)
+        self.lazy: dict[str, Callable[[], list[Role]]] = {}
+        self.checkin: Callable[[str], list[tuple[str, Message]]] | None = None
+        self.materialized = 0
 
     def add_node(self, node_id: str, *roles: Role) -> None:
         if node_id not in self.network.profiles:
@@ -177,9 +181,34 @@ class Simulation:
         self._ahead = (seq, k + 1)  # in call order, before any later event at this time
         heapq.heappush(self._queue, (self.now, seq, k + 1, fn))
 
+    def add_lazy(self, node_id: str, factory: Callable[[], list[Role]]) -> None:
+        """A node whose roles are built by ``factory`` when a message is first sent to it;
+        it then receives :attr:`checkin`'s messages at once (counted, not timed)."""
+        if node_id not in self.network.profiles:
+            raise KeyError(f"node {node_id} has no link profile")
+        self.lazy[node_id] = factory
+
+    def _materialize(self, node_id: str) -> None:
+        roles = self.lazy.pop(node_id)()
+        self.add_node(node_id, *roles)
+        self.materialized += 1
+        for role in roles:
+            role.start()
+        for src, msg in self.checkin(node_id) if self.checkin is not None else ():
+            size = wire_size(msg)
+            self.bytes.sent[src] += size
+            self.bytes.received[node_id] += size
+            self.bytes.by_kind[msg.kind] += size
+            self.bytes.count_by_kind[msg.kind] += 1
+            self.bytes.messages += 1
+            for role in roles:
+                role.handle(src, msg)
+
     def send(self, src: str, dst: str, msg: Message) -> None:
         if dst not in self.nodes:
-            raise KeyError(f"{src} sent {msg.kind} to unknown node {dst}")
+            if dst not in self.lazy:
+                raise KeyError(f"{src} sent {msg.kind} to unknown node {dst}")
+            self._materialize(dst)
         if self._ahead is not None:
             # run ahead of pending training: the send goes on the wire at this same virtual
             # time, right after this event, once training due before now has finished

@@ -10,6 +10,7 @@ evaluates each new global model on the held-out test split.
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import time
@@ -33,6 +34,7 @@ from deai.learning.partition import label_histograms, label_skew, partition
 from deai.learning.topology import consensus_distance
 from deai.learning.train import evaluate, evaluate_many
 from deai.node.base import NodeContext, build_codec_for, model_for
+from deai.node.base import Role as NodeRole
 from deai.node.faults import Fault, FaultyBehaviour
 from deai.node.hooks import Behaviour, Honest, Rejection, RoundOutcome, Settlement
 from deai.node.roles import Provider, Requester, Validator
@@ -43,6 +45,13 @@ from deai.sim.behaviours import DataPoisoning
 from deai.sim.chain_job import ChainSetup, SimChain
 from deai.sim.engine import Simulation
 from deai.sim.network import FaultModel, NetworkConfig, NetworkModel, draw_profiles
+from deai.sim.population import (
+    CrossDeviceRequester,
+    LazyProvider,
+    check_cross_device,
+    cohort_participation,
+    memory_estimate,
+)
 from deai.sim.scenario import NO_SECAGG, Role, Scenario
 
 ProgressFn = Callable[[int, int], None]
@@ -165,7 +174,8 @@ def plan(s: Scenario) -> Plan:
         validation=splits.validation.digest(),
     )
     requester = s.parties.requester if s.parties is not None else REQUESTER
-    spec = s.job.bind(
+    job = _with_cohort(s, len(providers))
+    spec = job.bind(
         data=schema,
         parties=Parties(
             requester=requester,
@@ -177,7 +187,42 @@ def plan(s: Scenario) -> Plan:
         raise ConfigError("settlement: the embedded chain funds at most 9 validators")
     model_for(spec)  # builds (and caches) the model: a factory that fails, fails here
     build_codec_for(spec, 0)
+    _check_memory(s, spec, splits)
     return Plan(s, spec, splits, parts, providers, validators, liars, parameters)
+
+
+def _with_cohort(s: Scenario, population: int) -> JobSpec:
+    cohort = s.simulation.cohort
+    if cohort is None:
+        return s.job
+    if s.algorithm.participation < 1.0:
+        raise ConfigError(
+            "simulation.cohort sets the share drawn per round; leave algorithm.participation out"
+        )
+    secure = s.privacy is not None and s.privacy.secure_aggregation
+    check_cross_device(s.job, secure)
+    share = cohort_participation(cohort, population)
+    algorithm = s.algorithm.model_copy(update={"participation": share})
+    return s.job.model_copy(update={"algorithm": algorithm})
+
+
+def _check_memory(s: Scenario, spec: JobSpec, splits: Splits) -> None:
+    """The total provider count is capped by the run's memory estimate, stated."""
+    n = len(spec.providers)
+    drawn = n if s.simulation.cohort is None else min(n, s.simulation.cohort * spec.rounds)
+    per = max(1, len(splits.train) // n)
+    rows = spec.drawn_count() * per
+    data = splits.train
+    est = memory_estimate(n, drawn, data, rows)
+    if s.simulation.cohort is None:  # eager: every provider holds a copy of its data
+        est = memory_estimate(n, n, data, rows + len(data))
+    budget = s.simulation.memory_gb * 2**30
+    if est.total_bytes > budget:
+        raise ConfigError(
+            f"simulation: {n:,} providers need about {est.describe()}, over "
+            f"simulation.memory_gb = {s.simulation.memory_gb:g}"
+            + ("" if s.simulation.cohort else "; with simulation.cohort only the drawn are built")
+        )
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -468,7 +513,8 @@ def execute(pl: Plan, progress: ProgressFn | None = None, lookahead: bool = True
         attackers=attackers,
         trigger=_trigger(pl),
     )
-    requester = Requester(spec.requester, spec)
+    lazy = s.simulation.cohort is not None
+    requester = (CrossDeviceRequester if lazy else Requester)(spec.requester, spec)
     sim.add_node(spec.requester, requester)
     secure = spec.privacy is not None and spec.privacy.secure_aggregation
     chain: SimChain | None = None
@@ -493,7 +539,12 @@ def execute(pl: Plan, progress: ProgressFn | None = None, lookahead: bool = True
         validator_roles.append(role)
         sim.add_node(v, role, *(install_secagg(None, role) if secure else []))
     provider_roles: list[Provider] = []
+    if lazy:
+        assert isinstance(requester, CrossDeviceRequester)
+        _add_lazy(pl, sim, requester, collector, provider_roles)
     for i, (p, idx) in enumerate(zip(pl.providers, pl.parts, strict=True)):
+        if lazy:
+            break
         provider = Provider(
             p.node_id,
             splits.train.subset(idx),
@@ -529,6 +580,31 @@ def execute(pl: Plan, progress: ProgressFn | None = None, lookahead: bool = True
         collector.rejections,
         collector.outcomes,
     )
+
+
+def _add_lazy(
+    pl: Plan,
+    sim: Simulation,
+    requester: CrossDeviceRequester,
+    collector: MetricsCollector,
+    roles: list[Provider],
+) -> None:
+    """Every provider of the population as a lazy node: built, and handed the job, when
+    first drawn (its roles then join ``roles``)."""
+    train, seed = pl.splits.train, pl.spec.seed
+    opened = requester.open_job()
+    sim.checkin = lambda _node: [(pl.spec.requester, opened)]
+
+    def factory(i: int) -> list[NodeRole]:
+        p = pl.providers[i]
+        role = LazyProvider(
+            p.node_id, train, pl.parts[i], behaviour=_behaviour(p, seed + i), observer=collector
+        )
+        roles.append(role)
+        return [role]
+
+    for i, p in enumerate(pl.providers):
+        sim.add_lazy(p.node_id, functools.partial(factory, i))
 
 
 def _metrics(
@@ -576,6 +652,7 @@ def _metrics(
         "messages": sim.bytes.messages,
         "messages_dropped": sim.bytes.dropped,
         "train_batches": sim.train_batches,  # batched training computations run
+        "providers_built": len(providers_roles),  # with a cohort: those ever drawn
         "sim_time_s": sim.now,
         "wall_time_s": wall_s,
         "rounds_per_s": len(rounds) / wall_s if wall_s > 0 else 0.0,

@@ -3,7 +3,7 @@
 ``len(encode(msg))`` is ``4 + len(header) + sum(len(blob))``: the header is a short JSON
 object of the scalar fields and blob lengths, the blobs are only counted. The simulator
 sends one message object to many nodes (a train task to every provider, a job to everyone,
-an update to every validator), so the size of the last message measured is kept.
+an update to every validator), so the sizes of the last few message objects are kept.
 """
 
 from __future__ import annotations
@@ -12,19 +12,15 @@ import json
 
 from deai.node.messages import Message, _fields
 
-
-class _Last:
-    msg: Message | None = None
-    size: int = 0
-
-
-_last = _Last()
+_RECENT = 8
+_recent: dict[int, tuple[Message, int]] = {}  # id -> (the message, kept alive; its size)
 
 
 def wire_size(msg: Message) -> int:
     """``len(deai.node.messages.encode(msg))``, exactly, without copying the blobs."""
-    if _last.msg is msg:
-        return _last.size
+    hit = _recent.get(id(msg))
+    if hit is not None and hit[0] is msg:
+        return hit[1]
     scalars: dict[str, object] = {}
     lengths: dict[str, int] = {}
     blob_bytes = 0
@@ -40,5 +36,7 @@ def wire_size(msg: Message) -> int:
     )
     # json.dumps escapes every non-ASCII character, so one character is one byte
     size = 4 + len(header) + blob_bytes
-    _last.msg, _last.size = msg, size
+    if len(_recent) >= _RECENT:
+        _recent.pop(next(iter(_recent)))
+    _recent[id(msg)] = (msg, size)
     return size
