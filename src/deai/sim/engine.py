@@ -137,6 +137,8 @@ class Simulation:
             tuple[float, FlatModel, TrainRequest, Callable[[TrainResult], None], str]
         ] = []
         self.train_batches = 0
+        # runs one flush's requests for one model (deai.sim.backends: local or Ray)
+        self.trainer: Callable[[FlatModel, list[TrainRequest]], list[TrainResult]] = train_local
         self.due = float("inf")  # the earliest completion time of pending training
         self.training: dict[str, int] = defaultdict(int)  # node -> its pending requests
         # nodes whose message handlers may run ahead of pending training (see run())
@@ -256,7 +258,7 @@ class Simulation:
         self.due = float("inf")
         for idx in groups.values():
             model = batch[idx[0]][1]
-            results = train_local(model, [batch[i][2] for i in idx])
+            results = self.trainer(model, [batch[i][2] for i in idx])
             self.train_batches += 1
             for i, res in zip(idx, results, strict=True):
                 ready, _, _, done, node = batch[i]

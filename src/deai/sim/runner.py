@@ -456,6 +456,29 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@dataclass(frozen=True)
+class Backend:
+    """Where batched training runs: ``local`` (this process) or ``ray`` (Ray workers,
+    :mod:`deai.sim.ray_backend`), each flush split into ``workers`` shards (run one after
+    the other locally); ``address``: a Ray cluster's (None: start a local instance)."""
+
+    name: str = "local"
+    workers: int = 1
+    address: str | None = None
+
+    def trainer(self, spec: JobSpec) -> Any:
+        from deai.learning.train import train_local
+        from deai.sim.backends import ShardedTrainer
+
+        if self.name == "ray":
+            from deai.sim.ray_backend import ray_trainer
+
+            return ray_trainer(spec, self.workers, self.address)
+        if self.name != "local":
+            raise ConfigError(f"backend: {self.name!r}; allowed: local, ray")
+        return train_local if self.workers == 1 else ShardedTrainer(self.workers)
+
+
 @contextmanager
 def _few_collections() -> Iterator[None]:
     """Python's cyclic garbage collector rescans the long-lived objects (every node, its
@@ -472,17 +495,26 @@ def _few_collections() -> Iterator[None]:
 
 
 def run_scenario(
-    s: Scenario, progress: ProgressFn | None = None, threads: int = 1, lookahead: bool = True
+    s: Scenario,
+    progress: ProgressFn | None = None,
+    threads: int = 1,
+    lookahead: bool = True,
+    backend: Backend = Backend(),
 ) -> RunResult:
     """Plan and run one scenario to completion; deterministic given its seeds."""
     with torch_threads(threads):
-        return execute(plan(s), progress, lookahead=lookahead)
+        return execute(plan(s), progress, lookahead=lookahead, backend=backend)
 
 
-def execute(pl: Plan, progress: ProgressFn | None = None, lookahead: bool = True) -> RunResult:
+def execute(
+    pl: Plan,
+    progress: ProgressFn | None = None,
+    lookahead: bool = True,
+    backend: Backend = Backend(),
+) -> RunResult:
     """Run a plan. ``lookahead`` lets providers' message handlers run ahead of pending
     training (more requests per batch, same events: see ``Simulation``); off, it is the
-    reference the lookahead is tested against."""
+    reference the lookahead is tested against. ``backend``: where training runs."""
     wall = time.perf_counter()
     s, spec, splits = pl.scenario, pl.spec, pl.splits
     torch.manual_seed(spec.seed)
@@ -501,6 +533,8 @@ def execute(pl: Plan, progress: ProgressFn | None = None, lookahead: bool = True
         master_seed=None if master == "os" else master,
         lookahead_nodes=ahead,
     )
+    sim.trainer = backend.trainer(spec)
+    backend_info = {"name": backend.name, "workers": backend.workers}
     attackers = {p.node_id for p in pl.providers if p.attack is not None or p.custom is not None}
     collector = MetricsCollector(
         sim,
@@ -563,6 +597,8 @@ def execute(pl: Plan, progress: ProgressFn | None = None, lookahead: bool = True
     metrics = _metrics(
         pl, sim, collector, requester, validator_roles, attackers, wall, provider_roles
     )
+    remote = getattr(sim.trainer, "run", None)
+    metrics["backend"] = {**backend_info, "remote_shards": getattr(remote, "tasks", 0)}
     if chain is not None:
         try:
             metrics["ledger"] = chain.finish()
