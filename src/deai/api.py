@@ -212,6 +212,9 @@ def simulate(
     progress: Progress | None = None,
     threads: int = 1,
     out: str | Path | None = None,
+    backend: str = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> SimulationResult:
     """Run ``job`` in the simulator with the real roles; return a typed result.
 
@@ -219,8 +222,11 @@ def simulate(
     path of a scenario TOML file. ``simulation`` overrides the scenario's section.
     ``data``: your own dataset (arrays through :func:`deai.learning.data.from_arrays`).
     ``out``: also write metrics.json and report.html there (checked before running).
+    ``backend``: where a round's batched training runs, ``"local"`` or ``"ray"`` (split
+    into ``workers`` shards on Ray workers; ``ray_address``: a cluster's, None: a local
+    Ray instance); see ``deai.sim.ray_backend``.
     """
-    from deai.sim.runner import execute, plan, torch_threads
+    from deai.sim.runner import Backend, execute, plan, torch_threads
 
     if isinstance(job, str | Path):
         job = load(job)
@@ -232,7 +238,7 @@ def simulate(
     if threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
     with torch_threads(threads):
-        run = execute(plan(scenario), progress)
+        run = execute(plan(scenario), progress, backend=Backend(backend, workers, ray_address))
     result = _result(run)
     if out is not None:
         result.write(out)

@@ -134,11 +134,13 @@ def test_a_rejected_update_is_recorded_exactly_once() -> None:
     dim = model_for(spec).dim
     v.handle("p0", _update(spec, 1, torch.full((dim,), float("nan"))))
     v.handle("p0", _update(spec, 1, torch.zeros(dim)))  # a second update: a duplicate
-    assert [r.reason for r in v.rejections] == ["non_finite", "duplicate"]
+    # values are checked at close, all the round's updates at once (check_vectors)
+    assert [r.reason for r in v.rejections] == ["duplicate"]
     for p in PROVIDERS[1:]:
         v.handle(p, _update(spec, 1, torch.zeros(dim)))
     (out,) = v.outcomes
-    assert [r.reason for r in out.rejections] == ["non_finite", "duplicate"]
+    assert [r.reason for r in out.rejections] == ["duplicate", "non_finite"]
+    assert [r.reason for r in v.rejections] == ["duplicate", "non_finite"]
     assert "p0" not in out.accepted
 
 
@@ -196,7 +198,16 @@ def test_dp_updates_above_what_clip_plus_noise_reach_are_rejected_not_reclipped(
     v, _ = _validator(spec)
     dim = model_for(spec).dim
     v.handle("p0", _update(spec, 1, torch.full((dim,), 1.0)))  # norm sqrt(dim) > clip
+    _close_round_one(v, spec)
     assert [r.reason for r in v.rejections] == ["norm_too_large"]
+
+
+def _close_round_one(v: Validator, spec: JobSpec) -> None:
+    """The other providers answer with zero updates: round 1 closes, and the values of all
+    its updates are checked then, at once."""
+    dim = model_for(spec).dim
+    for p in PROVIDERS[1:]:
+        v.handle(p, _update(spec, 1, torch.zeros(dim)))
 
 
 # -------------------------------------------------------------------------- provider
@@ -270,4 +281,5 @@ def test_faulty_providers_are_rejected_by_the_validator(fault: Fault) -> None:
     v, _ = _validator(spec)
     for _, msg in pctx.sent:
         v.handle("p0", msg)
+    _close_round_one(v, spec)
     assert len(v.rejections) == 1 and v.rejections[0].sender == "p0"

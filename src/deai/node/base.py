@@ -100,9 +100,24 @@ def secret_seed(ctx: NodeContext, label: str) -> int:
 
 
 # ------------------------------------------------------------------- derived from the spec
-@lru_cache(maxsize=64)
-def _model_for(spec_hash: str, spec_json: str) -> FlatModel:
-    spec = JobSpec.model_validate_json(spec_json)
+def _by_spec_hash(fn: Callable[[JobSpec], T]) -> Callable[[JobSpec], T]:
+    """Cache ``fn(spec)`` by the spec's (cached) hash: keying on the spec's JSON would
+    serialize it on every call, which for a 100,000-provider spec is 2 MB each time."""
+    cache: dict[str, T] = {}
+
+    def cached(spec: JobSpec) -> T:
+        h = spec.spec_hash()
+        if h not in cache:
+            if len(cache) >= 64:
+                cache.pop(next(iter(cache)))
+            cache[h] = fn(spec)
+        return cache[h]
+
+    return cached
+
+
+@_by_spec_hash
+def _model_for(spec: JobSpec) -> FlatModel:
     schema = spec.data_schema
     module = build_model(
         ModelConfig(spec.model.name, spec.model.params),
@@ -116,7 +131,7 @@ def _model_for(spec_hash: str, spec_json: str) -> FlatModel:
 def model_for(spec: JobSpec) -> FlatModel:
     """Every party builds the same initial model from the spec (cached per spec; callers
     must not train the module in place: training is functional over flat vectors)."""
-    return _model_for(spec.spec_hash(), spec.canonical_json())
+    return _model_for(spec)
 
 
 def model_shapes(spec: JobSpec) -> tuple[tuple[int, ...], ...]:
@@ -137,10 +152,9 @@ def codec_seed(spec: JobSpec, provider: str) -> int:
     return derive_seed(spec.seed, provider, "codec") % 2**31
 
 
-@lru_cache(maxsize=64)
-def _draws(spec_hash: str, spec_json: str) -> tuple[tuple[int, ...], ...]:
+@_by_spec_hash
+def _draws(spec: JobSpec) -> tuple[tuple[int, ...], ...]:
     """Every round's draw, computed once per spec (index into ``spec.providers``)."""
-    spec = JobSpec.model_validate_json(spec_json)
     n = len(spec.providers)
     k = spec.drawn_count()
     cap = participation_cap(spec)
@@ -173,7 +187,7 @@ def participants(spec: JobSpec, round_: int) -> tuple[str, ...]:
         return ()
     if spec.algorithm.participation >= 1.0 and participation_cap(spec) is None:
         return spec.providers
-    pick = _draws(spec.spec_hash(), spec.canonical_json())[round_ - 1]
+    pick = _draws(spec)[round_ - 1]
     return tuple(spec.providers[i] for i in pick)
 
 
@@ -223,10 +237,23 @@ def gossip_weights(spec: JobSpec, spec_hash: str, j: int, round_: int) -> dict[i
     return row
 
 
+@_by_spec_hash
+def provider_set(spec: JobSpec) -> frozenset[str]:
+    """``spec.providers`` as a set, for membership tests on large populations."""
+    return frozenset(spec.providers)
+
+
 def open_spec(msg: OpenJob) -> JobSpec:
     """The spec an ``OpenJob`` carries, checked against its hash and job id."""
-    spec = JobSpec.from_json(msg.spec_json)
-    if spec.spec_hash() != msg.spec_hash or spec.job_id != msg.job_id:
+    return _open_spec(msg.spec_json, msg.spec_hash, msg.job_id)
+
+
+@lru_cache(maxsize=16)
+def _open_spec(spec_json: str, spec_hash: str, job_id: str) -> JobSpec:
+    """Parsed once per spec: a simulated network hands the same job to many nodes (a
+    JobSpec is frozen, so sharing one is safe); a wrong spec raises every time."""
+    spec = JobSpec.from_json(spec_json)
+    if spec.spec_hash() != spec_hash or spec.job_id != job_id:
         raise InvalidMessage("job spec does not match its hash or job id")
     if not spec.bound:
         raise InvalidMessage("job spec has no parties or data schema")

@@ -26,6 +26,7 @@ from deai.node.base import (
     open_spec,
     param_policy,
     participants,
+    provider_set,
     secret_seed,
     train_seed,
 )
@@ -107,7 +108,7 @@ class Provider(Role):
 
     def on_open_job(self, sender: str, msg: OpenJob) -> None:
         spec = open_spec(msg)
-        if self.node_id not in spec.providers or sender != spec.requester:
+        if sender != spec.requester or self.node_id not in provider_set(spec):
             return
         if spec.job_id in self.jobs:
             return

@@ -45,6 +45,15 @@ def decode_update(
     msg: Update, *, round_: int, dim: int, policy: UpdatePolicy, codecs: Mapping[str, Codec]
 ) -> Tensor:
     """Return the decoded ``Tensor[dim]`` or raise ``InvalidUpdate``."""
+    vector = decode_unchecked(msg, round_=round_, dim=dim, policy=policy, codecs=codecs)
+    return check_vector(vector, policy)
+
+
+def decode_unchecked(
+    msg: Update, *, round_: int, dim: int, policy: UpdatePolicy, codecs: Mapping[str, Codec]
+) -> Tensor:
+    """Every check of :func:`decode_update` but the values' (:func:`check_vectors`, which
+    a validator runs on a round's stacked updates at once)."""
     if msg.round != round_:
         raise reject(RejectReason.WRONG_ROUND, f"update for round {msg.round}, current is {round_}")
     if not 0 < msg.num_examples <= policy.max_examples:
@@ -65,14 +74,39 @@ def decode_update(
         raise reject(RejectReason.MALFORMED, str(e)) from e
     if vector.shape != (dim,):
         raise reject(RejectReason.WRONG_SHAPE, f"decoded shape {tuple(vector.shape)}")
-    return check_vector(vector, policy)
+    return vector
 
 
 def check_vector(vector: Tensor, policy: UpdatePolicy) -> Tensor:
     """Finite values and a sane norm; shared by updates and gossiped models."""
-    if not bool(torch.isfinite(vector).all()):
-        raise reject(RejectReason.NON_FINITE, "update contains NaN or infinity")
-    norm = float(vector.norm())
-    if norm > policy.max_norm:
-        raise reject(RejectReason.NORM_TOO_LARGE, f"norm {norm:.3g} > {policy.max_norm:.3g}")
+    bad = check_vectors(vector[None], policy)[0]
+    if bad is not None:
+        raise bad
     return vector
+
+
+def check_vectors(stack: Tensor, policy: UpdatePolicy) -> list[InvalidUpdate | None]:
+    """:func:`check_vector` on every row of ``stack`` ``[n, d]`` as two tensor operations:
+    per row, the rejection it would raise, or None. One vector is checked as a one-row
+    stack, so the two cannot disagree."""
+    norm_t = torch.linalg.vector_norm(stack, dim=1)
+    norms = norm_t.tolist()
+    # a NaN or infinity makes the norm NaN or infinite: only those rows need a full scan
+    # (a finite row's norm can still overflow to infinity: too large, not non-finite)
+    suspect = (~torch.isfinite(norm_t)).nonzero().flatten()
+    finite = [True] * len(norms)
+    for i, ok in zip(
+        suspect.tolist(), torch.isfinite(stack[suspect]).all(dim=1).tolist(), strict=True
+    ):
+        finite[i] = ok
+    out: list[InvalidUpdate | None] = []
+    for ok, norm in zip(finite, norms, strict=True):
+        if not ok:
+            out.append(reject(RejectReason.NON_FINITE, "update contains NaN or infinity"))
+        elif norm > policy.max_norm:
+            out.append(
+                reject(RejectReason.NORM_TOO_LARGE, f"norm {norm:.3g} > {policy.max_norm:.3g}")
+            )
+        else:
+            out.append(None)
+    return out

@@ -42,12 +42,13 @@ from deai.node.base import (
     model_for,
     open_spec,
     param_policy,
+    provider_set,
 )
 from deai.node.dp import DPStrategy, dp_norm_bound
 from deai.node.hooks import NullObserver, Rejection, RoundObserver, RoundOutcome, Settlement
 from deai.node.messages import FinalModel, JobResult, OpenJob, TrainTask, Update
 from deai.node.strategy import SecureSum, ServerStrategy, Strategy, Updates
-from deai.node.validation import RejectReason, check_vector, decode_update
+from deai.node.validation import RejectReason, check_vector, check_vectors, decode_unchecked
 
 DataSource = Callable[[JobSpec], Dataset]  # the requester's validation data for a job
 SettlementFactory = Callable[[JobSpec, FlatModel, Dataset, NodeContext], Settlement | None]
@@ -71,13 +72,19 @@ class RoundState:
     round: int
     participants: tuple[str, ...]
     started_s: float
-    updates: dict[str, tuple[Tensor, int]] = field(default_factory=dict)  # sender -> (Δ, count)
+    # sender -> (Δ, count), in arrival order; values are checked at close, all at once
+    updates: dict[str, tuple[Tensor, int]] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
     rejected: set[str] = field(default_factory=set)  # participants whose update failed
     closed: bool = False
+    members: frozenset[str] = frozenset()  # the participants, for O(1) membership
+
+    def __post_init__(self) -> None:
+        self.members = frozenset(self.participants)
 
     def complete(self) -> bool:
-        return all(p in self.updates or p in self.rejected for p in self.participants)
+        # updates and rejected hold only participants, never the same one twice
+        return len(self.updates) + len(self.rejected) >= len(self.members)
 
 
 @dataclass
@@ -310,9 +317,10 @@ class Validator(Role):
         if job is None or job.done or job.round is None:
             return
         st = job.round
-        if sender in job.spec.providers:
+        is_provider = sender in provider_set(job.spec)
+        if is_provider:
             job.heard.add(msg.round)  # someone drives this round
-        if msg.round == st.round + 1 and not st.closed and sender in job.spec.providers:
+        if msg.round == st.round + 1 and not st.closed and is_provider:
             # the next round's update overtook this round's last ones (links are FIFO per
             # sender, not across senders): hold it, first one per sender, until we get there
             job.early.setdefault(sender, msg)
@@ -336,7 +344,7 @@ class Validator(Role):
                     str(RejectReason.PLAINTEXT_IN_SECURE_JOB),
                     "the job uses secure aggregation: a plaintext update is refused unread",
                 )
-            if sender not in job.spec.providers or sender not in st.participants:
+            if sender not in st.members:  # the drawn are a subset of the spec's providers
                 raise InvalidUpdate(str(RejectReason.UNEXPECTED_SENDER), f"{sender} not drawn")
             if sender in st.updates or sender in st.rejected:
                 raise InvalidUpdate(str(RejectReason.DUPLICATE), "second update this round")
@@ -344,7 +352,7 @@ class Validator(Role):
                 raise InvalidUpdate(
                     str(RejectReason.WRONG_ROUND), f"round {msg.round}, open round {st.round}"
                 )
-            delta = decode_update(
+            delta = decode_unchecked(  # its values: in _inputs, with the round's others
                 msg,
                 round_=st.round,
                 dim=job.model.dim,
@@ -353,7 +361,12 @@ class Validator(Role):
             )
         except (InvalidUpdate, InvalidMessage) as e:
             self._reject(st, msg.round, sender, e)
-            if sender in st.participants and msg.round == st.round and not st.closed:
+            if (
+                sender in st.members
+                and msg.round == st.round
+                and not st.closed
+                and sender not in st.updates  # a duplicate of a taken update: counted once
+            ):
                 st.rejected.add(sender)
                 if st.complete():
                     self._close_round(job)
@@ -377,15 +390,24 @@ class Validator(Role):
             job.early_sums[round_] = s  # this member has not closed the last round yet
 
     def _inputs(self, job: ValidatorJob, st: RoundState) -> Updates | SecureSum:
-        senders = tuple(s for s in st.participants if s in st.updates)
         if job.secure:
             return SecureSum((), torch.zeros(job.model.dim))
-        stack = (
-            torch.stack([st.updates[s][0] for s in senders])
-            if senders
-            else torch.zeros((0, job.model.dim))
-        )
-        return Updates(senders, stack, tuple(st.updates[s][1] for s in senders))
+        arrived = list(st.updates)  # arrival order
+        if not arrived:
+            return Updates((), torch.zeros((0, job.model.dim)), ())
+        stack = torch.stack([st.updates[s][0] for s in arrived])
+        # every update's values checked as one tensor operation (exactly check_vector's
+        # verdict per row); the failing are rejected as they would have been on arrival
+        verdicts = check_vectors(stack, self._policy(job, st))
+        for sender, bad in zip(arrived, verdicts, strict=True):
+            if bad is not None:
+                del st.updates[sender]
+                st.rejected.add(sender)
+                self._reject(st, st.round, sender, bad)
+        order = {s: i for i, s in enumerate(arrived)}
+        senders = tuple(s for s in st.participants if s in st.updates)
+        rows = torch.tensor([order[s] for s in senders], dtype=torch.long)
+        return Updates(senders, stack[rows], tuple(st.updates[s][1] for s in senders))
 
     def _close_round(self, job: ValidatorJob, secure_sum: SecureSum | None = None) -> None:
         st = job.round

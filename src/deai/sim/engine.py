@@ -29,10 +29,11 @@ from typing import Any, Protocol
 
 from deai.learning.params import FlatModel
 from deai.learning.train import TrainRequest, TrainResult, planned_samples, train_local
-from deai.node.messages import Message, Update, encode
+from deai.node.messages import Message, Update
 from deai.node.roles import Role
 from deai.privacy.secrets import SimulatedSecrets
 from deai.sim.network import FaultModel, NetworkModel
+from deai.sim.wire import wire_size
 
 
 class Interceptor(Protocol):
@@ -87,7 +88,7 @@ class _Ctx:
                 return
             done(result, None)
 
-        self.engine.schedule(self.engine.now, run)
+        self.engine.schedule(self.engine.now, run, self.node_id)
 
     def now(self) -> float:
         return self.engine.now
@@ -96,14 +97,16 @@ class _Ctx:
         self.engine.send(self.node_id, to, msg)
 
     def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
-        self.engine.schedule(self.engine.now + delay_s, fn)
+        self.engine.schedule(self.engine.now + delay_s, fn, self.node_id)
 
     def train(
         self, model: FlatModel, request: TrainRequest, done: Callable[[TrainResult], None]
     ) -> None:
         samples = planned_samples(len(request.y), request.config)
         ready = self.engine.now + self.engine.network.compute_time(self.node_id, samples)
-        self.engine.pending.append((ready, model, request, done))
+        self.engine.pending.append((ready, model, request, done, self.node_id))
+        self.engine.training[self.node_id] += 1
+        self.engine.due = min(self.engine.due, ready)
 
 
 class Simulation:
@@ -113,6 +116,7 @@ class Simulation:
         faults: FaultModel | None = None,
         interceptor: Interceptor | None = None,
         master_seed: int | None = 0,
+        lookahead_nodes: set[str] | None = None,
     ) -> None:
         master = (
             secrets.token_bytes(32)
@@ -128,13 +132,26 @@ class Simulation:
         self.now = 0.0
         self.nodes: dict[str, list[Role]] = {}
         self.bytes = ByteCounter()
-        # (completion time, model, request, continuation)
+        # (completion time, model, request, continuation, node)
         self.pending: list[
-            tuple[float, FlatModel, TrainRequest, Callable[[TrainResult], None]]
+            tuple[float, FlatModel, TrainRequest, Callable[[TrainResult], None], str]
         ] = []
         self.train_batches = 0
-        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        # runs one flush's requests for one model (deai.sim.backends: local or Ray)
+        self.trainer: Callable[[FlatModel, list[TrainRequest]], list[TrainResult]] = train_local
+        self.due = float("inf")  # the earliest completion time of pending training
+        self.training: dict[str, int] = defaultdict(int)  # node -> its pending requests
+        # nodes whose message handlers may run ahead of pending training (see run())
+        self.lookahead_nodes = lookahead_nodes or set()
+        self._lookahead = 0.0  # the least latency any message can have, set by run()
+        self._ahead: tuple[int, int] | None = None  # (seq, sends) of the event run ahead
+        self._queue: list[tuple[float, int, int, Callable[[], None]]] = []
         self._seq = itertools.count()
+        self._local: dict[int, str] = {}  # queued events of lookahead nodes: seq -> node
+        # lazy nodes: built when first sent to (see deai.sim.population)
+        self.lazy: dict[str, Callable[[], list[Role]]] = {}
+        self.checkin: Callable[[str], list[tuple[str, Message]]] | None = None
+        self.materialized = 0
 
     def add_node(self, node_id: str, *roles: Role) -> None:
         if node_id not in self.network.profiles:
@@ -143,19 +160,72 @@ class Simulation:
         for role in roles:
             role.attach(_Ctx(self, node_id))
 
-    def schedule(self, at: float, fn: Callable[[], None]) -> None:
-        heapq.heappush(self._queue, (at, next(self._seq), fn))
+    def schedule(self, at: float, fn: Callable[[], None], node: str | None = None) -> int:
+        """Queue ``fn`` at virtual time ``at``; ``node``: the node whose event it is (its
+        message delivery, timer, offloaded work or training result), None: global."""
+        seq = next(self._seq)
+        heapq.heappush(self._queue, (at, seq, 0, fn))
+        if node is not None and node in self.lookahead_nodes:
+            self._local[seq] = node
+        return seq
+
+    def after_event(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once everything due before now has run: at once, or, while the
+        current event runs ahead of pending training, right after it and that training's
+        continuations (an observer reading global counters reads them in time order)."""
+        if self._ahead is None:
+            fn()
+            return
+        self._defer(fn)
+
+    def _defer(self, fn: Callable[[], None]) -> None:
+        seq, k = self._ahead or (0, 0)
+        self._ahead = (seq, k + 1)  # in call order, before any later event at this time
+        heapq.heappush(self._queue, (self.now, seq, k + 1, fn))
+
+    def add_lazy(self, node_id: str, factory: Callable[[], list[Role]]) -> None:
+        """A node whose roles are built by ``factory`` when a message is first sent to it;
+        it then receives :attr:`checkin`'s messages at once (counted, not timed)."""
+        if node_id not in self.network.profiles:
+            raise KeyError(f"node {node_id} has no link profile")
+        self.lazy[node_id] = factory
+
+    def _materialize(self, node_id: str) -> None:
+        roles = self.lazy.pop(node_id)()
+        self.add_node(node_id, *roles)
+        self.materialized += 1
+        for role in roles:
+            role.start()
+        for src, msg in self.checkin(node_id) if self.checkin is not None else ():
+            size = wire_size(msg)
+            self.bytes.sent[src] += size
+            self.bytes.received[node_id] += size
+            self.bytes.by_kind[msg.kind] += size
+            self.bytes.count_by_kind[msg.kind] += 1
+            self.bytes.messages += 1
+            for role in roles:
+                role.handle(src, msg)
 
     def send(self, src: str, dst: str, msg: Message) -> None:
         if dst not in self.nodes:
-            raise KeyError(f"{src} sent {msg.kind} to unknown node {dst}")
+            if dst not in self.lazy:
+                raise KeyError(f"{src} sent {msg.kind} to unknown node {dst}")
+            self._materialize(dst)
+        if self._ahead is not None:
+            # run ahead of pending training: the send goes on the wire at this same virtual
+            # time, right after this event, once training due before now has finished
+            self._defer(functools.partial(self._send_now, src, dst, msg))
+            return
+        self._send_now(src, dst, msg)
+
+    def _send_now(self, src: str, dst: str, msg: Message) -> None:
         if self.interceptor is not None and self.interceptor.intercept(self, src, dst, msg):
             return  # taken by the simulated adversary; it transmits its own version later
         self.transmit(src, dst, msg)
 
     def transmit(self, src: str, dst: str, msg: Message) -> None:
         """Put a message on the simulated wire: count it, apply faults, deliver it."""
-        size = len(encode(msg))
+        size = wire_size(msg)
         self.bytes.sent[src] += size
         self.bytes.by_kind[msg.kind] += size
         self.bytes.count_by_kind[msg.kind] += 1
@@ -172,40 +242,70 @@ class Simulation:
             for role in self.nodes[dst]:
                 role.handle(src, msg)
 
-        self.schedule(arrival, deliver)
+        self.schedule(arrival, deliver, dst)
 
     def _flush_training(self) -> None:
         batch, self.pending = self.pending, []
         by_model: dict[int, list[int]] = defaultdict(list)
-        for i, (_, model, _, _) in enumerate(batch):
+        for i, (_, model, _, _, _) in enumerate(batch):
             by_model[id(model)].append(i)
         # one batched computation per model architecture
         groups: dict[tuple[object, ...], list[int]] = defaultdict(list)
         for idx in by_model.values():
             model = batch[idx[0]][1]
             groups[(type(model.module), model.dim, tuple(model.names))].extend(idx)
+        self.training.clear()
+        self.due = float("inf")
         for idx in groups.values():
             model = batch[idx[0]][1]
-            results = train_local(model, [batch[i][2] for i in idx])
+            results = self.trainer(model, [batch[i][2] for i in idx])
             self.train_batches += 1
             for i, res in zip(idx, results, strict=True):
-                ready, _, _, done = batch[i]
-                self.schedule(ready, functools.partial(done, res))
+                ready, _, _, done, node = batch[i]
+                self.schedule(ready, functools.partial(done, res), node)
+
+    def _can_run_ahead(self, due: float) -> bool:
+        """Whether the next event may run before the training due at ``due`` finishes.
+
+        Conservative lookahead (as in parallel discrete-event simulation): the event is an
+        event of a lookahead node (a message delivery, timer or training result of a node
+        whose roles touch only its own state; they read global state, such as byte
+        counters, through :meth:`after_event`) with no pending training of its own, and it
+        happens before ``due`` plus the least
+        latency any message can have, so nothing a training continuation (run at its own
+        completion time, on its own node) sends can reach that node before it. Its sends
+        are held and put on the wire at their own virtual time, after the continuations
+        due earlier. Every node therefore sees the same messages at the same virtual times,
+        and every link the same transfers in the same order, as without lookahead; only
+        more requests share a batch."""
+        at, seq, _, _ = self._queue[0]
+        node = self._local.get(seq)
+        return node is not None and at < due + self._lookahead and not self.training[node]
 
     def run(self, until: float = float("inf"), stop: Callable[[], bool] | None = None) -> None:
         for roles in self.nodes.values():
             for role in roles:
                 role.start()
+        lats = [p.latency_s for p in self.network.profiles.values()]
+        self._lookahead = 2 * min(lats) if lats and self.lookahead_nodes else 0.0
         while self._queue or self.pending:
-            if self.pending and (
-                not self._queue or self._queue[0][0] >= min(p[0] for p in self.pending)
-            ):
-                self._flush_training()
-                continue
-            at, _, fn = heapq.heappop(self._queue)
+            ahead = False
+            if self.pending:
+                due = self.due
+                if not self._queue or self._queue[0][0] >= due:
+                    if not self._queue or not self._can_run_ahead(due):
+                        self._flush_training()
+                        continue
+                    ahead = True
+            at, seq, _, fn = heapq.heappop(self._queue)
             if at > until:
                 break
             self.now = at
-            fn()
+            self._local.pop(seq, None)
+            self._ahead = (seq, 0) if ahead else None
+            try:
+                fn()
+            finally:
+                self._ahead = None
             if stop is not None and stop():
                 break

@@ -10,6 +10,8 @@ evaluates each new global model on the held-out test split.
 
 from __future__ import annotations
 
+import functools
+import gc
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +34,7 @@ from deai.learning.partition import label_histograms, label_skew, partition
 from deai.learning.topology import consensus_distance
 from deai.learning.train import evaluate, evaluate_many
 from deai.node.base import NodeContext, build_codec_for, model_for
+from deai.node.base import Role as NodeRole
 from deai.node.faults import Fault, FaultyBehaviour
 from deai.node.hooks import Behaviour, Honest, Rejection, RoundOutcome, Settlement
 from deai.node.roles import Provider, Requester, Validator
@@ -42,6 +45,13 @@ from deai.sim.behaviours import DataPoisoning
 from deai.sim.chain_job import ChainSetup, SimChain
 from deai.sim.engine import Simulation
 from deai.sim.network import FaultModel, NetworkConfig, NetworkModel, draw_profiles
+from deai.sim.population import (
+    CrossDeviceRequester,
+    LazyProvider,
+    check_cross_device,
+    cohort_participation,
+    memory_estimate,
+)
 from deai.sim.scenario import NO_SECAGG, Role, Scenario
 
 ProgressFn = Callable[[int, int], None]
@@ -164,7 +174,8 @@ def plan(s: Scenario) -> Plan:
         validation=splits.validation.digest(),
     )
     requester = s.parties.requester if s.parties is not None else REQUESTER
-    spec = s.job.bind(
+    job = _with_cohort(s, len(providers))
+    spec = job.bind(
         data=schema,
         parties=Parties(
             requester=requester,
@@ -176,7 +187,42 @@ def plan(s: Scenario) -> Plan:
         raise ConfigError("settlement: the embedded chain funds at most 9 validators")
     model_for(spec)  # builds (and caches) the model: a factory that fails, fails here
     build_codec_for(spec, 0)
+    _check_memory(s, spec, splits)
     return Plan(s, spec, splits, parts, providers, validators, liars, parameters)
+
+
+def _with_cohort(s: Scenario, population: int) -> JobSpec:
+    cohort = s.simulation.cohort
+    if cohort is None:
+        return s.job
+    if s.algorithm.participation < 1.0:
+        raise ConfigError(
+            "simulation.cohort sets the share drawn per round; leave algorithm.participation out"
+        )
+    secure = s.privacy is not None and s.privacy.secure_aggregation
+    check_cross_device(s.job, secure)
+    share = cohort_participation(cohort, population)
+    algorithm = s.algorithm.model_copy(update={"participation": share})
+    return s.job.model_copy(update={"algorithm": algorithm})
+
+
+def _check_memory(s: Scenario, spec: JobSpec, splits: Splits) -> None:
+    """The total provider count is capped by the run's memory estimate, stated."""
+    n = len(spec.providers)
+    drawn = n if s.simulation.cohort is None else min(n, s.simulation.cohort * spec.rounds)
+    per = max(1, len(splits.train) // n)
+    rows = spec.drawn_count() * per
+    data = splits.train
+    est = memory_estimate(n, drawn, data, rows)
+    if s.simulation.cohort is None:  # eager: every provider holds a copy of its data
+        est = memory_estimate(n, n, data, rows + len(data))
+    budget = s.simulation.memory_gb * 2**30
+    if est.total_bytes > budget:
+        raise ConfigError(
+            f"simulation: {n:,} providers need about {est.describe()}, over "
+            f"simulation.memory_gb = {s.simulation.memory_gb:g}"
+            + ("" if s.simulation.cohort else "; with simulation.cohort only the drawn are built")
+        )
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -221,6 +267,10 @@ class MetricsCollector:
         return d_up, d_down
 
     def _record(self, round_: int, params: Tensor, time_s: float, **extra: Any) -> None:
+        # the byte counters as of now in virtual time (see Simulation.after_event)
+        self.sim.after_event(lambda: self._write(round_, params, time_s, **extra))
+
+    def _write(self, round_: int, params: Tensor, time_s: float, **extra: Any) -> None:
         loss, acc = evaluate(self.model, params, self.test)
         if self.trigger is not None:
             x, target = self._triggered
@@ -431,13 +481,65 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def run_scenario(s: Scenario, progress: ProgressFn | None = None, threads: int = 1) -> RunResult:
+@dataclass(frozen=True)
+class Backend:
+    """Where batched training runs: ``local`` (this process) or ``ray`` (Ray workers,
+    :mod:`deai.sim.ray_backend`), each flush split into ``workers`` shards (run one after
+    the other locally); ``address``: a Ray cluster's (None: start a local instance)."""
+
+    name: str = "local"
+    workers: int = 1
+    address: str | None = None
+
+    def trainer(self, spec: JobSpec) -> Any:
+        from deai.learning.train import train_local
+        from deai.sim.backends import ShardedTrainer
+
+        if self.name == "ray":
+            from deai.sim.ray_backend import ray_trainer
+
+            return ray_trainer(spec, self.workers, self.address)
+        if self.name != "local":
+            raise ConfigError(f"backend: {self.name!r}; allowed: local, ray")
+        return train_local if self.workers == 1 else ShardedTrainer(self.workers)
+
+
+@contextmanager
+def _few_collections() -> Iterator[None]:
+    """Python's cyclic garbage collector rescans the long-lived objects (every node, its
+    data) as the run allocates small ones: measured at 1,000 providers it took half of a
+    round. Freeze what exists before the run and collect the young generation rarely."""
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
+def run_scenario(
+    s: Scenario,
+    progress: ProgressFn | None = None,
+    threads: int = 1,
+    lookahead: bool = True,
+    backend: Backend = Backend(),
+) -> RunResult:
     """Plan and run one scenario to completion; deterministic given its seeds."""
     with torch_threads(threads):
-        return execute(plan(s), progress)
+        return execute(plan(s), progress, lookahead=lookahead, backend=backend)
 
 
-def execute(pl: Plan, progress: ProgressFn | None = None) -> RunResult:
+def execute(
+    pl: Plan,
+    progress: ProgressFn | None = None,
+    lookahead: bool = True,
+    backend: Backend = Backend(),
+) -> RunResult:
+    """Run a plan. ``lookahead`` lets providers' message handlers run ahead of pending
+    training (more requests per batch, same events: see ``Simulation``); off, it is the
+    reference the lookahead is tested against. ``backend``: where training runs."""
     wall = time.perf_counter()
     s, spec, splits = pl.scenario, pl.spec, pl.splits
     torch.manual_seed(spec.seed)
@@ -446,7 +548,18 @@ def execute(pl: Plan, progress: ProgressFn | None = None) -> RunResult:
     model = model_for(spec)
     adversary = _adversary(pl)
     master = s.simulation.master_seed
-    sim = Simulation(network, faults, adversary, master_seed=None if master == "os" else master)
+    # providers' and validators' roles touch only their own node's state (the collector
+    # reads global counters through sim.after_event); the requester ends the run
+    ahead = {*providers, *pl.validators} if lookahead else None
+    sim = Simulation(
+        network,
+        faults,
+        adversary,
+        master_seed=None if master == "os" else master,
+        lookahead_nodes=ahead,
+    )
+    sim.trainer = backend.trainer(spec)
+    backend_info = {"name": backend.name, "workers": backend.workers}
     attackers = {p.node_id for p in pl.providers if p.attack is not None or p.custom is not None}
     collector = MetricsCollector(
         sim,
@@ -459,7 +572,8 @@ def execute(pl: Plan, progress: ProgressFn | None = None) -> RunResult:
         attackers=attackers,
         trigger=_trigger(pl),
     )
-    requester = Requester(spec.requester, spec)
+    lazy = s.simulation.cohort is not None
+    requester = (CrossDeviceRequester if lazy else Requester)(spec.requester, spec)
     sim.add_node(spec.requester, requester)
     secure = spec.privacy is not None and spec.privacy.secure_aggregation
     chain: SimChain | None = None
@@ -484,7 +598,12 @@ def execute(pl: Plan, progress: ProgressFn | None = None) -> RunResult:
         validator_roles.append(role)
         sim.add_node(v, role, *(install_secagg(None, role) if secure else []))
     provider_roles: list[Provider] = []
+    if lazy:
+        assert isinstance(requester, CrossDeviceRequester)
+        _add_lazy(pl, sim, requester, collector, provider_roles)
     for i, (p, idx) in enumerate(zip(pl.providers, pl.parts, strict=True)):
+        if lazy:
+            break
         provider = Provider(
             p.node_id,
             splits.train.subset(idx),
@@ -498,10 +617,13 @@ def execute(pl: Plan, progress: ProgressFn | None = None) -> RunResult:
     def done() -> bool:
         return requester.result is not None and (chain is None or chain.finished)
 
-    sim.run(stop=done)
+    with _few_collections():
+        sim.run(stop=done)
     metrics = _metrics(
         pl, sim, collector, requester, validator_roles, attackers, wall, provider_roles
     )
+    remote = getattr(sim.trainer, "run", None)
+    metrics["backend"] = {**backend_info, "remote_shards": getattr(remote, "tasks", 0)}
     if chain is not None:
         try:
             metrics["ledger"] = chain.finish()
@@ -519,6 +641,31 @@ def execute(pl: Plan, progress: ProgressFn | None = None) -> RunResult:
         collector.rejections,
         collector.outcomes,
     )
+
+
+def _add_lazy(
+    pl: Plan,
+    sim: Simulation,
+    requester: CrossDeviceRequester,
+    collector: MetricsCollector,
+    roles: list[Provider],
+) -> None:
+    """Every provider of the population as a lazy node: built, and handed the job, when
+    first drawn (its roles then join ``roles``)."""
+    train, seed = pl.splits.train, pl.spec.seed
+    opened = requester.open_job()
+    sim.checkin = lambda _node: [(pl.spec.requester, opened)]
+
+    def factory(i: int) -> list[NodeRole]:
+        p = pl.providers[i]
+        role = LazyProvider(
+            p.node_id, train, pl.parts[i], behaviour=_behaviour(p, seed + i), observer=collector
+        )
+        roles.append(role)
+        return [role]
+
+    for i, p in enumerate(pl.providers):
+        sim.add_lazy(p.node_id, functools.partial(factory, i))
 
 
 def _metrics(
@@ -565,6 +712,8 @@ def _metrics(
         "bytes_by_kind": dict(sim.bytes.by_kind),
         "messages": sim.bytes.messages,
         "messages_dropped": sim.bytes.dropped,
+        "train_batches": sim.train_batches,  # batched training computations run
+        "providers_built": len(providers_roles),  # with a cohort: those ever drawn
         "sim_time_s": sim.now,
         "wall_time_s": wall_s,
         "rounds_per_s": len(rounds) / wall_s if wall_s > 0 else 0.0,

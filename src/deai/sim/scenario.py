@@ -27,7 +27,7 @@ from deai.job.types import Float, Fraction, NonNegativeFloat, PositiveFloat, Pos
 __all__ = ["DataSource", "NetworkSection", "NodeGroup", "Role", "Scenario", "SimulationSection"]
 from deai.job.data import DataSource
 
-MAX_SIM_NODES = 100_000
+MAX_SIM_NODES = 1_000_000  # a sanity bound; the real cap is the run's memory estimate
 NO_SECAGG = "no_secagg"  # a provider fault: the node runs no SecAgg client (it must refuse)
 
 
@@ -105,6 +105,11 @@ class SimulationSection(_Strict):
     master_seed: Seed | Literal["os"] = 0  # the simulator's secret: per-node DP noise,
     # SecAgg keys, salts. Not part of the job spec, never seen by any role; "os": fresh
     stake_eth: PositiveFloat = 5.0  # each validator's stake on the embedded chain
+    # cross-device: each round draws `cohort` providers from the population, and a
+    # provider is built when first drawn (deai.sim.population); None: all of them, built
+    # at the start
+    cohort: PositiveInt | None = None
+    memory_gb: PositiveFloat = 8.0  # the memory the run may plan for (see memory_estimate)
 
     @model_validator(mode="after")
     def _roles(self) -> SimulationSection:
