@@ -41,8 +41,8 @@ import torch
 from eth_account import Account
 from eth_utils import keccak
 
-from deai.learning.lm.corpus import Domain, generate
 from deai.ledger.chain import EmbeddedChain
+from deai.llm.corpus import split_documents, stdlib_corpus
 from deai.swarm.adversary import Cheater, Strategy
 from deai.swarm.blocks import load_span
 from deai.swarm.chain import ChainIdentity, DisputeRun, SwarmLedger, SwarmLedgerConfig
@@ -330,11 +330,15 @@ def calibration(model: Any, tok: Any) -> dict[str, Any]:
 def finetune(model: Any, tok: Any, seeds: int, steps: int) -> dict[str, Any]:
     log(f"prompt tuning SmolLM2 through 5 simulated servers, {seeds} seeds x {steps} steps ...")
     man = Manifest.of(model)
-    text = generate(30_000, seed=0, domain=Domain.FARM)
-    ids = tok(text, return_tensors="pt").input_ids[0]
+    split = split_documents(stdlib_corpus(), providers=1, seed=0)  # the real corpus, by document
     t = 24
-    rows = ids[: (len(ids) // t) * t].reshape(-1, t)
-    train, held = rows[:-16], rows[-16:]
+
+    def rows_of(docs: Any, chars: int) -> Any:
+        text = "\n".join(d.text for d in docs)[:chars]
+        ids = tok(text, return_tensors="pt").input_ids[0]
+        return ids[: (len(ids) // t) * t].reshape(-1, t)
+
+    train, held = rows_of(split.providers[0], 30_000), rows_of(split.test, 6_000)[:16]
     res = []
     for seed in range(seeds):
         sw = SimSwarm(model, SimConfig(spans=FIVE), manifest=man)
@@ -357,8 +361,26 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="tiny sizes, no results file")
     ap.add_argument("--docs", action="store_true", help="only rewrite docs/swarm.md's table")
+    ap.add_argument(
+        "--finetune-only", action="store_true",
+        help="rerun only the fine-tuning measurement and update its keys in swarm.json",
+    )  # fmt: skip
     args = ap.parse_args()
     if args.docs:
+        write_docs()
+        return
+    if args.finetune_only:
+        torch.set_num_threads(1)
+        from deai.llm import load_smollm2
+
+        model, tok = load_smollm2()
+        ft = finetune(model, tok, seeds=3, steps=30)
+        result = json.loads(OUT.read_text())
+        result["finetune_loss_before"] = ft["before"]["mean"]
+        result["finetune_loss_after"] = ft["after"]["mean"]
+        result["details"]["finetune"] = ft
+        result["details"]["finetune_corpus"] = "python stdlib sources, split by document"
+        OUT.write_text(json.dumps(result, indent=1, default=str))
         write_docs()
         return
     torch.set_num_threads(1)
