@@ -67,7 +67,7 @@ from deai.verification.tasks import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from docs_table import write_block  # noqa: E402
+from docs_table import write_block
 
 OUT = Path(__file__).parent / "results" / "verification.json"
 DOC = Path(__file__).parent.parent / "docs" / "verification.md"
@@ -88,8 +88,16 @@ def setup() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     d = load_digits()
     x = torch.tensor(d.data / 16, dtype=torch.float32)
     y = torch.tensor(d.target)
-    task = TrainingTask(SPEC, SPEC.init_params(0), x[:512], y[:512], steps=150,
-                        batch_size=32, lr=0.5, checkpoint_every=10)  # fmt: skip
+    task = TrainingTask(
+        SPEC,
+        SPEC.init_params(0),
+        x[:512],
+        y[:512],
+        steps=150,
+        batch_size=32,
+        lr=0.5,
+        checkpoint_every=10,
+    )
     return train_steps(task, task.params, 0, task.steps, ExecutionEnv()), x[512:], x, y
 
 
@@ -104,8 +112,14 @@ def ids(n: int, seed: int) -> list[bytes]:
     return [(seed * 10**7 + i).to_bytes(32, "big") for i in range(n)]
 
 
-def lanes(params: torch.Tensor, x: torch.Tensor, p: prof.Profile, env: prof.KernelEnv,
-          tids: list[bytes], cheat: prof.Cheat | None = None) -> torch.Tensor:  # fmt: skip
+def lanes(
+    params: torch.Tensor,
+    x: torch.Tensor,
+    p: prof.Profile,
+    env: prof.KernelEnv,
+    tids: list[bytes],
+    cheat: prof.Cheat | None = None,
+) -> torch.Tensor:
     out = prof.forward_many(SPEC, params, x, p, env, cheat).reshape(len(tids), ROWS, -1)
     return project_tasks(out, tids)
 
@@ -121,8 +135,9 @@ def rate_ci(k: int, n: int) -> dict[str, Any]:
     return {"count": k, "trials": n, "rate": k / n if n else 0.0, "ci95": [lo, hi]}
 
 
-def profile_section(params: torch.Tensor, pool: torch.Tensor, n_cal: int, n_test: int,
-                    n_cheat: int) -> dict[str, Any]:  # fmt: skip
+def profile_section(
+    params: torch.Tensor, pool: torch.Tensor, n_cal: int, n_test: int, n_cheat: int
+) -> dict[str, Any]:
     envs = prof.HONEST_ENVS
     out: dict[str, Any] = {}
     ref_fp32: LaneConfig | None = None
@@ -170,21 +185,42 @@ def profile_section(params: torch.Tensor, pool: torch.Tensor, n_cal: int, n_test
     return out
 
 
-def pol_section(params: torch.Tensor, x: torch.Tensor, y: torch.Tensor, stake: float,
-                tasks: int, secrets_per_task: int) -> dict[str, Any]:  # fmt: skip
+def pol_section(
+    params: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    stake: float,
+    tasks: int,
+    secrets_per_task: int,
+) -> dict[str, Any]:
     n_seg = 8
     m = pol.replays_for(n_seg, RATE, FEE, stake, HONEST_COST)
-    strategies = [Behaviour.FABRICATE_ONE_SEGMENT, Behaviour.STOP_EARLY_HONEST_TAIL,
-                  Behaviour.PARTIAL_TRAINING, Behaviour.SKIPPED_STEPS, Behaviour.RANDOM_OUTPUT]  # fmt: skip
+    strategies = [
+        Behaviour.FABRICATE_ONE_SEGMENT,
+        Behaviour.STOP_EARLY_HONEST_TAIL,
+        Behaviour.PARTIAL_TRAINING,
+        Behaviour.SKIPPED_STEPS,
+        Behaviour.RANDOM_OUTPUT,
+    ]
     out: dict[str, Any] = {"segments": n_seg, "replays": m, "sized_for_stake": stake}
     honest_fail = 0
     for b in [Behaviour.HONEST, *strategies]:
         caught = trials = 0
         for t in range(tasks):
-            task = TrainingTask(SPEC, params, x[:512], y[:512], steps=16, batch_size=8,
-                                lr=0.05, seed=100 + t, checkpoint_every=2)  # fmt: skip
-            w = Worker("0x" + f"{t + 1:040x}", behaviour=b, env=ExecutionEnv(1, 4),
-                       secret=b"pol%d" % t)  # fmt: skip
+            task = TrainingTask(
+                SPEC,
+                params,
+                x[:512],
+                y[:512],
+                steps=16,
+                batch_size=8,
+                lr=0.05,
+                seed=100 + t,
+                checkpoint_every=2,
+            )
+            w = Worker(
+                "0x" + f"{t + 1:040x}", behaviour=b, env=ExecutionEnv(1, 4), secret=b"pol%d" % t
+            )
             ckpts = w.train(task)
             proof = pol.commit(task, ckpts)
             # every segment replayed once (deterministic); the secret draws then read it
@@ -239,31 +275,43 @@ class GrindingRequester(SlotRequester):
         return sid
 
 
-def chain_run(params: torch.Tensor, pool: torch.Tensor, n: int, strategy: Strategy,
-              grind: bool, seed: int) -> dict[str, Any]:  # fmt: skip
+def chain_run(
+    params: torch.Tensor, pool: torch.Tensor, n: int, strategy: Strategy, grind: bool, seed: int
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     bond = 10**16
-    ledger = Ledger.deploy(EmbeddedChain(), LedgerConfig(min_stake=10**18, task_slash=bond,
-                                                         job_slash=bond))  # fmt: skip
+    ledger = Ledger.deploy(
+        EmbeddedChain(), LedgerConfig(min_stake=10**18, task_slash=bond, job_slash=bond)
+    )
     acc = ledger.chain.accounts
     secrets = SimulatedSecrets(b"deai.bench.verification" + bytes([seed]) * 8)
     for a in acc[1:8]:
         ledger.register(a, 10**18, "sim://w", Role.WORKER)
     lane_cfg = LaneConfig(step=2.0**-20, tolerance=2.0**-17)
     fp32 = prof.Profile.FP32
-    cheater = SlotWorker(acc[1], secrets.secret_bytes(acc[1], "salt"), fp32, prof.HONEST_ENVS[1],
-                         strategy)  # fmt: skip
-    honest = [SlotWorker(a, secrets.secret_bytes(a, "salt"), fp32, prof.HONEST_ENVS[i % 5])
-              for i, a in enumerate(acc[2:8])]  # fmt: skip
+    cheater = SlotWorker(
+        acc[1], secrets.secret_bytes(acc[1], "salt"), fp32, prof.HONEST_ENVS[1], strategy
+    )
+    honest = [
+        SlotWorker(a, secrets.secret_bytes(a, "salt"), fp32, prof.HONEST_ENVS[i % 5])
+        for i, a in enumerate(acc[2:8])
+    ]
     xs = task_inputs(pool, n, 10 + seed).reshape(n, ROWS, -1)
     tasks = [InferenceTask(SPEC, params, xs[i], nonce=i) for i in range(n)]
     cfg = SlotMarketConfig(rate=0.5, k=K, fee=10**15, bond=bond)
     cls = GrindingRequester if grind else SlotRequester
-    rq = cls(ledger, acc[0], secrets.secret_bytes(acc[0], "key"), cfg,
-             [lane_cfg.tolerance_lanes] * 4, random.Random(seed))  # fmt: skip
+    rq = cls(
+        ledger,
+        acc[0],
+        secrets.secret_bytes(acc[0], "key"),
+        cfg,
+        [lane_cfg.tolerance_lanes] * 4,
+        random.Random(seed),
+    )
     rq.open_key(10**8)
-    rep = run_rounds(ledger, rq, tasks, lambda i: cheater, honest, lane_cfg, fp32, 48,
-                     random.Random(seed))  # fmt: skip
+    rep = run_rounds(
+        ledger, rq, tasks, lambda i: cheater, honest, lane_cfg, fp32, 48, random.Random(seed)
+    )
     rq.reveal_key()
     sample = [s for s in rq.slots if s.primary][:100]
     rq.slots, all_slots = sample, rq.slots
@@ -308,8 +356,13 @@ def ratio_ci(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {"ratio": a["rate"] / b["rate"], "ci95": [alo / bhi, ahi / blo]}
 
 
-def economics(profiles: dict[str, Any], pol_res: dict[str, Any], naive: dict[str, Any],
-              adaptive: dict[str, Any], cartel: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def economics(
+    profiles: dict[str, Any],
+    pol_res: dict[str, Any],
+    naive: dict[str, Any],
+    adaptive: dict[str, Any],
+    cartel: dict[str, Any],
+) -> dict[str, Any]:
     """Stake per profile from measured catch rates; expected profit of every strategy."""
     esc_point, esc_hi = cartel["rate"], cartel["ci95"][1]
     rows: dict[str, Any] = {}
@@ -332,17 +385,27 @@ def economics(profiles: dict[str, Any], pol_res: dict[str, Any], naive: dict[str
         for s in strat:
             p_d = RATE * s.catch * (1 - esc_point)
             rows[f"{p}/{s.name}"] = {
-                "profile": p, "strategy": s.name, "cost": s.cost, "catch": s.catch,
-                "catch_ci95": list(wilson(s.caught, s.audited)), "p_detect": p_d,
-                "stake": stake, "expected_profit": expected_profit(FEE, s.cost, p_d, stake),
-            }  # fmt: skip
+                "profile": p,
+                "strategy": s.name,
+                "cost": s.cost,
+                "catch": s.catch,
+                "catch_ci95": list(wilson(s.caught, s.audited)),
+                "p_detect": p_d,
+                "stake": stake,
+                "expected_profit": expected_profit(FEE, s.cost, p_d, stake),
+            }
         # the cartel: the same int8 cheat, its checkers drawn from a 5 % cartel
         p_d = RATE * (1 - esc_point)
         rows[f"{p}/cartel_5pct"] = {
-            "profile": p, "strategy": "cartel_5pct", "cost": 0.5, "catch": 1 - esc_point,
-            "catch_ci95": [1 - esc_hi, 1 - cartel["ci95"][0]], "p_detect": p_d, "stake": stake,
+            "profile": p,
+            "strategy": "cartel_5pct",
+            "cost": 0.5,
+            "catch": 1 - esc_point,
+            "catch_ci95": [1 - esc_hi, 1 - cartel["ci95"][0]],
+            "p_detect": p_d,
+            "stake": stake,
             "expected_profit": expected_profit(FEE, 0.5, p_d, stake),
-        }  # fmt: skip
+        }
     return {"stakes_in_fees": stakes, "strategies": rows}
 
 
@@ -355,9 +418,14 @@ def overhead(adaptive: dict[str, Any], stake: float) -> dict[str, Any]:
     capital = (
         slots * stake * FEE * PRICES["capital_rate_per_year"] * PRICES["bond_lock_s"] / 3.156e7
     )
-    return {"total": executions + gas_units + capital, "executions": executions, "gas_per_task": gas,
-            "gas_in_executions": gas_units, "locked_capital_in_executions": capital,
-            "assumptions": PRICES}  # fmt: skip
+    return {
+        "total": executions + gas_units + capital,
+        "executions": executions,
+        "gas_per_task": gas,
+        "gas_in_executions": gas_units,
+        "locked_capital_in_executions": capital,
+        "assumptions": PRICES,
+    }
 
 
 def main() -> None:
@@ -379,11 +447,18 @@ def main() -> None:
     print("adaptive", adaptive["caught_per_cheated"], adaptive["seconds"], flush=True)
     trials = 40_000 if q else 400_000
     esc = simulate_cartel_escape(CARTEL, K, JURY, trials, seed=5)
-    cartel = {**rate_ci(esc, trials), "share": CARTEL, "k": K, "jury": JURY,
-              "formula": escape_probability(CARTEL, K, JURY),
-              "without_escalation_formula": escape_probability(CARTEL, K)}  # fmt: skip
-    fp32_strats = [MeasuredStrategy(c, r["cost"], r["count"], r["trials"])
-                   for c, r in profiles["fp32"]["cheats"].items()]  # fmt: skip
+    cartel = {
+        **rate_ci(esc, trials),
+        "share": CARTEL,
+        "k": K,
+        "jury": JURY,
+        "formula": escape_probability(CARTEL, K, JURY),
+        "without_escalation_formula": escape_probability(CARTEL, K),
+    }
+    fp32_strats = [
+        MeasuredStrategy(c, r["cost"], r["count"], r["trials"])
+        for c, r in profiles["fp32"]["cheats"].items()
+    ]
     provisional = measured_stake(fp32_strats, FEE, RATE, cartel["ci95"][1], MARGIN)
     pol_res = pol_section(params, x, y, provisional, 4 if q else 25, 10 if q else 40)
     econ = economics(profiles, pol_res, naive, adaptive, cartel)
@@ -414,14 +489,14 @@ def main() -> None:
             "chain_rate": 0.5,
             "chain_tasks": n,
             "quick": q,
-        },  # fmt: skip
+        },
         "profiles": profiles,
         "pol": pol_res,
         "chain": {
             "naive_grinding_requester": naive,
             "cheat_when_alone": adaptive,
             "slot_ids_ground": None,
-        },  # fmt: skip
+        },
         "cartel": cartel,
         "economics": econ,
         "platform": {"python": platform.python_version(), "torch": torch.__version__},
@@ -443,33 +518,77 @@ def _ci(c: list[float]) -> str:
 
 
 def write_docs(r: dict[str, Any]) -> None:
-    head = ["profile", "strategy", "cost", "catch when checked (95 % CI)", "stake (fees)",
-            "expected profit (fees)"]  # fmt: skip
-    rows = [[v["profile"], v["strategy"], f"{v['cost']:.2f}", f"{v['catch']:.3f} {_ci(v['catch_ci95'])}",
-             f"{v['stake']:.1f}", f"{v['expected_profit']:+.3f}"]
-            for v in r["economics"]["strategies"].values()]  # fmt: skip
+    head = [
+        "profile",
+        "strategy",
+        "cost",
+        "catch when checked (95 % CI)",
+        "stake (fees)",
+        "expected profit (fees)",
+    ]
+    rows = [
+        [
+            v["profile"],
+            v["strategy"],
+            f"{v['cost']:.2f}",
+            f"{v['catch']:.3f} {_ci(v['catch_ci95'])}",
+            f"{v['stake']:.1f}",
+            f"{v['expected_profit']:+.3f}",
+        ]
+        for v in r["economics"]["strategies"].values()
+    ]
     write_block(DOC, "verification-strategies", _table(head, rows))
-    head = ["profile", "tolerance (logits)", "honest tasks", "false slashes",
-            "honest under fp32's tolerance: rejected"]  # fmt: skip
-    rows = [[p, f"{d['tolerance']:.3g}", d["honest_tasks"], d["false_slashes"],
-             f"{d['honest_vs_fp32_tolerance']['rate']:.3f}"] for p, d in r["profiles"].items()]  # fmt: skip
+    head = [
+        "profile",
+        "tolerance (logits)",
+        "honest tasks",
+        "false slashes",
+        "honest under fp32's tolerance: rejected",
+    ]
+    rows = [
+        [
+            p,
+            f"{d['tolerance']:.3g}",
+            d["honest_tasks"],
+            d["false_slashes"],
+            f"{d['honest_vs_fp32_tolerance']['rate']:.3f}",
+        ]
+        for p, d in r["profiles"].items()
+    ]
     write_block(DOC, "verification-profiles", _table(head, rows))
     c, o = r["chain"], r["overhead_parts"]
     head = ["headline", "value", "goal"]
     rows = [
         ["max_cheater_expected_profit", f"{r['max_cheater_expected_profit']:+.4f}", "< 0"],
-        ["adaptive_vs_naive_detection_ratio",
-         f"{r['adaptive_vs_naive_detection_ratio']:.3f} {_ci(r['adaptive_vs_naive_ci95'])}", ">= 0.95"],
-        ["requester_targeting_gain",
-         f"{r['requester_targeting_gain']:.3f} {_ci(r['requester_targeting_gain_ci95'])}", "<= 1.05"],
+        [
+            "adaptive_vs_naive_detection_ratio",
+            f"{r['adaptive_vs_naive_detection_ratio']:.3f} {_ci(r['adaptive_vs_naive_ci95'])}",
+            ">= 0.95",
+        ],
+        [
+            "requester_targeting_gain",
+            f"{r['requester_targeting_gain']:.3f} {_ci(r['requester_targeting_gain_ci95'])}",
+            "<= 1.05",
+        ],
         ["false_slashes", ", ".join(f"{p}: {v}" for p, v in r["false_slashes"].items()), "0 each"],
-        ["overhead", f"{r['overhead']:.4f} (executions {o['executions']:.3f}, gas "
-         f"{o['gas_in_executions']:.4f}, capital {o['locked_capital_in_executions']:.5f})", "<= 0.10"],
-        ["cheat-when-alone saw its group before committing",
-         c["cheat_when_alone"]["saw_company_before_commit"], "0"],
-        ["gas per unchecked / checked task", f"{c['cheat_when_alone']['gas_per_unchecked_task']:,.0f}"
-         f" / {c['cheat_when_alone']['gas_per_checked_task']:,.0f}", ""],
-    ]  # fmt: skip
+        [
+            "overhead",
+            f"{r['overhead']:.4f} (executions {o['executions']:.3f}, gas "
+            f"{o['gas_in_executions']:.4f}, capital {o['locked_capital_in_executions']:.5f})",
+            "<= 0.10",
+        ],
+        [
+            "cheat-when-alone saw its group before committing",
+            c["cheat_when_alone"]["saw_company_before_commit"],
+            "0",
+        ],
+        [
+            "gas per unchecked / checked task",
+            f"{c['cheat_when_alone']['gas_per_unchecked_task']:,.0f}"
+            f" / {c['cheat_when_alone']['gas_per_checked_task']:,.0f}",
+            "",
+        ],
+    ]
     write_block(DOC, "verification-headlines", _table(head, rows))
 
 

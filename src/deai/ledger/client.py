@@ -456,7 +456,9 @@ class Ledger:
 
     def key(self, key_id: int) -> KeyView:
         k = self._call(self.tasks.functions.keys(key_id))
-        return KeyView(key_id, k[0], bytes(k[1]), *k[2:6], bytes(k[6]), k[7], k[8], k[9])
+        return KeyView(
+            key_id, k[0], bytes(k[1]), k[2], k[3], k[4], k[5], bytes(k[6]), k[7], k[8], k[9]
+        )
 
     def key_tolerance(self, key_id: int, profile: int) -> int:
         return int(self._call(self.tasks.functions.key_tolerance(key_id, profile)))
@@ -540,8 +542,9 @@ class Ledger:
             bytes(self._call(self.tasks.functions.group_slots(task_id, i))) for i in range(g[1])
         )
         return TaskView(
-            task_id, g[0], g[1], g[2], bytes(g[3]), g[4], TaskState(g[5]), *g[6:13], slots
-        )
+            task_id, g[0], g[1], g[2], bytes(g[3]), g[4], TaskState(g[5]), g[6], g[7], g[8],
+            g[9], g[10], g[11], g[12], slots,
+        )  # fmt: skip
 
     def enroll(self, juror: str, task_id: int, commitment: bytes, profile: int, bond: int) -> None:
         fn = self.tasks.functions.enroll(task_id, commitment, profile)

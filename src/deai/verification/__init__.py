@@ -1,9 +1,12 @@
 """deai.verification: how we know outsourced work was done right.
 
-Secret sampling (:mod:`.sampling`) picks which tasks are cross-checked; checked inference is
-compared by commit-reveal (:mod:`.commit_reveal`) with exact hashes or tolerant TOPLOC-style
-fingerprints (:mod:`.fingerprint`) over deterministic execution (:mod:`.determinism`);
-training is audited by Proof-of-Learning replays (:mod:`.pol`); :mod:`.economics` sizes the
-stake that makes every cheating strategy unprofitable; :mod:`.protocol` runs one task over any
-:class:`~deai.verification.commit_reveal.TaskSettlement`. See docs/verification.md.
+Inference runs in hidden check groups on the ledger's Tasks contract (:mod:`.chain`): a
+worker commits before it can learn whether its task is checked, the check decision is
+derived from the requester's committed key and the worker's own commitment
+(:func:`deai.ledger.tasks_types.sampled`), results are compared within an execution profile
+(:mod:`.profiles`) by a whole-output lane fingerprint (:mod:`.fingerprint`), split or
+contested verdicts go to a bonded jury. Training is audited by Proof-of-Learning replays of
+secretly sampled segments (:mod:`.pol`); :mod:`.economics` sizes the bond from measured
+catch rates and the cartel share. :mod:`.protocol` and :mod:`.commit_reveal` are the
+in-memory reference protocol. See docs/verification.md.
 """
