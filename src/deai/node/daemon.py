@@ -637,8 +637,8 @@ class Node:
             lane.pool.shutdown(wait=False, cancel_futures=True)
 
     # ---------------------------------------------------------------- NodeApi
-    def receive(self, headers: Any, body: bytes) -> object | None:
-        return self.runtime.receive(headers, body)
+    def receive(self, headers: Any, body: bytes, body_hash: bytes | None = None) -> object | None:
+        return self.runtime.receive(headers, body, body_hash)
 
     def authenticate(self, headers: Any, body: bytes) -> str:
         return self.runtime.authenticate(headers, body)
