@@ -4,8 +4,9 @@
 runtime (:mod:`deai.node.runtime`), the roles named in ``node.toml`` (the simulation's
 roles, unchanged), and, when a ``[chain]`` section is present, the chain: registration
 and discovery through the Registry (:class:`ChainLink`), on-chain settlement of every
-round through the Jobs contract (:class:`~deai.node.settlement.CommitteeMember`, one lane per job), and job escrow for a
-requester (:class:`~deai.node.desk.JobDesk`). :func:`serve` runs it under uvicorn;
+round through the Jobs contract (:class:`~deai.node.settlement.CommitteeMember`, one
+lane per job), and job escrow for a requester (:class:`~deai.node.desk.JobDesk`).
+:func:`serve` runs it under uvicorn;
 SIGTERM or SIGINT stops it gracefully (in-flight sends drain, the settlement worker
 finishes its current transaction).
 
