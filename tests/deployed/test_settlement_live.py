@@ -173,8 +173,8 @@ def test_aborted_rounds_stay_out_of_the_payout_table() -> None:
 
 
 def test_a_stuck_job_does_not_delay_another() -> None:
-    """Each job's steps run in their own lane (the daemon's ``_Lane``)."""
-    from deai.node.daemon import _Lane
+    """Each job's steps run in their own lane (``deai.node.chainlink.Lane``)."""
+    from deai.node.chainlink import Lane
 
     class Rt:
         node_id = ME
@@ -197,8 +197,8 @@ def test_a_stuck_job_does_not_delay_another() -> None:
 
     rt = Rt()
     stuck, healthy = FakeJobs(hang=threading.Event()), FakeJobs()
-    a = _member(_Lane(rt, "a"), stuck)  # type: ignore[arg-type]
-    b = _member(_Lane(rt, "b"), healthy)  # type: ignore[arg-type]
+    a = _member(Lane(rt, "a"), stuck)  # type: ignore[arg-type]
+    b = _member(Lane(rt, "b"), healthy)  # type: ignore[arg-type]
     a.settle(_outcome(1))
     b.settle(_outcome(1))
     assert rt.loop.spin(lambda: b.duties[0].phase is Phase.COMMITTED)

@@ -4,15 +4,22 @@
 runtime (:mod:`deai.node.runtime`), the roles named in ``node.toml`` (the simulation's
 roles, unchanged), and, when a ``[chain]`` section is present, the chain: registration
 and discovery through the Registry (:class:`ChainLink`), on-chain settlement of every
-round through the Jobs contract (:class:`ChainSettlement`), and job escrow for a
-requester (:class:`JobDesk`). :func:`serve` runs it under uvicorn; SIGTERM or SIGINT
-stops it gracefully (in-flight sends drain, the settlement worker finishes its current
-transaction).
+round through the Jobs contract (:class:`~deai.node.settlement.CommitteeMember`, one
+lane per job), and job escrow for a requester (:class:`~deai.node.desk.JobDesk`).
+:func:`serve` runs it under uvicorn;
+SIGTERM or SIGINT stops it gracefully (in-flight sends drain, the settlement worker
+finishes its current transaction).
 
-Resuming after a crash: a provider journals every job it accepted (the requester's signed
-``OpenJob``) under ``data_dir/journal`` and replays the journal at start, so a provider
-killed mid-round and restarted takes part in the next round's task. A validator's round
-state is not journaled: a restarted validator forgets its open jobs (see docs/deployed.md).
+Resuming after a crash: a node journals every job it takes part in (the requester's
+signed ``OpenJob``) under ``data_dir/journal``; a validator also journals its model after
+every round it closed and its settlement duties (phase, committed result, salt). At start
+the journal is replayed: a provider takes part from the next task, a validator resumes
+after its last closed round and reveals what it committed before the crash.
+
+Admission (:mod:`deai.node.admission`): only parties of jobs this node knows (with the
+minimum stake, when there is a chain) may send full-size bodies or store artifacts;
+settlement runs one lane (worker thread) per job, so a job whose chain calls hang never
+delays another; chain reads for reports run off the loop with timeouts.
 """
 
 from __future__ import annotations
@@ -24,11 +31,8 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +43,18 @@ from deai.job.spec import JobSpec
 from deai.learning.data import Dataset
 from deai.learning.params import FlatModel
 from deai.learning.partition import partition
-from deai.ledger.chain import RpcChain
-from deai.ledger.client import Ledger
 from deai.ledger.types import Deployment
 from deai.ledger.types import Role as ChainRole
 from deai.node.base import NodeContext, open_spec
+from deai.node.chainlink import ChainLink, Lane, LockedWrites, Prepared
 from deai.node.config import NodeConfig, NodeRole, load_node_config
 from deai.node.desk import JobDesk
 from deai.node.faults import Fault, FaultyBehaviour
-from deai.node.hooks import Honest, RoundOutcome
+from deai.node.hooks import Honest
 from deai.node.keystore import load_key
 from deai.node.messages import Message, OpenJob, decode, encode
 from deai.node.payouts import RoundPayouts
+from deai.node.reports import RoundLog, duty_json, outcome_json
 from deai.node.roles import Provider, Role, Validator
 from deai.node.runtime import NodeRuntime, PeerDirectory, Poster, RuntimeConfig
 from deai.node.secagg import install as install_secagg
@@ -69,162 +73,6 @@ def node_data(cfg: NodeConfig) -> tuple[Dataset, Dataset]:
     splits = d.load(d.seed)
     parts = partition(splits.train.y.numpy(), d.shards, d.partition_config(), d.seed)
     return splits.train.subset(parts[d.index]), splits.validation
-
-
-# ----------------------------------------------------------------------------- chain
-class ChainLink:
-    """This node's view of the chain: a :class:`Ledger` that signs with the node key.
-
-    Every method blocks (JSON-RPC); call it from a worker thread, never the event loop.
-    """
-
-    def __init__(self, rpc_url: str, deployment: Deployment, key: bytes) -> None:
-        self.chain = RpcChain(rpc_url, timeout_s=10.0)  # a stalled chain fails a call fast
-        # a fixed gas limit after a dry run (which yields revert reasons): gas estimates of
-        # finalize_round proved too tight on anvil once (it opens the next round and calls
-        # the Registry); only the gas used is paid
-        self.chain.fixed_gas = 3_000_000
-        self.ledger = Ledger(self.chain, deployment)
-        self.address = self.ledger.add_key("0x" + key.hex())
-        self.tx_lock = threading.Lock()  # one transaction at a time from this account
-
-    def ensure_registered(self, endpoint: str, roles: ChainRole, stake_wei: int) -> None:
-        """Join the Registry, or update the endpoint and roles if they changed."""
-        with self.tx_lock:
-            view = self.ledger.node(self.address)
-            if view.roles == 0:
-                self.ledger.register(self.address, stake_wei, endpoint, roles)
-            elif view.endpoint != endpoint or view.roles != roles:
-                self.ledger.update_node(self.address, endpoint, roles)
-
-    def endpoint(self, address: str) -> str | None:
-        view = self.ledger.node(address)
-        return view.endpoint or None if view.roles else None
-
-    def members(self, role: ChainRole) -> list[str]:
-        """Registered nodes holding ``role`` with at least the minimum stake, sorted by
-        address (so the same job file names the same parties in the same order)."""
-        min_stake = self.ledger.min_stake()
-        seen = dict.fromkeys(str(e.args["node"]) for e in self.ledger.events("Joined"))
-        out = []
-        for addr in seen:
-            view = self.ledger.node(addr)
-            if view.roles & role and view.stake >= min_stake:
-                out.append(view.address)
-        return sorted(out, key=str.lower)
-
-    def create_job(self, spec: JobSpec) -> int:
-        settle = spec.settlement
-        assert settle is not None
-        with self.tx_lock:
-            return self.ledger.create_job(
-                self.address,
-                budget=settle.budget_wei,
-                spec_hash=bytes.fromhex(spec.spec_hash()),
-                rounds=spec.rounds,
-                committee_size=min(settle.committee, len(spec.validators)),
-                commit_period=settle.commit_period_s,
-                reveal_period=settle.reveal_period_s,
-                claim_period=settle.claim_period_s,
-            )
-
-    def find_job(self, spec: JobSpec) -> int | None:
-        """The chain job escrowed by ``spec.requester`` for exactly this spec's hash."""
-        want = bytes.fromhex(spec.spec_hash())
-        for e in self.ledger.events("JobCreated", filters={"requester": spec.requester}):
-            if bytes(e.args["spec_hash"]) == want:
-                return int(e.args["job_id"])
-        return None
-
-
-@dataclass
-class _Prepared:
-    """What a validator needs before it can take a job: its chain job and the data."""
-
-    chain_id: int | None
-    validation: Dataset | None
-    error: str | None = None  # why the job cannot be taken (the validator refuses it)
-    round_budget: int = 0  # wei per round (read from the chain while preparing)
-
-
-class _Lane:
-    """A job's own settlement context: the runtime's, with a worker thread of its own for
-    chain steps, so a chain call that hangs for one job never delays another's."""
-
-    def __init__(self, ctx: NodeRuntime, name: str) -> None:
-        self.ctx = ctx
-        self.node_id = ctx.node_id
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"deai-settle-{name}")
-
-    def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
-        self.ctx.call_later(delay_s, fn)
-
-    def secret_bytes(self, label: str, n: int = 32) -> bytes:
-        return self.ctx.secret_bytes(label, n)
-
-    def offload(self, fn: Callable[[], Any], done: Callable[[Any, Exception | None], None]) -> None:
-        self.ctx.offload(fn, done, pool=self.pool)
-
-
-class _LockedWrites:
-    """The ledger for settlement lanes: reads run in parallel, transactions from this
-    node's account one at a time (the account nonce is read per transaction)."""
-
-    def __init__(self, link: ChainLink) -> None:
-        self.link = link
-        self.ledger = link.ledger
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.ledger, name)
-
-    def commit(self, *args: Any) -> None:
-        with self.link.tx_lock:
-            self.ledger.commit(*args)
-
-    def reveal(self, *args: Any) -> None:
-        with self.link.tx_lock:
-            self.ledger.reveal(*args)
-
-    def finalize_round(self, *args: Any) -> None:
-        with self.link.tx_lock:
-            self.ledger.finalize_round(*args)
-
-
-class RoundLog:
-    """Validator observer: every round's accuracy and loss on the requester's validation
-    data, computed in the training worker (off the loop)."""
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.rounds: dict[str, dict[int, dict[str, float]]] = {}
-
-    def on_round(self, outcome: RoundOutcome) -> None:
-        prep = self.node.prepared.get(outcome.job_id)
-        validator = self.node.role(Validator)
-        if prep is None or prep.validation is None or not isinstance(validator, Validator):
-            return
-        job = validator.jobs.get(outcome.job_id)
-        if job is None:
-            return
-        self.node.journal_round(job.spec, outcome.round, outcome.params)
-        model, params, data = job.model, outcome.params, prep.validation
-        from deai.learning.train import evaluate
-
-        def done(result: tuple[float, float]) -> None:
-            loss, acc = result
-            self.rounds.setdefault(outcome.job_id, {})[outcome.round] = {
-                "accuracy": acc,
-                "loss": loss,
-            }
-            log.info("job %s round %d: accuracy %.4f", outcome.job_id, outcome.round, acc)
-
-        self.node.runtime.compute(lambda: evaluate(model, params, data), done)
-
-    def on_gossip(self, node_id: str, round_: int, params: Any, time_s: float) -> None:
-        return None
-
-    def on_rejection(self, node_id: str, rejection: Any) -> None:
-        return None
 
 
 # ----------------------------------------------------------------------------- node
@@ -275,11 +123,11 @@ class Node:
         self.unstaked: set[str] = set()  # parties the chain shows without the minimum stake
         self.known_jobs: set[str] = set()
         self.round_log = RoundLog(self)
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: dict[str, Lane] = {}
         self.desk: JobDesk | None = JobDesk(self) if config.has(NodeRole.REQUESTER) else None
         self.train: Dataset | None = None
         self.validation: Dataset | None = None
-        self.prepared: dict[str, _Prepared] = {}
+        self.prepared: dict[str, Prepared] = {}
         self.members: dict[str, CommitteeMember] = {}
         self._preparing: set[str] = set()
         self._build_roles()
@@ -333,10 +181,10 @@ class Node:
         if self.link is None or prep is None or prep.chain_id is None:
             return None
         poll = self.config.chain.poll_s if self.config.chain else 1.0
-        lane = self._lanes.setdefault(spec.job_id, _Lane(self.runtime, spec.job_id[:24]))
+        lane = self._lanes.setdefault(spec.job_id, Lane(self.runtime, spec.job_id[:24]))
         member = CommitteeMember(
             lane,  # type: ignore[arg-type]  # the part of NodeContext settlement uses
-            _LockedWrites(self.link),
+            LockedWrites(self.link),
             prep.chain_id,
             self.address,
             RoundPayouts(spec, model, validation, prep.round_budget),
@@ -384,10 +232,10 @@ class Node:
             if chain_id is not None and self.link is not None:
                 view = await asyncio.to_thread(self.link.ledger.job, chain_id)
                 budget = view.round_budget
-            self.prepared[spec.job_id] = _Prepared(chain_id, validation, round_budget=budget)
+            self.prepared[spec.job_id] = Prepared(chain_id, validation, round_budget=budget)
         except DeaiError as e:
             log.warning("job %s: cannot take it: %s", spec.job_id, e)
-            self.prepared[spec.job_id] = _Prepared(None, None, str(e))
+            self.prepared[spec.job_id] = Prepared(None, None, str(e))
         finally:
             self._preparing.discard(spec.job_id)
         for role in self.runtime.roles:
@@ -530,7 +378,7 @@ class Node:
                     "applied": o.applied,
                     "started_s": o.started_s,
                     "closed_s": o.closed_s,
-                    "settlement": None if d is None else _duty_json(d),
+                    "settlement": None if d is None else duty_json(d),
                 }
             )
         job = validator.jobs[job_id]
@@ -637,8 +485,8 @@ class Node:
             lane.pool.shutdown(wait=False, cancel_futures=True)
 
     # ---------------------------------------------------------------- NodeApi
-    def receive(self, headers: Any, body: bytes) -> object | None:
-        return self.runtime.receive(headers, body)
+    def receive(self, headers: Any, body: bytes, body_hash: bytes | None = None) -> object | None:
+        return self.runtime.receive(headers, body, body_hash)
 
     def authenticate(self, headers: Any, body: bytes) -> str:
         return self.runtime.authenticate(headers, body)
@@ -672,11 +520,11 @@ class Node:
                     }
                     for j, v in validator.jobs.items()
                 },
-                "outcomes": [_outcome_json(o) for o in validator.outcomes],
+                "outcomes": [outcome_json(o) for o in validator.outcomes],
                 "rejections": [r.__dict__ for r in validator.rejections],
                 "refusals": [r.__dict__ for r in validator.refusals],
                 "settlements": {
-                    j: [_duty_json(d) for d in m.duties] for j, m in self.members.items()
+                    j: [duty_json(d) for d in m.duties] for j, m in self.members.items()
                 },
                 # what each provider can claim: the payouts of every settled round
                 "payout_tables": {j: dict(m.settled_table) for j, m in self.members.items()},
@@ -691,40 +539,6 @@ class Node:
         if self.desk is not None:
             out["requester"] = {"jobs": sorted(self.desk.jobs)}
         return out
-
-
-def _duty_json(d: Any) -> dict[str, Any]:
-    return {
-        "round": d.index + 1,
-        "phase": str(d.phase),
-        "member": d.member,
-        "settled": d.settled,
-        "round_payout": dict(d.paid),
-        "total": sum(d.paid.values()) if d.settled else 0,
-        "model_hash": d.model_hash,
-        "slashed": list(d.slashed),
-        "error": d.error,
-        "final_at": d.final_at,
-    }
-
-
-def _outcome_json(o: RoundOutcome) -> dict[str, Any]:
-    return {
-        "job_id": o.job_id,
-        "round": o.round,
-        "model_hash": o.model_hash,
-        "participants": list(o.participants),
-        "accepted": list(o.accepted),
-        "excluded": list(o.excluded),
-        "missing": list(o.missing),
-        "rejections": [r.__dict__ for r in o.rejections],
-        "weights": list(o.weights),
-        "applied": o.applied,
-        "note": o.note,
-        "epsilon": o.epsilon,
-        "started_s": o.started_s,
-        "closed_s": o.closed_s,
-    }
 
 
 # ---------------------------------------------------------------------------- serve

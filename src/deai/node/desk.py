@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from deai.errors import ChainError, ConfigError
+from deai.errors import ChainError, ConfigError, DeaiError
 from deai.job.spec import DataSchema, JobSpec, Parties
 from deai.ledger.merkle import PayoutTree
 from deai.ledger.types import JobState
@@ -71,8 +71,8 @@ class ChainReader:
             value = await asyncio.wait_for(asyncio.shield(fut), self.timeout_s)
         except TimeoutError:
             return self._stale(key, f"the chain did not answer in {self.timeout_s:.0f} s")
-        except ChainError as e:
-            return self._stale(key, f"chain error: {e}")
+        except Exception as e:  # a refused connection, a revert: the chain view is stale
+            return self._stale(key, f"chain error: {type(e).__name__}: {e}")
         self.last[key] = (time.time(), value)
         return value, None
 
@@ -128,7 +128,7 @@ class JobDesk:
         spec, nonce, key = parse_submission(body)
         if key is not None and key in self.by_key:
             return self._receipt(self.jobs[self.by_key[key]], again=True)
-        bound = await asyncio.to_thread(self.bind, spec, nonce)
+        bound = await _off_loop(self.bind, spec, nonce)
         lock = self._locks.setdefault(bound.job_id, asyncio.Lock())
         async with lock:  # held across the escrow: a concurrent retry waits, never pays
             existing = self.jobs.get(bound.job_id)
@@ -153,9 +153,9 @@ class JobDesk:
         link = self.node.link
         if link is None:
             raise ConfigError("job: [settlement] needs a node with a [chain] section")
-        chain_id = await asyncio.to_thread(link.find_job, bound)
+        chain_id = await _off_loop(link.find_job, bound)
         if chain_id is None:
-            chain_id = await asyncio.to_thread(link.create_job, bound)
+            chain_id = await _off_loop(link.create_job, bound)
         return chain_id
 
     def _receipt(self, job: Submitted, again: bool = False) -> dict[str, Any]:
@@ -202,6 +202,17 @@ class JobDesk:
             if view is not None:
                 out["claimable"] = _claimable(job, view, table)
         return out
+
+
+async def _off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking (chain) call in a thread; any failure that is not already a deai
+    error (a refused connection, a timeout) becomes a ChainError: HTTP 503, not 500."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except DeaiError:
+        raise
+    except Exception as e:
+        raise ChainError(f"chain: {type(e).__name__}: {e}") from e
 
 
 async def committee_report(peers: Any, spec: JobSpec) -> dict[str, Any]:

@@ -25,11 +25,13 @@ that does not answer).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Protocol
 
+from eth_utils import keccak
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,6 +48,8 @@ from deai.node.store import (
 )
 
 __all__ = ["ApiError", "BodyLimit", "NodeApi", "NodeClient", "create_app"]
+
+OFFLOAD_HASH_BYTES = 256 * 1024  # bodies above this are hashed in a worker thread
 
 STATUS_OF: dict[RejectCode, int] = {
     RejectCode.MALFORMED: 400,
@@ -75,7 +79,9 @@ class NodeApi(Protocol):
     store: ArtifactStore
     max_body_bytes: int
 
-    def receive(self, headers: Mapping[str, str], body: bytes) -> object | None: ...
+    def receive(
+        self, headers: Mapping[str, str], body: bytes, body_hash: bytes | None = None
+    ) -> object | None: ...
 
     def authenticate(self, headers: Mapping[str, str], body: bytes) -> str: ...
 
@@ -241,7 +247,10 @@ def create_app(node: NodeApi) -> FastAPI:
         body = await request.body()
 
         async def run() -> Response:
-            msg = node.receive(request.headers, body)
+            body_hash = None
+            if len(body) > OFFLOAD_HASH_BYTES:  # ~10 ms per MB: hash it off the loop
+                body_hash = await asyncio.to_thread(keccak, body)
+            msg = node.receive(request.headers, body, body_hash)
             if msg is None:  # a re-delivery of a message already accepted
                 return JSONResponse({"status": "duplicate"}, status_code=200)
             return JSONResponse(

@@ -343,20 +343,31 @@ class NodeRuntime:
         self._spawn(run())
 
     # -------------------------------------------------------------------- inbound
-    def authenticate(self, headers: Mapping[str, str], body: bytes, *, record: bool = True) -> str:
+    def authenticate(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        record: bool = True,
+        body_hash: bytes | None = None,
+    ) -> str:
         """Verify an envelope (signature, recipient, window, nonce); return the sender."""
         env = Envelope.from_headers(headers)
         if self.strikes[env.sender] >= self.config.strike_limit:
             raise Rejected(RejectCode.BANNED, f"{env.sender} exceeded {self.config.strike_limit}")
-        return verify(env, body, me=self.node_id, guard=self.guard, record=record)
+        return verify(
+            env, body, me=self.node_id, guard=self.guard, record=record, body_hash=body_hash
+        )
 
-    def receive(self, headers: Mapping[str, str], body: bytes) -> Message | None:
+    def receive(
+        self, headers: Mapping[str, str], body: bytes, body_hash: bytes | None = None
+    ) -> Message | None:
         """Accept one inbound message, or answer ``None`` for a re-delivery of one already
         accepted (a sender's retry after a lost answer: no offence), or raise
         :class:`Rejected` (and log why)."""
         try:
             env = Envelope.from_headers(headers)
-            sender = self.authenticate(headers, body, record=False)
+            sender = self.authenticate(headers, body, record=False, body_hash=body_hash)
         except Rejected as e:
             if e.code is RejectCode.REPLAY:
                 self.metrics.duplicates += 1

@@ -98,15 +98,16 @@ class Envelope:
     round: int  # the message's round or NO_ROUND
     signature: str  # 0x-prefixed 65-byte signature
 
-    def digest(self, body: bytes) -> bytes:
-        """The 32 bytes that are signed (see the module docstring)."""
+    def digest(self, body: bytes, body_hash: bytes | None = None) -> bytes:
+        """The 32 bytes that are signed (see the module docstring); ``body_hash`` is
+        ``keccak256(body)`` if the caller computed it already (off the event loop)."""
         return keccak(
             DOMAIN
             + bytes.fromhex(self.sender[2:])
             + bytes.fromhex(self.recipient[2:])
             + bytes.fromhex(self.nonce)
             + struct.pack(">Qq", self.timestamp, self.round)
-            + keccak(body)
+            + (keccak(body) if body_hash is None else body_hash)
         )
 
     def headers(self) -> dict[str, str]:
@@ -198,11 +199,11 @@ def verify_bytes(address: str, data: bytes, signature: bytes) -> bool:
     return bool(found.lower() == address.lower())
 
 
-def recover(envelope: Envelope, body: bytes) -> str:
+def recover(envelope: Envelope, body: bytes, body_hash: bytes | None = None) -> str:
     """The address that signed ``envelope`` over ``body``; ``bad_signature`` if none."""
     try:
         addr = Account.recover_message(
-            encode_defunct(primitive=envelope.digest(body)),
+            encode_defunct(primitive=envelope.digest(body, body_hash)),
             signature=bytes.fromhex(envelope.signature[2:]),
         )
     except Exception as e:  # eth-keys raises several types for invalid points / v values
@@ -264,6 +265,7 @@ def verify(
     guard: ReplayGuard,
     now: float | None = None,
     record: bool = True,
+    body_hash: bytes | None = None,
 ) -> str:
     """Check an inbound envelope completely and (if ``record``) record its nonce; return
     the sender.
@@ -274,7 +276,7 @@ def verify(
     """
     if envelope.recipient != to_checksum_address(me):
         raise Rejected(RejectCode.WRONG_RECIPIENT, f"addressed to {envelope.recipient}")
-    signer = recover(envelope, body)
+    signer = recover(envelope, body, body_hash)
     if signer != envelope.sender:
         raise Rejected(RejectCode.WRONG_SIGNER, f"claims {envelope.sender}, signed by {signer}")
     guard.check(envelope, now, record=record)
