@@ -18,7 +18,10 @@
   5. *no pay on a negative balance*: a provider is paid for a round only while the sum of
      its measured contributions over the job so far is positive, so a harmful provider
      cannot earn on a lucky round (values are still clipped at 0 per round: a payout is
-     never negative).
+     never negative);
+  6. *track record*: a provider whose updates were excluded or oversized in at least half
+     of its rounds so far is not paid (a sign flipper that slips past the exclusion in a
+     late round, when every update is mostly noise, does not earn there).
 
 * ``weight``: in proportion to aggregation weight (capped claimed example counts);
 * ``equal``: equal shares.
@@ -53,7 +56,8 @@ PAYOUT_RULES = {
     "class-balanced validation loss; near-duplicate updates (cosine >= 0.99) are one player "
     "sharing its value; claimed example counts do not weigh in the game; updates the "
     "aggregator excluded or whose norm exceeds its clipping bound earn nothing that round; "
-    "a provider whose summed contribution over the job is not positive is not paid; "
+    "a provider whose summed contribution over the job is not positive, or that was "
+    "excluded or oversized in at least half of its rounds, is not paid; "
     "per-round values are clipped at 0",
     PayoutRule.WEIGHT: "split by aggregation weight (capped claimed example counts); "
     "excluded updates earn nothing",
@@ -71,6 +75,8 @@ class RoundPayouts:
         self.round_budget_wei = round_budget_wei
         self.last_contributions: dict[str, float] = {}
         self.totals: dict[str, float] = {}  # summed contribution per provider (rule 5)
+        self.seen: dict[str, int] = {}  # rounds each provider's update was accepted (rule 6)
+        self.strikes: dict[str, int] = {}  # of which excluded or oversized (rule 6)
         self.applied: dict[str, int] = {}  # how often each rule zeroed a payout, for the report
         self._utility = balanced_utility(model.forward, validation.x, validation.y)
 
@@ -111,9 +117,13 @@ class RoundPayouts:
             out |= big
         for i, sender in enumerate(outcome.accepted):
             self.totals[sender] = self.totals.get(sender, 0.0) + values[i]
+            self.seen[sender] = self.seen.get(sender, 0) + 1
+            self.strikes[sender] = self.strikes.get(sender, 0) + (i in out)
         broke = {i for i, s in enumerate(outcome.accepted) if self.totals[s] <= 0.0}
         self._count("summed contribution not positive", len(broke - out))
-        return sorted(out | broke)
+        record = {i for i, s in enumerate(outcome.accepted) if 2 * self.strikes[s] >= self.seen[s]}
+        self._count("excluded in at least half of its rounds", len(record - out - broke))
+        return sorted(out | broke | record)
 
     def _weights(self, outcome: RoundOutcome) -> Tensor:
         """Rule 3: equal weights under the default rule, the aggregation weights otherwise."""
