@@ -40,7 +40,9 @@ def nearest_neighbour_mixing(x: Tensor, weights: Tensor, f: int) -> Tensor:
     rows = x64[live]  # [m, d]
     d2 = torch.cdist(rows, rows, compute_mode="donot_use_mm_for_euclid_dist")  # [m, m] exact
     order = torch.argsort(d2, dim=1, stable=True)[:, : m - f]  # [m, m - f]
-    out[live] = rows[order].mean(dim=1)
+    mix = torch.zeros(m, m, dtype=torch.float64)  # row i: 1 / (m - f) on its neighbours
+    mix.scatter_(1, order, 1.0 / (m - f))
+    out[live] = mix @ rows
     return out
 
 

@@ -1,13 +1,34 @@
 """A validator's payout vector for a round, by the payout rule the job spec names.
 
-* ``contribution``: the spec's evaluator (leave-one-out, Shapley estimators) on the
-  requester's validation data (``deai.incentives``); contributions <= 0 earn nothing;
+* ``contribution``: the spec's evaluator (Shapley estimators, leave-one-out, proxies) on
+  the requester's validation data (``deai.incentives``), under these rules, each of which
+  the report states when it applied:
+
+  1. *one player per near-duplicate*: updates with cosine >= ``DUPLICATE_COSINE`` are one
+     player whose value is split among them (a Sybil copy or a copier gains nothing);
+  2. *coverage counts*: the utility is the class-balanced validation loss, so a provider
+     that adds a class the others lack is paid when the model learns it;
+  3. *claims are not evidence*: under the default rule every player weighs the same in the
+     game (an example count is a claim nobody can check; the aggregator caps it at
+     ``weight_cap`` times the median, the payout game ignores it), so inflating a claim
+     buys no value;
+  4. *excluded or oversized*: updates the aggregator excluded, and updates whose norm
+     exceeds the default rule's clipping bound (``norm_multiplier`` times the median norm:
+     only a boosted, model-replacing update needs to), earn nothing that round;
+  5. *no pay on a negative balance*: a provider is paid for a round only while the sum of
+     its measured contributions over the job so far is positive, so a harmful provider
+     cannot earn on a lucky round (values are still clipped at 0 per round: a payout is
+     never negative);
+  6. *track record*: a provider whose updates were excluded or oversized in at least half
+     of its rounds so far is not paid (a sign flipper that slips past the exclusion in a
+     late round, when every update is mostly noise, does not earn there).
+
 * ``weight``: in proportion to aggregation weight (capped claimed example counts);
 * ``equal``: equal shares.
 
-Under every rule, updates the aggregator excluded and rejected updates earn nothing, and a
-round that applied no update pays nobody (the round's budget stays in escrow and is
-refunded). The split is exact in integer wei (``deai.incentives.rewards.split_budget``).
+Under every rule rejected updates earn nothing, and a round that applied no update pays
+nobody (the round's budget stays in escrow and is refunded). The split is exact in integer
+wei (``deai.incentives.rewards.split_budget``).
 
 Every honest validator computes the same vector: the game is built from the round's
 accepted updates in draw order, the evaluator's seed is derived from (job, round), and
@@ -22,15 +43,23 @@ from torch import Tensor
 from deai.incentives.evaluators import EvaluatorConfig, evaluate_contributions
 from deai.incentives.game import CoalitionUtility
 from deai.incentives.rewards import split_budget
+from deai.incentives.valuation import balanced_utility, duplicate_groups, grouped_values
 from deai.job.spec import JobSpec, PayoutRule, derive_seed
 from deai.learning.data import Dataset
 from deai.learning.params import FlatModel
 from deai.learning.train import evaluate
 from deai.node.hooks import RoundOutcome
 
+DUPLICATE_COSINE = 0.99  # updates at least this alike are one player (rule 1)
+
 PAYOUT_RULES = {
-    PayoutRule.CONTRIBUTION: "split by measured contribution to the validation loss (the "
-    "job's evaluator); non-positive contributions and excluded updates earn nothing",
+    PayoutRule.CONTRIBUTION: "split by measured contribution (the job's evaluator) to the "
+    "class-balanced validation loss; near-duplicate updates (cosine >= 0.99) are one player "
+    "sharing its value; claimed example counts do not weigh in the game; updates the "
+    "aggregator excluded or whose norm exceeds its clipping bound earn nothing that round; "
+    "a provider whose summed contribution over the job is not positive, or that was "
+    "excluded or oversized in at least half of its rounds, is not paid; "
+    "per-round values are clipped at 0",
     PayoutRule.WEIGHT: "split by aggregation weight (capped claimed example counts); "
     "excluded updates earn nothing",
     PayoutRule.EQUAL: "equal shares among the updates the rule kept",
@@ -46,9 +75,18 @@ class RoundPayouts:
         self.validation = validation
         self.round_budget_wei = round_budget_wei
         self.last_contributions: dict[str, float] = {}
+        self.totals: dict[str, float] = {}  # summed contribution per provider (rule 5)
+        self.seen: dict[str, int] = {}  # rounds each provider's update was accepted (rule 6)
+        self.strikes: dict[str, int] = {}  # of which excluded or oversized (rule 6)
+        self.applied: dict[str, int] = {}  # how often each rule zeroed a payout, for the report
+        if validation.y.dim() == 1:  # class labels: the class-balanced utility
+            self._utility = balanced_utility(model.forward, validation.x, validation.y)
+        else:  # e.g. next-token windows: minus the validation loss
 
-    def _utility(self, params: Tensor) -> float:
-        return -evaluate(self.model, params, self.validation)[0]  # classes or next tokens
+            def loss_utility(params: Tensor) -> float:
+                return -evaluate(self.model, params, self.validation)[0]
+
+            self._utility = loss_utility
 
     def __call__(self, outcome: RoundOutcome) -> dict[str, int]:
         """Wei per provider for this round (every accepted sender appears, maybe with 0)."""
@@ -59,6 +97,7 @@ class RoundPayouts:
         rule = self.spec.contribution.payout
         if rule is PayoutRule.CONTRIBUTION:
             values = self._contributions(outcome)
+            excluded = self._forfeits(outcome, values, excluded)
         elif rule is PayoutRule.WEIGHT and outcome.weights:
             values = [float(w) for w in outcome.weights]
         else:
@@ -66,16 +105,48 @@ class RoundPayouts:
         payout = split_budget(values, self.round_budget_wei, excluded=excluded)
         return dict(zip(outcome.accepted, payout.amounts, strict=True))
 
+    def _count(self, rule: str, k: int) -> None:
+        if k:
+            self.applied[rule] = self.applied.get(rule, 0) + k
+
+    def _forfeits(
+        self, outcome: RoundOutcome, values: list[float], excluded: list[int]
+    ) -> list[int]:
+        """Rules 4 and 5: the indices that earn nothing this round."""
+        out = set(excluded)
+        self._count("excluded by the aggregator", len(out))
+        assert outcome.updates is not None
+        norms = torch.linalg.vector_norm(outcome.updates.to(torch.float64), dim=1)
+        params = self.spec.aggregation.params
+        if self.spec.aggregation.rule == "default":
+            bound = float(params.get("norm_multiplier", 1.0)) * float(norms.median())
+            big = {i for i in range(len(values)) if float(norms[i]) > bound * (1 + 1e-9)}
+            self._count("norm above the clipping bound", len(big - out))
+            out |= big
+        for i, sender in enumerate(outcome.accepted):
+            self.totals[sender] = self.totals.get(sender, 0.0) + values[i]
+            self.seen[sender] = self.seen.get(sender, 0) + 1
+            self.strikes[sender] = self.strikes.get(sender, 0) + (i in out)
+        broke = {i for i, s in enumerate(outcome.accepted) if self.totals[s] <= 0.0}
+        self._count("summed contribution not positive", len(broke - out))
+        record = {i for i, s in enumerate(outcome.accepted) if 2 * self.strikes[s] >= self.seen[s]}
+        self._count("excluded in at least half of its rounds", len(record - out - broke))
+        return sorted(out | broke | record)
+
+    def _weights(self, outcome: RoundOutcome) -> Tensor:
+        """Rule 3: equal weights under the default rule, the aggregation weights otherwise."""
+        w = torch.tensor(outcome.weights, dtype=torch.float64)
+        return torch.ones_like(w) if self.spec.aggregation.rule == "default" else w
+
     def _contributions(self, outcome: RoundOutcome) -> list[float]:
         if outcome.updates is None or outcome.start_params is None:
             raise ValueError("contribution payouts need the round's individual updates")
-        game = CoalitionUtility(
-            outcome.start_params,
-            outcome.updates,
-            torch.tensor(outcome.weights),
-            self._utility,
-            server_lr=self.spec.algorithm.step_size(),
-        )
+        start = outcome.start_params
+        lr = self.spec.algorithm.step_size()
+
+        def game_for(updates: Tensor, weights: Tensor) -> CoalitionUtility:
+            return CoalitionUtility(start, updates, weights, self._utility, server_lr=lr)
+
         c = self.spec.contribution
         config = EvaluatorConfig(
             name=c.evaluator,
@@ -83,6 +154,17 @@ class RoundPayouts:
             max_permutations=c.max_permutations,
             max_evaluations=c.max_evaluations,
         )
-        values: list[float] = evaluate_contributions(game, config).values.tolist()
+        groups = duplicate_groups(outcome.updates, DUPLICATE_COSINE)
+        self._count(
+            "near-duplicates valued as one player", sum(len(g) for g in groups if len(g) > 1)
+        )
+        tensor, _ = grouped_values(
+            game_for,
+            outcome.updates,
+            self._weights(outcome),
+            groups,
+            lambda game: evaluate_contributions(game, config).values,
+        )
+        values: list[float] = tensor.tolist()
         self.last_contributions = dict(zip(outcome.accepted, values, strict=True))
         return values

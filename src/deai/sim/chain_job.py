@@ -122,6 +122,7 @@ class SimChain:
             claim_gas = self._claim(honest)
         view = self.ledger.job(self.chain_job)
         contributions = dict(honest.contribution_totals) if honest else {}
+        applied = dict(getattr(honest.payouts, "applied", {})) if honest else {}
         providers = [
             {
                 "node": p,
@@ -174,6 +175,7 @@ class SimChain:
             "slashed_wei": view.slashed,
             "rounds": rounds,
             "providers": providers,
+            "payout_rules_applied": applied,  # payouts each payout rule zeroed (or merged)
             "validators": validators,
             "gas_total": gas_total,
             "gas_claims": claim_gas,

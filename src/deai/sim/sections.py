@@ -124,6 +124,7 @@ def ledger_sections(m: dict[str, Any]) -> list[Section]:
     payouts = {
         "title": "Payouts",
         "note": m.get("payout_rule_note", "")
+        + _rules_applied(L.get("payout_rules_applied", {}))
         + " Payouts of settled rounds only (an aborted round pays nobody); claimed with "
         "Merkle proofs.",
         "columns": ["provider", "behaviour", "contribution", "owed (ETH)", "paid (ETH)"],
@@ -147,7 +148,8 @@ def ledger_sections(m: dict[str, Any]) -> list[Section]:
     total = sum(v[1] for v in groups.values()) or 1
     by_group = {
         "title": "Payout share by behaviour",
-        "note": "The share of all paid wei each behaviour group received.",
+        "note": "The share of all paid wei each behaviour group received (attackers and "
+        "faulty peers should get none: see the payout rules above).",
         "columns": ["behaviour", "providers", "paid (ETH)", "share"],
         "rows": [[b, n, _eth(w), f"{w / total:.3f}"] for b, (n, w) in sorted(groups.items())],
     }
@@ -194,3 +196,11 @@ def notes_section(m: dict[str, Any]) -> Section | None:
 def sections_for(m: dict[str, Any]) -> list[Section]:
     out = [notes_section(m), attack_section(m), compression_section(m), privacy_section(m)]
     return [s for s in out if s is not None] + ledger_sections(m)
+
+
+def _rules_applied(applied: dict[str, int]) -> str:
+    """How often each payout rule applied over the job (provider-rounds), for the note."""
+    if not applied:
+        return " No payout rule zeroed or merged any update."
+    parts = ", ".join(f"{rule}: {k}" for rule, k in sorted(applied.items()))
+    return f" Rules applied (provider-rounds, at the reporting validator): {parts}."

@@ -1,0 +1,96 @@
+"""Game-proof valuation of one round's updates: near-duplicates are one player, and the
+utility credits class coverage.
+
+* :func:`duplicate_groups`: updates whose cosine similarity is at least ``threshold`` are
+  one player (transitively). A Sybil that submits its update from a second identity, with
+  an inflated example claim or not, and a copier whose update repeats another's, then
+  share the value one player would earn instead of each earning it: copying gains nothing.
+* :func:`grouped_values`: run any evaluator on the game whose players are the groups (the
+  group's update is its members' mean, its weight the largest member weight: a copy adds
+  no data) and split each group's value equally among its members.
+* :func:`balanced_utility`: ``-(1/K) sum_c CE_c``, the mean over the validation classes
+  present of each class's mean cross-entropy. Plain accuracy or loss weights a class by its
+  share of the validation data, so a provider holding the only examples of a rare class
+  moves it by little; here every class counts ``1/K``, so covering a missing class pays.
+
+Threat model: the adversary controls any number of identities and their updates. Splitting
+one dataset into parts (each a worse update) is measured by the benchmark
+(``sybil_gain_max``); exact and near-exact copies are merged here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from deai.errors import ConfigError
+from deai.incentives.game import CoalitionUtility
+
+
+def duplicate_groups(updates: Tensor, threshold: float = 0.99) -> list[list[int]]:
+    """Groups of row indices (ascending, groups ordered by their first index) whose pairwise
+    cosine similarity, taken transitively, is at least ``threshold``. Zero rows are their
+    own group each (they carry no direction)."""
+    if not -1.0 <= threshold <= 1.0:
+        raise ConfigError(f"duplicate threshold must be in [-1, 1], got {threshold}")
+    x = updates.to(torch.float64)
+    n = x.shape[0]
+    norms = torch.linalg.vector_norm(x, dim=1)
+    unit = x / norms.clamp(min=1e-300).unsqueeze(1)
+    cos = unit @ unit.T  # [n, n]
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            if norms[i] > 0 and norms[j] > 0 and float(cos[i, j]) >= threshold:
+                parent[max(root(i), root(j))] = min(root(i), root(j))
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(i)
+    return [groups[k] for k in sorted(groups)]
+
+
+def grouped_values(
+    game_for: Callable[[Tensor, Tensor], CoalitionUtility],
+    updates: Tensor,
+    weights: Tensor,
+    groups: Sequence[Sequence[int]],
+    evaluate: Callable[[CoalitionUtility], Tensor],
+) -> tuple[Tensor, int]:
+    """Per-row values (float64 ``[n]``) from the game over the groups, each group's value
+    split equally among its members; and the evaluations spent."""
+    reps = torch.stack([updates[list(g)].mean(dim=0) for g in groups])  # [G, d]
+    w = torch.stack([weights[list(g)].max() for g in groups])  # [G]
+    game = game_for(reps, w)
+    per_group = evaluate(game)
+    out = torch.zeros(updates.shape[0], dtype=torch.float64)
+    for value, g in zip(per_group.tolist(), groups, strict=True):
+        for i in g:
+            out[i] = value / len(g)
+    return out, game.evaluations
+
+
+def balanced_utility(
+    forward: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor
+) -> Callable[[Tensor], float]:
+    """``params -> -(1/K) sum_c mean CE over class c`` on the validation data ``(x, y)``."""
+    classes = torch.unique(y)
+    if classes.numel() == 0:
+        raise ConfigError("the class-balanced utility needs validation examples")
+    masks = [(y == c) for c in classes.tolist()]
+
+    def utility(params: Tensor) -> float:
+        with torch.no_grad():
+            per = F.cross_entropy(forward(params, x), y, reduction="none")
+            return -float(torch.stack([per[m].mean() for m in masks]).mean())
+
+    return utility
