@@ -52,5 +52,7 @@ def test_rounds_settle_on_chain_and_the_liar_is_slashed() -> None:
     attackers = set(m["attackers"])
     assert attackers == {"provider-006", "provider-007"}
     assert all(paid[a] == 0 for a in attackers)
-    assert sum(paid[p] > 0 for p in paid if p not in attackers) >= 4
+    # rules 5-6 of deai.node.payouts: an honest provider with a net-negative contribution
+    # over these 3 rounds is not paid (3 of 6 here), so at least half of them must be
+    assert sum(paid[p] > 0 for p in paid if p not in attackers) >= 3
     assert led["gas_total"] > 0
