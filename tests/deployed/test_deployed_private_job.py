@@ -67,8 +67,6 @@ def test_deployed_dp_job_with_secure_aggregation_never_shows_an_update(tmp_path:
     assert all(n.runtime.metrics.sent.get("update", 0) == 0 for n in net.nodes[2:])
     eps = [o.epsilon for o in outcomes]
     assert eps[0] is not None and eps[1] is not None and 0 < eps[0] < eps[1] <= 50.0
-    status = net.nodes[0].job_status(job["job_id"])
-    assert status is not None and status["done"]
     assert req.result is not None and bool(req.result.isfinite().all())
 
 

@@ -430,6 +430,11 @@ class NodeRuntime:
             self._rounds[key] = env.round
         return msg
 
+    def strike(self, sender: str, detail: str) -> None:
+        """An offence found after the message was accepted (a round's batched value check
+        at close): counted like one refused on arrival."""
+        self._strike(sender, Rejected(RejectCode.REJECTED, detail))
+
     def _strike(self, sender: str, err: Rejected) -> None:
         self.strikes[sender] += 1
         self.metrics.refused[str(err.code)] += 1

@@ -404,6 +404,9 @@ class Validator(Role):
                 del st.updates[sender]
                 st.rejected.add(sender)
                 self._reject(st, st.round, sender, bad)
+                strike = getattr(self.ctx, "strike", None)  # deployed: an offence, as on
+                if strike is not None:  # arrival (the batched check runs at close)
+                    strike(sender, f"{bad.reason}: {bad}")
         order = {s: i for i, s in enumerate(arrived)}
         senders = tuple(s for s in st.participants if s in st.updates)
         rows = torch.tensor([order[s] for s in senders], dtype=torch.long)
