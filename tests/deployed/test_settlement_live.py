@@ -56,12 +56,16 @@ class FakeJobs:
             commit_deadline=10**12,
             reveal_deadline=10**12,
             size=2,
+            drawn=True,  # the committee is drawn (Jobs.draw_round) before anyone commits
             committed=frozenset(range(len(self.committed))),
             revealed=frozenset(),
         )
 
     def committee(self, job_id: int) -> list[str]:
         return [ME, OTHER]
+
+    def draw_round(self, account: str, job_id: int) -> bool:
+        return False  # already drawn
 
     def commit(self, account: str, job_id: int, round_index: int, commitment: bytes) -> None:
         self.committed.append(account)

@@ -1,5 +1,5 @@
 """Hypothesis stateful test of the whole ledger: random sequences of joins, unstakes,
-withdrawals, jobs, draws, commits, reveals, settlements, claims, sweeps, tasks and
+withdrawals, jobs, draws, commits, reveals, settlements, claims, sweeps and
 timeouts, among honest and adversarial actors.
 
 Actors: one honest validator (accounts[3]) that draws, commits and reveals the honest
@@ -14,8 +14,8 @@ After every step it checks that money is conserved:
   ever staked is active, pending, withdrawn or slashed;
 - Jobs balance == sum of job escrows + pull balances; per job, deposit == claimed +
   refunded + escrow, and escrow == unsettled round budgets + settled-but-unclaimed payouts
-  (zero once swept); stake slashed by jobs and tasks equals what the Registry slashed;
-- Tasks balance == open fees + pull balances; a settled task's fee == paid + refunded;
+  (zero once swept); stake slashed by jobs equals what the Registry slashed (the task
+  market holds and burns its own bonds: tests/ledger/test_tasks.py);
 - a claim succeeds only for more than was already claimed (no double claim).
 - no honest actor loses stake, except where a majority of drawn seats outvoted its
   revealed honest result (the risk stake-weighted sampling leaves; counted and reported);
@@ -45,8 +45,7 @@ from ledger_helpers import ETH, World
 from deai.ledger.chain import RpcChain
 from deai.ledger.errors import Reverted
 from deai.ledger.merkle import PayoutTree
-from deai.ledger.types import JobState, Role, RoundResult, TaskState, result_commitment
-from deai.ledger.types import task_commitment as task_commit_hash
+from deai.ledger.types import JobState, Role, RoundResult, result_commitment
 
 SALT = b"\x77" * 32
 PERIODS = (300, 300)
@@ -105,7 +104,6 @@ class LedgerMachine(RuleBasedStateMachine):
     def first_job_and_task(self, rounds: int, size: int) -> None:
         self.create_job(1, size, 6)  # a one-round job, done at once, to claim from
         self.create_job(rounds, size, 6)
-        self.create_task(3)
         for _ in range(2):  # a round can abort when a deviant holds the seat majority
             if self.led.job(self.jobs[0]).state == JobState.OPEN:
                 self._play(self.jobs[0], deviant=size - 1)
@@ -331,33 +329,6 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(who=st.integers(0, 9))
     def withdraw_owed(self, who: int) -> None:
         self._try(self.led.withdraw, self.accounts[who])
-        self._try(self.led.task_withdraw, self.accounts[who])
-
-    @rule(fee=st.integers(1, 5))
-    def create_task(self, fee: int) -> None:
-        workers = self.world.workers
-        if self._try(
-            self.led.create_task,
-            self.accounts[0],
-            fee=fee * ETH + 1,
-            spec_hash=b"\x02" * 32,
-            workers=workers,
-            commit_period=PERIODS[0],
-            reveal_period=PERIODS[1],
-        ):
-            self.tasks.append(int(self.led.tasks.functions.next_task_id().call()) - 1)
-
-    @precondition(lambda self: bool(self.tasks))
-    @rule(data=st.data(), answer=st.sampled_from([b"\x01" * 32, b"\x02" * 32]))
-    def task_step(self, data: st.DataObject, answer: bytes) -> None:
-        if not self.tasks:
-            return
-        task_id = data.draw(st.sampled_from(self.tasks))
-        worker = data.draw(st.sampled_from(self.world.workers))
-        c = task_commit_hash(task_id, worker, answer, SALT)
-        self._try(self.led.task_commit, worker, task_id, c)
-        self._try(self.led.task_reveal, worker, task_id, answer, SALT)
-        self._try(self.led.finalize_task, self.accounts[0], task_id)
 
     # --------------------------------------------------------------- invariants
     @invariant()
@@ -385,16 +356,7 @@ class LedgerMachine(RuleBasedStateMachine):
             escrow += held
             job_slashed += job.slashed
         assert led.balance(led.jobs.address) == escrow + led.jobs.functions.total_owed().call()
-        fees, task_slashed = 0, 0
-        for task_id in self.tasks:
-            task = led.task(task_id)
-            if task.state == TaskState.OPEN:
-                fees += task.fee
-            else:
-                assert task.fee == task.paid + task.refunded
-            task_slashed += task.slashed
-        assert led.balance(led.tasks.address) == fees + led.tasks.functions.total_owed().call()
-        assert slashed == job_slashed + task_slashed
+        assert slashed == job_slashed  # the task market burns its own bonds (Tasks.vy)
         for (job_id, _), index in self.claimed_leaf.items():
             assert led.jobs.functions.is_claimed(job_id, index).call()
         self._honest_keeps_its_stake()
@@ -426,9 +388,6 @@ class LedgerMachine(RuleBasedStateMachine):
                 led.finalize_round(acc[0], job_id, led.round(job_id).index)
                 chain.advance_time(sum(PERIODS) + 10)
         self._honest_keeps_its_stake()
-        for task_id in self.tasks:
-            if led.task(task_id).state == TaskState.OPEN:
-                led.finalize_task(acc[0], task_id)
         chain.advance_time(CLAIM_PERIOD)
         for job_id in self.jobs:
             led.sweep_job(acc[0], job_id)
@@ -436,8 +395,6 @@ class LedgerMachine(RuleBasedStateMachine):
         for a in acc:
             if led.owed(a):
                 led.withdraw(a)
-            if led.task_owed(a):
-                led.task_withdraw(a)
             stake = led.node(a).stake
             if stake:
                 led.unstake(a, stake)
@@ -447,7 +404,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 led.withdraw_stake(a)
         if led.registry.functions.slashed_unswept().call():
             led.sweep_slashed(acc[0])
-        for name in ("RoundSettled", "RoundAborted", "MemberSlashed", "TaskSettled"):
+        for name in ("RoundSettled", "RoundAborted", "MemberSlashed"):
             self.seen[name] += len(led.events(name))
         for contract in (led.registry, led.jobs, led.tasks):
             assert led.balance(contract.address) == 0, "funds stuck after every deadline"
