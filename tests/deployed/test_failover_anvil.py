@@ -110,7 +110,7 @@ def _run(cluster: Cluster) -> None:
     for k in range(2):
         text = job_text(nodes[0]["address"], providers, validators, f"d{k}", 1, 3600)
         quick = requester.submit_job(text, _signer(cluster, 0))["job_id"]
-        _poll(lambda j=quick: _done(requester, j), 90, 0.5)
+        _poll(lambda j=quick: _done(requester, j), 180, 0.5)
     assert ledger.events("MemberSlashed") == []
     job = requester.submit_job(
         job_text(nodes[0]["address"], providers, validators, "f1"), _signer(cluster, 0)
@@ -126,7 +126,7 @@ def _run(cluster: Cluster) -> None:
     cluster.stop_node(coordinator)
     time.sleep(2.0)
     cluster.start_node(coordinator)  # restart: it resumes from its journal
-    cluster.wait_healthy(90, [coordinator])
+    cluster.wait_healthy(180, [coordinator])
 
     _poll(
         lambda: (

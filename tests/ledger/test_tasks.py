@@ -194,7 +194,8 @@ def _jury(world: World, gid: int, jurors: dict[str, int]) -> None:
         led.enroll(j, gid, juror_commitment(gid, j, fp, salt), 0, BOND)
     world.chain.advance_time(WINDOW)
     led.draw_jury(world.others[0], gid)  # fixes the seed block: the next one
-    world.chain.advance_time(1)  # mines it
+    world.chain.advance_time(1)  # mines it (and one more block: anvil
+    world.chain.advance_time(1)  # may mine the seed block with the next transaction)
     led.draw_jury(world.others[0], gid)
     mask = led.task(gid).jury_mask
     for i, j in enumerate(led.jurors(gid)):
@@ -274,6 +275,7 @@ def test_too_few_jurors_voids_without_slashing(world: World) -> None:
     gid, _ = _escalate(world, m, {w0: GOOD, w1: BAD})
     world.chain.advance_time(WINDOW)
     led.draw_jury(world.others[0], gid)
+    world.chain.advance_time(1)
     world.chain.advance_time(1)
     led.draw_jury(world.others[0], gid)
     assert led.task(gid).state == TaskState.VOID

@@ -112,6 +112,62 @@ def refused(e: Rejected) -> JSONResponse:
     return error(STATUS_OF[e.code], str(e.code), e.detail)
 
 
+class SizeLimit:
+    """ASGI middleware for servers without signed envelopes (the swarm's): buffer at most
+    ``max_bytes`` of a request body, else answer 413.
+
+    The body is read completely here and replayed to the app, so no handler ever sees a
+    partial or oversized body, and a client that lies in ``Content-Length`` gains nothing.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await error(400, "malformed", "bad Content-Length")(scope, receive, send)
+                return
+            if int(declared) > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await error(413, "too_large", f"request body above {self.max_bytes} bytes")(
+            scope, receive, send
+        )
+
+
 class BodyLimit:
     """ASGI middleware: admit a request from its headers, then buffer at most what the
     admission gate allows (413 otherwise) and replay it to the app.

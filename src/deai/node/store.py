@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import uuid
 from pathlib import Path
 
 from deai.errors import DeaiError
@@ -82,7 +83,7 @@ class ArtifactStore:
         if path.exists():
             return digest
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{digest}.{os.getpid()}.{uuid.uuid4().hex}.tmp")  # concurrent puts
         tmp.write_bytes(data)
         tmp.replace(path)
         return digest

@@ -45,7 +45,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from deai.errors import ConfigError
-from deai.node.http import STATUS_OF, BodyLimit
+from deai.node.http import STATUS_OF, SizeLimit
 from deai.node.signing import Envelope, Rejected, ReplayGuard, verify
 from deai.swarm.adversary import Cheater, Strategy
 from deai.swarm.manifest import Manifest, ModelSource
@@ -192,7 +192,7 @@ class Daemon:
                     "end": s.span.end, "root": self.manifest.root, "calls": s.calls,
                     "pid": os.getpid()}  # fmt: skip
 
-        app.add_middleware(BodyLimit, max_bytes=self.server.config.max_body_bytes)
+        app.add_middleware(SizeLimit, max_bytes=self.server.config.max_body_bytes)
         return app
 
 

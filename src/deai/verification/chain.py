@@ -198,9 +198,7 @@ class SlotRequester:
         self, offers: Sequence[tuple[int, str, bool]], tasks: Sequence[InferenceTask], profile: int
     ) -> list[SlotRecord]:
         """Post ``(task, worker, primary)`` offers in a shuffled order; new random ids."""
-        recs = [
-            SlotRecord(self.new_id(p), t, w, self._rng.randbytes(32), p) for t, w, p in offers
-        ]
+        recs = [SlotRecord(self.new_id(p), t, w, self._rng.randbytes(32), p) for t, w, p in offers]
         self._rng.shuffle(recs)
         for i in range(0, len(recs), MAX_POST):
             part = recs[i : i + MAX_POST]
