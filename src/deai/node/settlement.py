@@ -281,7 +281,10 @@ class CommitteeMember:
     def _resolve(self, duty: RoundDuty) -> None:
         """The chain finalized the round: did it settle, and who was slashed."""
         f = {"job_id": self.chain_job}
-        start = duty.from_block
+        # from the deployment, not from this member's first look at the round: a member
+        # that reaches a round after it settled (not seated, or busy) must still see it,
+        # or its payout table, and every later root it commits, would differ from the rest
+        start = None
         settled = [
             e
             for e in self.chain.events("RoundSettled", from_block=start, filters=f)
