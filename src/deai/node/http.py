@@ -112,6 +112,36 @@ def refused(e: Rejected) -> JSONResponse:
     return error(STATUS_OF[e.code], str(e.code), e.detail)
 
 
+async def buffered(app: ASGIApp, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    """Read the whole request body (413 past ``limit`` bytes), then replay it to ``app``:
+    no handler sees a partial or oversized body, whatever ``Content-Length`` claimed."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            await error(413, "too_large", f"request body above {limit} bytes")(scope, receive, send)
+            return
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    await app(scope, replay, send)
+
+
 class SizeLimit:
     """ASGI middleware for servers without signed envelopes (the swarm's): buffer at most
     ``max_bytes`` of a request body, else answer 413.
@@ -136,31 +166,7 @@ class SizeLimit:
             if int(declared) > self.max_bytes:
                 await self._too_large(scope, receive, send)
                 return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._too_large(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await buffered(self.app, scope, receive, send, self.max_bytes)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await error(413, "too_large", f"request body above {self.max_bytes} bytes")(
@@ -212,33 +218,7 @@ class BodyLimit:
             self.node.release(limit)
 
     async def _buffered(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await error(413, "too_large", f"request body above {limit} bytes")(
-                    scope, receive, send
-                )
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await buffered(self.app, scope, receive, send, limit)
 
 
 _ERR = {"content": {"application/json": {"example": {"error": "code", "detail": "why"}}}}
