@@ -55,11 +55,14 @@ def test_demo_runs_every_plane(tmp_path: Path) -> None:
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert len(m["rounds"]) == 8  # payout rules judge a provider over its rounds
     assert set(m["attackers"])  # attackers are named in the metrics and scored as attackers
-    # Not asserted: "every attacker paid 0". With every round settled (since settlement
-    # reads events from the deployment) the sign flippers' measured contribution is
-    # positive in some rounds and they are paid: open in issue #16.
+    paid = {p["node"]: p["paid_wei"] for p in m["ledger"]["providers"]}
+    assert all(paid[a] == 0 for a in m["attackers"]), paid  # by rule, see deai.node.payouts
+    assert sum(paid.values()) > 0
     liar = [v for v in m["ledger"]["validators"] if v["liar"]]
     assert liar
+    for v in m["ledger"]["validators"]:  # a minority liar never outvotes the honest
+        if not v["liar"]:
+            assert v["stake_after_wei"] == v["stake_before_wei"], v
     seated = any(liar[0]["node"] in r["committee"] for r in m["ledger"]["rounds"])
     if seated:  # seats are drawn by stake: a liar that sat is slashed for its lie
         assert liar[0]["stake_after_wei"] < liar[0]["stake_before_wei"]

@@ -59,6 +59,7 @@ class FakeJobs:
             drawn=True,  # the committee is drawn (Jobs.draw_round) before anyone commits
             committed=frozenset(range(len(self.committed))),
             revealed=frozenset(),
+            seed_block=0,
         )
 
     def committee(self, job_id: int) -> list[str]:
@@ -80,7 +81,7 @@ class FakeJobs:
         return 0
 
     def job(self, job_id: int) -> Any:
-        return type("V", (), {"state": 1})()
+        return type("V", (), {"state": 1, "rounds": 10})()
 
     def block_number(self) -> int:
         return 0

@@ -19,9 +19,15 @@
      its measured contributions over the job so far is positive, so a harmful provider
      cannot earn on a lucky round (values are still clipped at 0 per round: a payout is
      never negative);
-  6. *track record*: a provider whose updates were excluded or oversized in at least half
-     of its rounds so far is not paid (a sign flipper that slips past the exclusion in a
-     late round, when every update is mostly noise, does not earn there).
+  6. *against the step*: an update whose cosine with the round's applied server step
+     (new parameters minus the round's start) is not positive worked against the model
+     and earns nothing that round (FLTrust's ReLU-cosine gate, applied to pay): a sign
+     flipper shrinks an overshooting step and the coalition game can credit that as a
+     gain, the direction cannot;
+  7. *track record*: a provider whose updates were excluded, oversized or against the
+     step in at least half of its rounds so far is not paid (a sign flipper that slips
+     past the exclusion in a late round, when every update is mostly noise, does not
+     earn there).
 
 * ``weight``: in proportion to aggregation weight (capped claimed example counts);
 * ``equal``: equal shares.
@@ -57,8 +63,9 @@ PAYOUT_RULES = {
     "class-balanced validation loss; near-duplicate updates (cosine >= 0.99) are one player "
     "sharing its value; claimed example counts do not weigh in the game; updates the "
     "aggregator excluded or whose norm exceeds its clipping bound earn nothing that round; "
+    "updates pointing against the round's applied step (cosine <= 0) earn nothing that round; "
     "a provider whose summed contribution over the job is not positive, or that was "
-    "excluded or oversized in at least half of its rounds, is not paid; "
+    "excluded, oversized or against the step in at least half of its rounds, is not paid; "
     "per-round values are clipped at 0",
     PayoutRule.WEIGHT: "split by aggregation weight (capped claimed example counts); "
     "excluded updates earn nothing",
@@ -112,7 +119,7 @@ class RoundPayouts:
     def _forfeits(
         self, outcome: RoundOutcome, values: list[float], excluded: list[int]
     ) -> list[int]:
-        """Rules 4 and 5: the indices that earn nothing this round."""
+        """Rules 4 to 7: the indices that earn nothing this round."""
         out = set(excluded)
         self._count("excluded by the aggregator", len(out))
         assert outcome.updates is not None
@@ -123,6 +130,12 @@ class RoundPayouts:
             big = {i for i in range(len(values)) if float(norms[i]) > bound * (1 + 1e-9)}
             self._count("norm above the clipping bound", len(big - out))
             out |= big
+        if outcome.start_params is not None:  # rule 6: against the applied step
+            step = (outcome.params - outcome.start_params).to(torch.float64)
+            dots = outcome.updates.to(torch.float64) @ step
+            against = {i for i in range(len(values)) if float(dots[i]) <= 0.0}
+            self._count("against the applied step", len(against - out))
+            out |= against
         for i, sender in enumerate(outcome.accepted):
             self.totals[sender] = self.totals.get(sender, 0.0) + values[i]
             self.seen[sender] = self.seen.get(sender, 0) + 1

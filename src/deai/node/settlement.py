@@ -114,8 +114,12 @@ class CommitteeMember:
         tamper: Tamper | None = None,
         on_error: Callable[[str], None] | None = None,
         journal: Callable[[list[dict[str, Any]]], None] | None = None,
+        start_block: int | None = None,
     ) -> None:
         self.ctx = ctx
+        # a block at or before the job's creation: the floor of every event scan (None:
+        # the deployment's block, always correct, slow on a long chain)
+        self.start_block = start_block
         self.chain = chain
         self.chain_job = chain_job
         self.me = me  # this validator's chain address
@@ -130,6 +134,7 @@ class CommitteeMember:
         self.settled_table: dict[str, int] = {self.account_of(p): 0 for p in providers}
         self.contribution_totals: dict[str, float] = {}
         self._busy = False
+        self._round_count: int | None = None
 
     # ---------------------------------------------------------------- on the loop
     def settle(self, outcome: RoundOutcome) -> None:
@@ -198,12 +203,12 @@ class CommitteeMember:
         duty = self._head()
         if duty is None:
             return None
-        if duty.from_block is None:
-            duty.from_block = self.chain.block_number()
         rv = self.chain.round(self.chain_job)
+        if duty.from_block is None:
+            duty.from_block = self._scan_floor(duty, rv)
         if rv.index < duty.index:
             return self.poll_s
-        if rv.index > duty.index or self._job_done():
+        if rv.index > duty.index or (duty.index + 1 >= self._rounds() and self._job_done()):
             self._resolve(duty)
             return 0.0
         if not rv.drawn and self.chain.now() < rv.commit_deadline:
@@ -237,6 +242,15 @@ class CommitteeMember:
         self._finalize(duty)
         return 0.0
 
+    def _scan_floor(self, duty: RoundDuty, rv: Any) -> int | None:
+        """A block before anything of the duty's round happened, where its events are
+        scanned from: the block the round opened at when the chain is still on it, else
+        the floor of the round before (rounds open in order), else the job's start."""
+        if rv.index == duty.index and rv.seed_block:
+            return int(rv.seed_block)
+        earlier = [d.from_block for d in self.duties if d.index < duty.index and d.from_block]
+        return max(earlier) if earlier else self.start_block
+
     def _draw(self) -> float:
         try:
             drawn = self.chain.draw_round(self.me, self.chain_job)
@@ -248,6 +262,13 @@ class CommitteeMember:
 
     def _until(self, deadline: int, now: int) -> float:
         return float(min(self.poll_s, max(deadline - now, 0) + 0.5))
+
+    def _rounds(self) -> int:
+        """The job's round count (fixed at creation: read once). A job is DONE only after
+        its last round is finalized, so only that round needs the state read."""
+        if self._round_count is None:
+            self._round_count = int(self.chain.job(self.chain_job).rounds)
+        return self._round_count
 
     def _job_done(self) -> bool:
         from deai.ledger.types import JobState
@@ -281,10 +302,11 @@ class CommitteeMember:
     def _resolve(self, duty: RoundDuty) -> None:
         """The chain finalized the round: did it settle, and who was slashed."""
         f = {"job_id": self.chain_job}
-        # from the deployment, not from this member's first look at the round: a member
-        # that reaches a round after it settled (not seated, or busy) must still see it,
-        # or its payout table, and every later root it commits, would differ from the rest
-        start = None
+        # from the block the round opened at (or an earlier floor), never from this
+        # member's first look at the round: a member that reaches a round after it
+        # settled (not seated, or busy) must still see it, or its payout table, and every
+        # later root it commits, would differ from the rest
+        start = duty.from_block
         settled = [
             e
             for e in self.chain.events("RoundSettled", from_block=start, filters=f)

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from deai.attacks.spec import AttackName, AttackSpec, apply_update_attack
 from deai.compression.base import Codec, Encoded
+from deai.errors import CodecError
 from deai.job.spec import derive_seed
 from deai.learning.params import vector_from_bytes
 from deai.node.messages import Message, TrainTask, Update
@@ -93,8 +94,11 @@ class Adversary:
                 r.honest[dst][src] = vec
             self._try_release(sim, msg.round, dst, force=False)
             return False
-        if vec is None:
-            return False
+        if vec is None:  # fail closed: never pass an attacker's honest update off as an attack
+            raise CodecError(
+                f"adversary: cannot decode {src}'s update (codec {msg.codec!r}; the attacker "
+                f"knows {sorted(self.codecs)}): its attack would silently not be applied"
+            )
         first_hold = not r.held[dst]
         r.held[dst][src] = (msg, vec)
         if first_hold:
@@ -109,7 +113,7 @@ class Adversary:
         if codec is None:
             return None
         try:
-            return codec.decode(Encoded(msg.codec, msg.dim, msg.payload))
+            return codec.decode(Encoded(codec.name, msg.dim, msg.payload))
         except Exception:
             return None
 
@@ -171,7 +175,7 @@ class Adversary:
                     r.crafted[m] = Update(
                         msg.job_id,
                         msg.round,
-                        enc.codec,
+                        msg.codec,  # the codec as the wire names it (name and parameters)
                         enc.dim,
                         msg.dtype,
                         enc.payload,

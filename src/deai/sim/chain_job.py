@@ -11,7 +11,8 @@ proofs; a failure anywhere is recorded in the report, never lost.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from eth_account import Account
@@ -35,6 +36,7 @@ ETH = 10**18
 @dataclass(frozen=True)
 class ChainSetup:
     stake_eth: float = 5.0  # each validator's stake
+    stakes_eth: Mapping[str, float] = field(default_factory=dict)  # per validator, overrides
 
 
 def _lie(result: RoundResult) -> RoundResult:
@@ -61,10 +63,11 @@ class SimChain:
         self.accounts: dict[str, str] = {v: accounts[i + 1] for i, v in enumerate(validators)}
         for p in providers:  # providers only receive: deterministic unfunded addresses
             self.accounts[p] = Account.from_key(keccak(text=f"{spec.job_id}/{p}")).address
-        stake = int(setup.stake_eth * ETH)
         for v in validators:
+            stake = int(setup.stakes_eth.get(v, setup.stake_eth) * ETH)
             self.ledger.register(self.accounts[v], stake, f"sim://{v}", ChainRole.VALIDATOR)
         self.stake_before = {v: self.ledger.node(self.accounts[v]).stake for v in validators}
+        self.start_block = self.ledger.block_number()  # the floor of every event scan
         self.chain_job = self.ledger.create_job(
             self.requester,
             budget=settle.budget_wei,
@@ -103,6 +106,7 @@ class SimChain:
             poll_s=1.0,
             tamper=_lie if node_id in self.liars else None,
             on_error=self.errors.append,
+            start_block=self.start_block,
         )
         self.members[node_id] = m
         return m
@@ -145,7 +149,9 @@ class SimChain:
         ]
         rounds = []
         seats: dict[int, dict[str, int]] = {}  # round -> member -> seats drawn
-        for e in self.ledger.events("RoundDrawn", filters={"job_id": self.chain_job}):
+        for e in self.ledger.events(
+            "RoundDrawn", from_block=self.start_block, filters={"job_id": self.chain_job}
+        ):
             seats[int(e.args["round"])] = {
                 self._node(a): int(n)
                 for a, n in zip(e.args["committee"], e.args["seats"], strict=True)

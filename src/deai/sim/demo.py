@@ -35,10 +35,10 @@ def demo_scenario(name: str, rounds: int | None = None) -> Scenario:
     return parse_scenario(data, f"{name}.toml")
 
 
-def _market() -> Section:
+def _market() -> Section:  # 12 tasks (the default is 24): the lazy worker is still caught
     from deai.verification.market import MarketConfig, market_section, run_task_market
 
-    return market_section(run_task_market(MarketConfig()))
+    return market_section(run_task_market(MarketConfig(tasks=12)))
 
 
 def run_demo(

@@ -80,6 +80,7 @@ class Plan:
     validators: list[str]
     liars: set[str]
     parameters: int
+    stakes: dict[str, float] = field(default_factory=dict)  # validator -> stake (ETH)
 
 
 def _attack_for(s: Scenario, group_attack: str, params: dict[str, Any], splits: Splits) -> Any:
@@ -140,6 +141,12 @@ def plan(s: Scenario) -> Plan:
     liars_flags = [
         g.behaviour == "liar" for g in sim.nodes if g.role is Role.VALIDATOR for _ in range(g.count)
     ]
+    stakes_eth = [
+        sim.stake_eth if g.stake_eth is None else g.stake_eth
+        for g in sim.nodes
+        if g.role is Role.VALIDATOR
+        for _ in range(g.count)
+    ]
     validators = [f"validator-{i}" for i in range(len(liars_flags))]
     if s.parties is not None:  # explicit ids (e.g. to match a real network's addresses)
         if len(s.parties.providers) != len(providers) or len(s.parties.validators) != len(
@@ -156,6 +163,7 @@ def plan(s: Scenario) -> Plan:
         ]
         validators = list(s.parties.validators)
     liars = {v for v, liar in zip(validators, liars_flags, strict=True) if liar}
+    stakes = dict(zip(validators, stakes_eth, strict=True))
     if liars and s.settlement is None:
         raise ConfigError(
             "simulation.nodes: a lying validator needs [settlement] (the chain is what catches it)"
@@ -188,7 +196,7 @@ def plan(s: Scenario) -> Plan:
     model_for(spec)  # builds (and caches) the model: a factory that fails, fails here
     build_codec_for(spec, 0)
     _check_memory(s, spec, splits)
-    return Plan(s, spec, splits, parts, providers, validators, liars, parameters)
+    return Plan(s, spec, splits, parts, providers, validators, liars, parameters, stakes)
 
 
 def _with_cohort(s: Scenario, population: int) -> JobSpec:
@@ -413,7 +421,7 @@ def _adversary(pl: Plan) -> Adversary | None:
     hold = 0.5 * pl.spec.round_timeout_s
     return Adversary(
         groups,
-        {codec.name: codec},
+        {codec.spec.to_wire(): codec},  # keyed as updates name their codec
         pl.spec.seed,
         hold_s=hold,
         server_lr=pl.spec.algorithm.step_size(),
@@ -579,7 +587,7 @@ def execute(
     chain: SimChain | None = None
     chain_error: str | None = None
     if spec.settlement is not None:
-        chain = SimChain(ChainSetup(s.simulation.stake_eth), spec, pl.liars)
+        chain = SimChain(ChainSetup(s.simulation.stake_eth, pl.stakes), spec, pl.liars)
         sim.before_offload.append(chain.sync_clock)
 
     def settlement(

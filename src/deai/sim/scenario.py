@@ -66,6 +66,8 @@ class NodeGroup(_Strict):
     attack_params: dict[str, Any] = {}  # overrides of the attack's defaults
     sybil: bool = False  # the group is ONE attacker with `count` identities sending clones
     jitter: NonNegativeFloat = 0.0  # noise on each Sybil clone
+    stake_eth: PositiveFloat | None = None  # validators: each one's stake on the embedded
+    # chain (None: simulation.stake_eth)
 
     @model_validator(mode="after")
     def _behaviour(self) -> NodeGroup:
@@ -79,6 +81,8 @@ class NodeGroup(_Strict):
             raise ValueError(f"behaviour: got {self.behaviour!r}; allowed: honest, liar")
         if self.role is Role.VALIDATOR and self.attack is not None:
             raise ValueError("attack: only providers take an attack")
+        if self.role is Role.PROVIDER and self.stake_eth is not None:
+            raise ValueError("stake_eth: only validators stake on the chain")
         if self.attack is not None:
             if self.behaviour != "honest":
                 raise ValueError("a group takes either a fault behaviour or an attack, not both")
