@@ -123,6 +123,16 @@ class CoalitionUtility:
         """The model a coalition rebuilds: global + server_lr * aggregate(updates[S])."""
         if mask == 0:
             return self.global_params
+        if self._aggregate is mean_update:  # the weighted mean over the coalition, without
+            # re-checking the (validated) stack each time: zero weight off the coalition
+            member = torch.tensor([mask >> i & 1 for i in range(self.n)], dtype=self.weights.dtype)
+            w = self.weights * member
+            total = float(w.sum())
+            if total <= 0.0:
+                self.failed_aggregations += 1
+                return self.global_params
+            vector = (w / total).to(self.updates.dtype) @ self.updates
+            return self.global_params + self.server_lr * vector.to(self.global_params.dtype)
         index = torch.tensor([i for i in range(self.n) if mask >> i & 1], dtype=torch.long)
         try:
             out = self._aggregate(self.updates[index], self.weights[index])
