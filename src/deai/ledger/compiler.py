@@ -3,6 +3,12 @@
 The cache key is sha256(vyper version, contract name, source). Compiled artifacts live in
 memory for the process and on disk under ``$DEAI_CACHE_DIR/vyper`` (default
 ``~/.cache/deai/vyper``); a corrupt or unreadable cache file is ignored and rebuilt.
+
+The package also ships the artifacts of its own sources (``contracts/build/``, written by
+``python -m deai.ledger.compiler``): one is used only when its key equals the key computed
+from the source and the installed vyper, so an edited contract or another vyper version
+compiles afresh (a test recompiles every contract and compares). A fresh install runs its
+first chain without the ~20 s compile.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 from deai.ledger.errors import ContractCompileError
 
 CONTRACTS_DIR = Path(__file__).parent / "contracts"
+BUNDLED_DIR = CONTRACTS_DIR / "build"  # artifacts of the bundled sources, keyed as the cache
 CONTRACT_NAMES = ("Registry", "Jobs", "Tasks")
 
 
@@ -81,20 +88,35 @@ def blueprint_codehash(compiled: CompiledContract) -> bytes:
 
 @cache
 def compile_contract(name: str) -> CompiledContract:
-    """Compile ``contracts/<name>.vy`` (or load it from the cache)."""
+    """Compile ``contracts/<name>.vy`` (or load it from the bundled build or the cache)."""
     import vyper
-    from vyper.compiler import compile_code
 
     source = source_of(name)
     key = hashlib.sha256(f"{vyper.__version__}\0{name}\0{source}".encode()).hexdigest()
     path = cache_dir() / f"{name}-{key}.json"
-    try:
-        data = json.loads(path.read_text())
-        return CompiledContract(
-            name, data["abi"], data["bytecode"], data["blueprint"], key, data["runtime"]
-        )
-    except (OSError, ValueError, KeyError):
-        pass
+    for candidate in (BUNDLED_DIR / f"{name}.json", path):
+        try:
+            data = json.loads(candidate.read_text())
+            if candidate.parent == BUNDLED_DIR and data["key"] != key:
+                continue  # a bundled artifact of other sources or another vyper
+            return CompiledContract(
+                name, data["abi"], data["bytecode"], data["blueprint"], key, data["runtime"]
+            )
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass
+    compiled = fresh_compile(name, source, key)
+    _write(path, compiled)
+    return compiled
+
+
+def fresh_compile(name: str, source: str | None = None, key: str | None = None) -> CompiledContract:
+    """Compile ``name`` with vyper, bypassing every cache."""
+    import vyper
+    from vyper.compiler import compile_code
+
+    source = source_of(name) if source is None else source
+    if key is None:
+        key = hashlib.sha256(f"{vyper.__version__}\0{name}\0{source}".encode()).hexdigest()
     try:
         out = compile_code(
             source,
@@ -103,23 +125,48 @@ def compile_contract(name: str) -> CompiledContract:
         )
     except Exception as exc:  # vyper raises many exception types
         raise ContractCompileError(f"{name}.vy: {exc}") from exc
-    compiled = CompiledContract(
+    return CompiledContract(
         name, out["abi"], out["bytecode"], out["blueprint_bytecode"], key, out["bytecode_runtime"]
     )
+
+
+def _artifact(compiled: CompiledContract) -> str:
+    return json.dumps(
+        {
+            "key": compiled.source_hash,
+            "abi": compiled.abi,
+            "bytecode": compiled.bytecode,
+            "blueprint": compiled.blueprint,
+            "runtime": compiled.runtime,
+        }
+    )
+
+
+def _write(path: Path, compiled: CompiledContract) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(
-            json.dumps(
-                {
-                    "abi": compiled.abi,
-                    "bytecode": compiled.bytecode,
-                    "blueprint": compiled.blueprint,
-                    "runtime": compiled.runtime,
-                }
-            )
-        )
+        tmp.write_text(_artifact(compiled))
         tmp.replace(path)
     except OSError:
         pass  # a read-only home is fine: we just compile again next time
-    return compiled
+
+
+def write_bundled() -> list[Path]:
+    """Compile every bundled contract afresh into ``contracts/build/`` (run after editing a
+    contract: ``python -m deai.ledger.compiler``)."""
+    compile_contract.cache_clear()
+    out = []
+    for name in CONTRACT_NAMES:
+        compiled = fresh_compile(name)
+        path = BUNDLED_DIR / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_artifact(compiled) + "\n")
+        out.append(path)
+    compile_contract.cache_clear()
+    return out
+
+
+if __name__ == "__main__":
+    for written in write_bundled():
+        print(written)
