@@ -14,6 +14,7 @@ transformers models; the trainer then runs requests one by one through the same 
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 from enum import StrEnum
 
@@ -73,9 +74,15 @@ class FlatModel:
         return self.module
 
 
+_LITTLE = sys.byteorder == "little"
+
+
 def vector_bytes(flat: Tensor) -> bytes:
     """Canonical bytes of a parameter vector: float32 little-endian."""
-    return flat.detach().to(torch.float32).contiguous().numpy().astype("<f4").tobytes()
+    t = flat.detach()
+    if _LITTLE and t.dtype is torch.float32 and t.device.type == "cpu":
+        return t.contiguous().numpy().tobytes()  # already "<f4": one copy, not two
+    return t.to(torch.float32).contiguous().cpu().numpy().astype("<f4").tobytes()
 
 
 def vector_hash(flat: Tensor) -> str:
