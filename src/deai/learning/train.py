@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deai.errors import ConfigError
+from deai.learning.batched import mlp_layout, mlp_step
 from deai.learning.data import Dataset
 from deai.learning.params import FlatModel, TaskName
 
@@ -150,7 +151,7 @@ def train_local(model: FlatModel, requests: Sequence[TrainRequest]) -> list[Trai
             raise ConfigError(
                 f"request {i}: params shape {tuple(r.params.shape)} != ({model.dim},)"
             )
-        if len(r.y) == 0:
+        if r.y.shape[0] == 0:
             raise ConfigError(f"request {i}: no training examples")
         groups.setdefault(r.config, []).append(i)
     for config, idx in groups.items():
@@ -188,10 +189,13 @@ def _index_plan(
         perms: list[Tensor] = []
         if config.steps is None:
             per_epoch = math.ceil(m / bs)
-            for i in rows:
-                gen.manual_seed(reqs[i].seed)
-                perms.extend(torch.randperm(m, generator=gen) for _ in range(config.epochs))
-            block = torch.stack(perms).view(len(rows), config.epochs, m)
+            if m == 1:  # every permutation of one example is [0]
+                block = torch.zeros((len(rows), config.epochs, 1), dtype=torch.long)
+            else:
+                for i in rows:
+                    gen.manual_seed(reqs[i].seed)
+                    perms.extend(torch.randperm(m, generator=gen) for _ in range(config.epochs))
+                block = torch.stack(perms).view(len(rows), config.epochs, m)
             pad = per_epoch * bs - m  # the last batch of an epoch is partial
             keep = torch.ones(per_epoch * bs)
             if pad:
@@ -202,10 +206,13 @@ def _index_plan(
             n_steps, n_samples = config.epochs * per_epoch, config.epochs * m
         else:
             reps = math.ceil(config.steps * bs / m)
-            for i in rows:
-                gen.manual_seed(reqs[i].seed)
-                perms.extend(torch.randperm(m, generator=gen) for _ in range(reps))
-            stream = torch.stack(perms).view(len(rows), reps * m)
+            if m == 1:
+                stream = torch.zeros((len(rows), reps), dtype=torch.long)
+            else:
+                for i in rows:
+                    gen.manual_seed(reqs[i].seed)
+                    perms.extend(torch.randperm(m, generator=gen) for _ in range(reps))
+                stream = torch.stack(perms).view(len(rows), reps * m)
             index = stream[:, : config.steps * bs].reshape(len(rows), config.steps, bs)
             mask = torch.ones(config.steps, bs)
             n_steps, n_samples = config.steps, config.steps * bs
@@ -232,12 +239,13 @@ def _train_group(
     x_dtype = reqs[0].x.dtype if model.task is TaskName.CAUSAL_LM else torch.float32
     # every request's examples in one tensor; request i's example j is row offset[i] + j
     # (masked positions read example 0 of their own request, as a padded copy would)
-    x_all = torch.cat([r.x.to(x_dtype) for r in reqs])
-    y_all = torch.cat([r.y.to(torch.long) for r in reqs])
+    x_all = torch.cat([r.x if r.x.dtype == x_dtype else r.x.to(x_dtype) for r in reqs])
+    y_all = torch.cat([r.y if r.y.dtype == torch.long else r.y.to(torch.long) for r in reqs])
     sizes = [r.y.shape[0] for r in reqs]
     offsets = torch.tensor([0, *sizes[:-1]], dtype=torch.long).cumsum(0)
     idx = idx + offsets[:, None, None]
-    theta = torch.stack([r.params.detach().to(torch.float32) for r in reqs])  # [n, d]
+    rows = [r.params if r.params.dtype == torch.float32 else r.params.float() for r in reqs]
+    theta = torch.stack(rows).detach()  # [n, d]
     anchor = theta.clone() if config.prox_mu > 0 else theta[:, :1]  # unused unless FedProx
     opt = _StackedOptimizer(config, theta)
     mu = config.prox_mu
@@ -254,8 +262,18 @@ def _train_group(
         (grad,) = torch.autograd.grad(loss, flat)
         return grad, loss.detach()
 
+    def mlp_fn(
+        flat: Tensor, xb: Tensor, yb: Tensor, mb: Tensor, anc: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        assert layout is not None
+        return mlp_step(layout, flat, xb, yb, mb, anc, mu)
+
+    # the built-in MLP: the same step as batched matrix products (deai.learning.batched)
+    layout = mlp_layout(model) if vectorize else None
     step_fn = (
-        torch.func.vmap(torch.func.grad_and_value(loss_fn), randomness="different")
+        mlp_fn
+        if layout is not None
+        else torch.func.vmap(torch.func.grad_and_value(loss_fn), randomness="different")
         if vectorize
         else autograd_step
     )

@@ -102,7 +102,7 @@ class _Ctx:
     def train(
         self, model: FlatModel, request: TrainRequest, done: Callable[[TrainResult], None]
     ) -> None:
-        samples = planned_samples(len(request.y), request.config)
+        samples = planned_samples(request.y.shape[0], request.config)
         ready = self.engine.now + self.engine.network.compute_time(self.node_id, samples)
         self.engine.pending.append((ready, model, request, done, self.node_id))
         self.engine.training[self.node_id] += 1
