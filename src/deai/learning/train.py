@@ -6,7 +6,8 @@ request of a round and passes them together, and :func:`train_local` runs them a
 ``torch.func.vmap`` computation over the stacked parameters ``Tensor[n, d]``. Both go
 through the same step function, so there is one training code path. Models that cannot
 be vmapped (for example BatchNorm in training mode) fall back to running the same step
-function per request.
+function per request. The built-in MLP takes the same step as batched matrix products
+(:mod:`deai.learning.batched`), for a list of one as for a thousand.
 
 Batches are drawn from a per-request seeded schedule; requests with fewer examples or
 steps than the longest in the group are masked, not padded with fake data.
