@@ -23,7 +23,7 @@ import hashlib
 import json
 import math
 from enum import StrEnum
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -118,6 +118,35 @@ class ServerOptimizer(StrEnum):
     ADAMW = "adamw"  # AdamW on the mean update read as -gradient (data-parallel baseline)
 
 
+@lru_cache(maxsize=256, typed=True)
+def _local_config(
+    name: AlgorithmName,
+    epochs: int,
+    steps: int | None,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    prox_mu: float,
+    optimizer: Optimizer,
+    weight_decay: float,
+    clip_norm: float | None,
+) -> LocalTrainConfig:
+    cfg = local_config(
+        name,
+        epochs=epochs,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        momentum=momentum,
+        prox_mu=prox_mu,
+    )
+    if name is AlgorithmName.PARALLEL_SGD:  # one raw gradient: no local optimizer
+        return dataclasses.replace(cfg, clip_norm=clip_norm)
+    return dataclasses.replace(
+        cfg, optimizer=optimizer, weight_decay=weight_decay, clip_norm=clip_norm
+    )
+
+
 class AlgorithmSpec(_Strict):
     """The training algorithm and its hyper-parameters (``deai.learning.algorithms``)."""
 
@@ -143,20 +172,19 @@ class AlgorithmSpec(_Strict):
         return self.name is AlgorithmName.DPSGD
 
     def local(self) -> LocalTrainConfig:
-        """What a provider runs each round."""
-        cfg = local_config(
+        """What a provider runs each round (one shared frozen config per set of values:
+        every provider asks every round)."""
+        return _local_config(
             self.name,
-            epochs=self.epochs,
-            steps=self.steps,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            momentum=self.momentum,
-            prox_mu=self.prox_mu,
-        )
-        if self.name is AlgorithmName.PARALLEL_SGD:  # one raw gradient: no local optimizer
-            return dataclasses.replace(cfg, clip_norm=self.clip_norm)
-        return dataclasses.replace(
-            cfg, optimizer=self.optimizer, weight_decay=self.weight_decay, clip_norm=self.clip_norm
+            self.epochs,
+            self.steps,
+            self.batch_size,
+            self.lr,
+            self.momentum,
+            self.prox_mu,
+            self.optimizer,
+            self.weight_decay,
+            self.clip_norm,
         )
 
     def step_size(self) -> float:

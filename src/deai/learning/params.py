@@ -14,6 +14,7 @@ transformers models; the trainer then runs requests one by one through the same 
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 from enum import StrEnum
 
@@ -73,14 +74,36 @@ class FlatModel:
         return self.module
 
 
+_LITTLE = sys.byteorder == "little"
+
+
 def vector_bytes(flat: Tensor) -> bytes:
     """Canonical bytes of a parameter vector: float32 little-endian."""
-    return flat.detach().to(torch.float32).contiguous().numpy().astype("<f4").tobytes()
+    t = flat.detach()
+    if _LITTLE and t.dtype is torch.float32 and t.device.type == "cpu":
+        return t.contiguous().numpy().tobytes()  # already "<f4": one copy, not two
+    return t.to(torch.float32).contiguous().cpu().numpy().astype("<f4").tobytes()
+
+
+# the last few vectors hashed, by content: in a simulation every provider of a round checks
+# the hash of the same global model (comparing bytes is 25x faster than sha256)
+_HASHED: list[tuple[bytes, str]] = []
+_HASHED_KEEP = 4
+_HASHED_MAX_BYTES = 1 << 22  # larger vectors are hashed every time, never kept
 
 
 def vector_hash(flat: Tensor) -> str:
     """sha256 hex of the canonical bytes: the name of a model or update."""
-    return hashlib.sha256(vector_bytes(flat)).hexdigest()
+    data = vector_bytes(flat)
+    if len(data) > _HASHED_MAX_BYTES:
+        return hashlib.sha256(data).hexdigest()
+    for blob, digest in _HASHED:
+        if blob == data:  # the same bytes: the same digest
+            return digest
+    digest = hashlib.sha256(data).hexdigest()
+    _HASHED.insert(0, (data, digest))
+    del _HASHED[_HASHED_KEEP:]
+    return digest
 
 
 def vector_from_bytes(data: bytes, dim: int) -> Tensor:

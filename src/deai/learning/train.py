@@ -6,7 +6,8 @@ request of a round and passes them together, and :func:`train_local` runs them a
 ``torch.func.vmap`` computation over the stacked parameters ``Tensor[n, d]``. Both go
 through the same step function, so there is one training code path. Models that cannot
 be vmapped (for example BatchNorm in training mode) fall back to running the same step
-function per request.
+function per request. The built-in MLP takes the same step as batched matrix products
+(:mod:`deai.learning.batched`), for a list of one as for a thousand.
 
 Batches are drawn from a per-request seeded schedule; requests with fewer examples or
 steps than the longest in the group are masked, not padded with fake data.
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deai.errors import ConfigError
+from deai.learning.batched import mlp_layout, mlp_step
 from deai.learning.data import Dataset
 from deai.learning.params import FlatModel, TaskName
 
@@ -150,7 +152,7 @@ def train_local(model: FlatModel, requests: Sequence[TrainRequest]) -> list[Trai
             raise ConfigError(
                 f"request {i}: params shape {tuple(r.params.shape)} != ({model.dim},)"
             )
-        if len(r.y) == 0:
+        if r.y.shape[0] == 0:
             raise ConfigError(f"request {i}: no training examples")
         groups.setdefault(r.config, []).append(i)
     for config, idx in groups.items():
@@ -166,26 +168,85 @@ def train_local(model: FlatModel, requests: Sequence[TrainRequest]) -> list[Trai
     return [results[i] for i in range(len(requests))]
 
 
+def _index_plan(
+    reqs: Sequence[TrainRequest], config: LocalTrainConfig
+) -> tuple[Tensor, Tensor, list[int], list[int]]:
+    """Every request's :func:`batch_schedule` as one padded index tensor ``[n, S, B]`` and
+    its mask, plus each request's steps and samples. The same draws in the same order as
+    ``batch_schedule`` (one seeded generator per request), built per example count rather
+    than per request and step: a flush of 1,000 small providers is 1,000 random
+    permutations and a few tensor operations, not 1,000 x steps index assignments."""
+    n = len(reqs)
+    sizes = [int(r.y.shape[0]) for r in reqs]
+    by_size: dict[int, list[int]] = {}
+    for i, m in enumerate(sizes):
+        by_size.setdefault(m, []).append(i)
+    gen = torch.Generator()
+    parts: list[tuple[list[int], Tensor, Tensor]] = []
+    steps = [0] * n
+    samples = [0] * n
+    for m, rows in by_size.items():
+        bs = min(config.batch_size, m)
+        perms: list[Tensor] = []
+        if config.steps is None:
+            per_epoch = math.ceil(m / bs)
+            if m == 1:  # every permutation of one example is [0]
+                block = torch.zeros((len(rows), config.epochs, 1), dtype=torch.long)
+            else:
+                for i in rows:
+                    gen.manual_seed(reqs[i].seed)
+                    perms.extend(torch.randperm(m, generator=gen) for _ in range(config.epochs))
+                block = torch.stack(perms).view(len(rows), config.epochs, m)
+            pad = per_epoch * bs - m  # the last batch of an epoch is partial
+            keep = torch.ones(per_epoch * bs)
+            if pad:
+                block = F.pad(block, (0, pad))
+                keep[m:] = 0.0
+            index = block.reshape(len(rows), config.epochs * per_epoch, bs)
+            mask = keep.view(per_epoch, bs).repeat(config.epochs, 1)
+            n_steps, n_samples = config.epochs * per_epoch, config.epochs * m
+        else:
+            reps = math.ceil(config.steps * bs / m)
+            if m == 1:
+                stream = torch.zeros((len(rows), reps), dtype=torch.long)
+            else:
+                for i in rows:
+                    gen.manual_seed(reqs[i].seed)
+                    perms.extend(torch.randperm(m, generator=gen) for _ in range(reps))
+                stream = torch.stack(perms).view(len(rows), reps * m)
+            index = stream[:, : config.steps * bs].reshape(len(rows), config.steps, bs)
+            mask = torch.ones(config.steps, bs)
+            n_steps, n_samples = config.steps, config.steps * bs
+        for i in rows:
+            steps[i], samples[i] = n_steps, n_samples
+        parts.append((rows, index, mask))
+    s_max = max(p[1].shape[1] for p in parts)
+    b_max = max(p[1].shape[2] for p in parts)
+    idx = torch.zeros((n, s_max, b_max), dtype=torch.long)
+    keep_all = torch.zeros((n, s_max, b_max), dtype=torch.float32)
+    for rows, index, mask in parts:
+        at = torch.tensor(rows, dtype=torch.long)
+        idx[at, : index.shape[1], : index.shape[2]] = index
+        keep_all[at, : mask.shape[0], : mask.shape[1]] = mask
+    return idx, keep_all, steps, samples
+
+
 def _train_group(
     model: FlatModel, reqs: Sequence[TrainRequest], config: LocalTrainConfig, vectorize: bool
 ) -> list[TrainResult]:
     n = len(reqs)
-    schedules = [batch_schedule(len(r.y), config, r.seed) for r in reqs]
-    n_steps = max(len(s) for s in schedules)
-    bs = max(len(b) for s in schedules for b in s)
-    m_max = max(len(r.y) for r in reqs)
+    idx, mask, steps, samples = _index_plan(reqs, config)
+    n_steps = idx.shape[1]
     x_dtype = reqs[0].x.dtype if model.task is TaskName.CAUSAL_LM else torch.float32
-    x_pad = torch.zeros((n, m_max, *reqs[0].x.shape[1:]), dtype=x_dtype)
-    y_pad = torch.zeros((n, m_max), dtype=torch.long)
-    idx = torch.zeros((n, n_steps, bs), dtype=torch.long)
-    mask = torch.zeros((n, n_steps, bs), dtype=torch.float32)
-    for i, (r, sched) in enumerate(zip(reqs, schedules, strict=True)):
-        x_pad[i, : len(r.y)] = r.x
-        y_pad[i, : len(r.y)] = r.y
-        for s, b in enumerate(sched):
-            idx[i, s, : len(b)] = b
-            mask[i, s, : len(b)] = 1.0
-    theta = torch.stack([r.params.detach().to(torch.float32) for r in reqs])  # [n, d]
+    # every request's examples in one tensor; request i's example j is row offset[i] + j
+    # (masked positions read example 0 of their own request, as a padded copy would)
+    x_all = torch.cat([r.x if r.x.dtype == x_dtype else r.x.to(x_dtype) for r in reqs])
+    y_all = torch.cat([r.y if r.y.dtype == torch.long else r.y.to(torch.long) for r in reqs])
+    sizes = [r.y.shape[0] for r in reqs]
+    offsets = torch.tensor([0, *sizes[:-1]], dtype=torch.long).cumsum(0)
+    idx = idx + offsets[:, None, None]
+    rows = [r.params if r.params.dtype == torch.float32 else r.params.float() for r in reqs]
+    theta = torch.stack(rows).detach()  # [n, d]
     anchor = theta.clone() if config.prox_mu > 0 else theta[:, :1]  # unused unless FedProx
     opt = _StackedOptimizer(config, theta)
     mu = config.prox_mu
@@ -202,16 +263,25 @@ def _train_group(
         (grad,) = torch.autograd.grad(loss, flat)
         return grad, loss.detach()
 
+    def mlp_fn(
+        flat: Tensor, xb: Tensor, yb: Tensor, mb: Tensor, anc: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        assert layout is not None
+        return mlp_step(layout, flat, xb, yb, mb, anc, mu)
+
+    # the built-in MLP: the same step as batched matrix products (deai.learning.batched)
+    layout = mlp_layout(model) if vectorize else None
     step_fn = (
-        torch.func.vmap(torch.func.grad_and_value(loss_fn), randomness="different")
+        mlp_fn
+        if layout is not None
+        else torch.func.vmap(torch.func.grad_and_value(loss_fn), randomness="different")
         if vectorize
         else autograd_step
     )
-    rows = torch.arange(n)[:, None]
     loss_sum = torch.zeros(n)
     for s in range(n_steps):
-        xb = x_pad[rows, idx[:, s]]  # [n, B, *shape]
-        yb = y_pad[rows, idx[:, s]]  # [n, B]
+        xb = x_all[idx[:, s]]  # [n, B, *shape]
+        yb = y_all[idx[:, s]]  # [n, B]
         mb = mask[:, s]  # [n, B]
         if vectorize:
             grads, losses = step_fn(theta, xb, yb, mb, anchor)
@@ -221,14 +291,11 @@ def _train_group(
         active = (mb.sum(dim=1) > 0).to(theta.dtype)[:, None]  # [n, 1]
         theta = opt.step(theta, grads, active)
         loss_sum += losses.detach() * active[:, 0]
+    # rows of the final stack (a fresh tensor: no request's parameters alias it)
+    finals = theta.detach().unbind(0)
     return [
-        TrainResult(
-            params=theta[i].detach().clone(),
-            steps=len(schedules[i]),
-            samples=sum(len(b) for b in schedules[i]),
-            loss=float(loss_sum[i]) / len(schedules[i]),
-        )
-        for i in range(n)
+        TrainResult(params=p, steps=k, samples=m, loss=lo / k)
+        for p, k, m, lo in zip(finals, steps, samples, loss_sum.tolist(), strict=True)
     ]
 
 

@@ -102,7 +102,7 @@ class _Ctx:
     def train(
         self, model: FlatModel, request: TrainRequest, done: Callable[[TrainResult], None]
     ) -> None:
-        samples = planned_samples(len(request.y), request.config)
+        samples = planned_samples(request.y.shape[0], request.config)
         ready = self.engine.now + self.engine.network.compute_time(self.node_id, samples)
         self.engine.pending.append((ready, model, request, done, self.node_id))
         self.engine.training[self.node_id] += 1
@@ -143,7 +143,7 @@ class Simulation:
         self.training: dict[str, int] = defaultdict(int)  # node -> its pending requests
         # nodes whose message handlers may run ahead of pending training (see run())
         self.lookahead_nodes = lookahead_nodes or set()
-        self._lookahead = 0.0  # the least latency any message can have, set by run()
+        self._lookahead = 0.0  # the least latency any sender has, set by run()
         self._ahead: tuple[int, int] | None = None  # (seq, sends) of the event run ahead
         self._queue: list[tuple[float, int, int, Callable[[], None]]] = []
         self._seq = itertools.count()
@@ -271,23 +271,28 @@ class Simulation:
         event of a lookahead node (a message delivery, timer or training result of a node
         whose roles touch only its own state; they read global state, such as byte
         counters, through :meth:`after_event`) with no pending training of its own, and it
-        happens before ``due`` plus the least
-        latency any message can have, so nothing a training continuation (run at its own
-        completion time, on its own node) sends can reach that node before it. Its sends
+        happens before ``due`` plus the least latency any sender has plus the node's own
+        latency. A message sent at ``t`` from ``s`` to ``r`` arrives no earlier than
+        ``t + latency(s) + latency(r)`` (:meth:`NetworkModel.transfer`), and whatever a
+        training continuation (run at its own completion time, at or after ``due``) or
+        anything it sets off sends, from any node, is sent at or after ``due``; so nothing
+        can reach that node before the event. Its sends
         are held and put on the wire at their own virtual time, after the continuations
         due earlier. Every node therefore sees the same messages at the same virtual times,
         and every link the same transfers in the same order, as without lookahead; only
         more requests share a batch."""
         at, seq, _, _ = self._queue[0]
         node = self._local.get(seq)
-        return node is not None and at < due + self._lookahead and not self.training[node]
+        if node is None or self.training[node]:
+            return False
+        return at < due + self._lookahead + self.network.profiles[node].latency_s
 
     def run(self, until: float = float("inf"), stop: Callable[[], bool] | None = None) -> None:
         for roles in self.nodes.values():
             for role in roles:
                 role.start()
         lats = [p.latency_s for p in self.network.profiles.values()]
-        self._lookahead = 2 * min(lats) if lats and self.lookahead_nodes else 0.0
+        self._lookahead = min(lats) if lats and self.lookahead_nodes else 0.0
         while self._queue or self.pending:
             ahead = False
             if self.pending:

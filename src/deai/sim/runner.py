@@ -561,7 +561,7 @@ def execute(
     ahead = {*providers, *pl.validators} if lookahead else None
     sim = Simulation(
         network,
-        faults,
+        faults if faults.dropout > 0 else None,  # no drop-outs: no per-message draw
         adversary,
         master_seed=None if master == "os" else master,
         lookahead_nodes=ahead,

@@ -1,0 +1,137 @@
+"""The simulator's fast paths compute exactly what the plain ones do.
+
+- the trainer's index plan (every request's batch schedule built per example count)
+  equals :func:`batch_schedule` request by request, mask and counts included;
+- header lengths kept by value give the encoded length, floats and bools included;
+- the one-pass finiteness check of an aggregation stack equals ``isfinite().all()``;
+- canonical vector bytes are the same bytes for every dtype and layout;
+- the shared local-training config equals the one built afresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+import torch
+
+from deai.aggregation.base import _all_finite
+from deai.job.spec import AlgorithmSpec
+from deai.learning.algorithms import AlgorithmName, local_config
+from deai.learning.params import vector_bytes
+from deai.learning.train import (
+    LocalTrainConfig,
+    Optimizer,
+    TrainRequest,
+    _index_plan,
+    batch_schedule,
+)
+from deai.node.messages import Message, encode
+from deai.sim.wire import wire_size
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        LocalTrainConfig(epochs=1, batch_size=32),
+        LocalTrainConfig(epochs=3, batch_size=5),
+        LocalTrainConfig(steps=7, batch_size=4),
+        LocalTrainConfig(steps=3, batch_size=64),
+    ],
+)
+def test_index_plan_is_every_requests_batch_schedule(config: LocalTrainConfig) -> None:
+    sizes = [1, 5, 40, 3, 17, 64, 2, 5, 1, 33]
+    reqs = [
+        TrainRequest(torch.zeros(3), torch.zeros(m, 2), torch.zeros(m), config, seed=100 + i)
+        for i, m in enumerate(sizes)
+    ]
+    idx, mask, steps, samples = _index_plan(reqs, config)
+    for i, (r, m) in enumerate(zip(reqs, sizes, strict=True)):
+        sched = batch_schedule(m, config, r.seed)
+        assert steps[i] == len(sched)
+        assert samples[i] == sum(len(b) for b in sched)
+        for s in range(idx.shape[1]):
+            b = sched[s] if s < len(sched) else torch.zeros(0, dtype=torch.long)
+            want = torch.zeros(idx.shape[2], dtype=torch.long)
+            want[: len(b)] = b
+            assert torch.equal(idx[i, s], want)
+            assert mask[i, s].sum().item() == len(b)
+            assert torch.all(mask[i, s, : len(b)] == 1)
+
+
+@dataclass(frozen=True)
+class _Probe(Message):
+    kind: ClassVar[str] = "probe"
+    x: float
+    n: int
+    blob: bytes
+
+
+def test_header_lengths_kept_by_value_are_the_encoded_lengths() -> None:
+    msgs = [
+        _Probe("j", 0.0, 1, b"ab"),
+        _Probe("j", -0.0, 1, b"ab"),  # equal to 0.0, one byte longer in JSON
+        _Probe("j", 1.0, True, b"ab"),  # True == 1, but "true" != "1"
+        _Probe("j", 1, 1, b"ab"),  # an int where a float is declared: "1", not "1.0"
+        _Probe("j", float("nan"), 1, b"ab" * 9),
+        _Probe("j\u00e9", 1e300, 10**20, b""),
+    ]
+    for m in msgs * 2:  # the second pass reads the kept lengths
+        assert wire_size(m) == len(encode(m)), m
+
+
+def test_one_pass_finiteness_check_equals_isfinite_all() -> None:
+    g = torch.Generator().manual_seed(0)
+    for trial in range(300):
+        x = torch.randn(4, 37, generator=g) * 10.0 ** (trial % 40)
+        for k in range(trial % 4):
+            x.view(-1)[(trial * 7 + k * 13) % x.numel()] = (
+                float("nan"),
+                float("inf"),
+                float("-inf"),
+                3.4e38,
+            )[(trial + k) % 4]
+        for dtype in (torch.float32, torch.float64, torch.float16):
+            y = x.to(dtype)
+            assert _all_finite(y) == bool(torch.isfinite(y).all())
+            assert _all_finite(y.t()) == bool(torch.isfinite(y).all())
+
+
+def test_vector_bytes_are_float32_little_endian_for_every_layout() -> None:
+    base = torch.randn(4, 6)
+    for v in (
+        base.flatten(),
+        base.t().flatten(),
+        base[:, 1],  # strided
+        base.double().flatten(),
+        base.flatten().requires_grad_(True),
+        base.half().flatten(),
+    ):
+        want = v.detach().to(torch.float32).contiguous().numpy().astype("<f4").tobytes()
+        assert vector_bytes(v) == want
+
+
+def test_shared_local_config_equals_a_fresh_one() -> None:
+    for alg in (
+        AlgorithmSpec(),
+        AlgorithmSpec(prox_mu=0.1, lr=0.05, epochs=2, momentum=0.5),
+        AlgorithmSpec(name=AlgorithmName.PARALLEL_SGD, clip_norm=1.0),
+        AlgorithmSpec(optimizer=Optimizer.ADAMW, weight_decay=0.01, steps=5),
+    ):
+        cfg = local_config(
+            alg.name,
+            epochs=alg.epochs,
+            steps=alg.steps,
+            batch_size=alg.batch_size,
+            lr=alg.lr,
+            momentum=alg.momentum,
+            prox_mu=alg.prox_mu,
+        )
+        if alg.name is not AlgorithmName.PARALLEL_SGD:
+            cfg = dataclasses.replace(cfg, optimizer=alg.optimizer, weight_decay=alg.weight_decay)
+        cfg = dataclasses.replace(cfg, clip_norm=alg.clip_norm)
+        assert alg.local() == cfg
+        assert alg.local() is alg.local()  # one shared frozen config
+    assert AlgorithmSpec(lr=0.1).local() != AlgorithmSpec(lr=0.2).local()
