@@ -257,6 +257,7 @@ codecs: Registry[Callable[..., Any]] = Registry(
             "powersgd",
             "topk_quantize",
             "randk_quantize",
+            "topk_eliasfano_quantize",
         )
     },
     positional=("shapes", "seed"),

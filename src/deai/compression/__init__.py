@@ -6,7 +6,7 @@ from deai.compression.error_feedback import ErrorFeedback
 from deai.compression.lowrank import PowerSGD
 from deai.compression.quantize import QSGD, ScaledSign, StochasticUniform
 from deai.compression.registry import CodecConfig, CodecName, build_codec, codec_spec
-from deai.compression.sparse import RandomK, SparseCodec, TopK, ValueDType
+from deai.compression.sparse import RandomK, SparseCodec, TopK, TopKEliasFano, ValueDType
 
 __all__ = [
     "QSGD",
@@ -24,6 +24,7 @@ __all__ = [
     "SparseThenQuantize",
     "StochasticUniform",
     "TopK",
+    "TopKEliasFano",
     "ValueDType",
     "build_codec",
     "codec_spec",

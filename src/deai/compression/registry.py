@@ -18,7 +18,7 @@ from deai.compression.base import Codec, CodecSpec, IdentityCodec
 from deai.compression.compose import SparseThenQuantize
 from deai.compression.lowrank import PowerSGD
 from deai.compression.quantize import QSGD, ScaledSign, StochasticUniform
-from deai.compression.sparse import RandomK, TopK, ValueDType
+from deai.compression.sparse import RandomK, TopK, TopKEliasFano, ValueDType
 from deai.errors import ConfigError
 
 
@@ -32,6 +32,7 @@ class CodecName(StrEnum):
     POWERSGD = "powersgd"  # per-layer rank-`rank` PowerSGD, needs `shapes`
     TOPK_QUANTIZE = "topk_quantize"  # top-k, kept values quantized to `bits`
     RANDK_QUANTIZE = "randk_quantize"  # random-k, kept values quantized to `bits`
+    TOPK_ELIASFANO_QUANTIZE = "topk_eliasfano_quantize"  # top-k, Elias-Fano indices
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ PARAMS: dict[CodecName, tuple[str, ...]] = {
     CodecName.POWERSGD: ("rank",),
     CodecName.TOPK_QUANTIZE: ("ratio", "bits", "bucket_size"),
     CodecName.RANDK_QUANTIZE: ("ratio", "bits", "bucket_size"),
+    CodecName.TOPK_ELIASFANO_QUANTIZE: ("ratio", "bits", "bucket_size"),
 }
 
 
@@ -142,4 +144,7 @@ def build_codec(
         case CodecName.RANDK_QUANTIZE:
             quant = StochasticUniform(c.bits, c.bucket_size, seed=c.seed + 1)
             return SparseThenQuantize(RandomK(c.ratio, seed=c.seed), quant)
+        case CodecName.TOPK_ELIASFANO_QUANTIZE:
+            quant = StochasticUniform(c.bits, c.bucket_size, seed=c.seed)
+            return SparseThenQuantize(TopKEliasFano(c.ratio), quant)
     raise ConfigError(f"registry: unknown codec {n!r}")  # pragma: no cover

@@ -153,3 +153,62 @@ class RandomK(SparseCodec):
     def select(self, vector: Tensor) -> Tensor:
         k = self.k_for(vector.numel())
         return torch.randperm(vector.numel(), generator=self._gen)[:k]
+
+
+class TopKEliasFano(TopK):
+    """Top-k whose sorted indices are Elias-Fano coded (Elias 1974; Fano 1971) instead of
+    plainly bit-packed: ``k (2 + log2(d/k))`` bits instead of ``k ceil(log2 d)``.
+
+    With ``L = floor(log2(d / k))`` low bits per index, the layout is::
+
+        upper : k + ((d - 1) >> L) + 1 bits, one 1 at position (index >> L) + i for the
+                i-th index, LSB-first, byte-padded with zeros
+        lower : k x L bits, each index's low L bits (``pack_uint``), byte-padded
+
+    Both lengths follow from ``d`` and ``k``, so the payload length is still exact; the
+    decoder also checks the upper block holds exactly ``k`` ones, that both blocks' padding
+    is zero (one encoding per index set), and (as plain top-k) that indices are ``< d``
+    and strictly increasing.
+    """
+
+    name = "topk_eliasfano"
+
+    @staticmethod
+    def _layout(k: int, dim: int) -> tuple[int, int]:
+        """``(L, bits of the upper block)`` for ``k`` indices below ``dim``."""
+        low = max(0, (dim // k).bit_length() - 1)
+        return low, k + ((dim - 1) >> low) + 1
+
+    def pack_indices(self, idx: Tensor, dim: int) -> bytes:
+        v = idx.numpy().astype(np.int64)
+        low, nbits = self._layout(v.size, dim)
+        upper = np.zeros(packed_size(nbits, 1) * 8, dtype=np.uint8)
+        upper[(v >> low) + np.arange(v.size)] = 1
+        out = np.packbits(upper, bitorder="little").tobytes()
+        if low:
+            out += pack_uint(v & ((1 << low) - 1), low)
+        return out
+
+    def unpack_indices(self, reader: Reader, dim: int) -> Tensor:
+        k = self.k_for(dim)
+        low, nbits = self._layout(k, dim)
+        raw = np.frombuffer(reader.take(packed_size(nbits, 1)), dtype=np.uint8)
+        bitvec = np.unpackbits(raw, bitorder="little")
+        if bitvec[nbits:].any():
+            raise CodecError(f"{self.name}: non-zero padding in the upper index block")
+        ones = np.flatnonzero(bitvec).astype(np.int64)
+        if ones.size != k:
+            raise CodecError(f"{self.name}: upper index block has {ones.size} ones, expected {k}")
+        idx = (ones - np.arange(k, dtype=np.int64)) << low
+        if low:
+            block = reader.take(packed_size(k, low))
+            if np.unpackbits(np.frombuffer(block, dtype=np.uint8), bitorder="little")[
+                k * low :
+            ].any():
+                raise CodecError(f"{self.name}: non-zero padding in the lower index block")
+            idx |= unpack_uint(block, low, k)
+        if int(idx.max()) >= dim:
+            raise CodecError(f"{self.name}: index {int(idx.max())} out of range for dim {dim}")
+        if idx.size > 1 and not bool(np.all(np.diff(idx) > 0)):
+            raise CodecError(f"{self.name}: indices are not strictly increasing")
+        return torch.from_numpy(idx)
