@@ -51,7 +51,13 @@ class ClusterError(DeaiError, RuntimeError):
 class ClusterConfig:
     nodes: int = 5  # total processes: 1 requester + validators + providers
     validators: int = 1
-    stake_wei: int = 10**18  # each node stakes this at registration
+    stake_wei: int = 10**18  # the deployment's minimum stake, and what a non-validator stakes
+    # a validator locks the job slash (1 ETH) per committee seat it accepts, and seats are
+    # drawn with replacement: with only the minimum staked, a member drawn twice cannot
+    # commit, and the round waits out its windows (then aborts). 10 ETH backs every seat of
+    # a 3-seat committee on three jobs at once.
+    validator_stake_wei: int = 10 * 10**18
+    stakes: dict[int, int] = field(default_factory=dict)  # node index -> stake (override)
     fund_wei: int = 100 * 10**18  # sent to each node from anvil's first dev account
     dataset: str = "digits"
     partition: str = "iid"
@@ -61,11 +67,21 @@ class ClusterConfig:
     startup_timeout_s: float = 180.0
 
     def __post_init__(self) -> None:
+        if self.validator_stake_wei < self.stake_wei:
+            raise ConfigError("cluster: validator_stake_wei must be at least stake_wei")
+        if any(v < self.stake_wei for v in self.stakes.values()):
+            raise ConfigError("cluster: every stake must be at least stake_wei (the minimum)")
         if self.validators < 1 or self.nodes < self.validators + 2:
             raise ConfigError(
                 f"cluster: need nodes >= validators + 2 (a requester and a provider); got "
                 f"nodes={self.nodes}, validators={self.validators}"
             )
+
+    def stake_of(self, i: int) -> int:
+        """What node ``i`` stakes at registration."""
+        if i in self.stakes:
+            return self.stakes[i]
+        return self.validator_stake_wei if self.role(i) == "validator" else self.stake_wei
 
     def role(self, i: int) -> str:
         return "requester" if i == 0 else "validator" if i <= self.validators else "provider"
@@ -201,7 +217,7 @@ send_retry_s = {config.round_send_retry_s}
 [chain]
 rpc_url = "{self.rpc_url}"
 deployment = "../deployment.json"
-stake_wei = {config.stake_wei}
+stake_wei = {config.stake_of(i)}
 
 [data]
 dataset = "{config.dataset}"

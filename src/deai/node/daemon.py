@@ -50,7 +50,7 @@ from deai.node.chainlink import ChainLink, Lane, LockedWrites, Prepared
 from deai.node.config import NodeConfig, NodeRole, load_node_config
 from deai.node.desk import JobDesk
 from deai.node.faults import Fault, FaultyBehaviour
-from deai.node.hooks import Honest
+from deai.node.hooks import Honest, RoundOutcome
 from deai.node.keystore import load_key
 from deai.node.messages import Message, OpenJob, decode, encode
 from deai.node.payouts import RoundPayouts
@@ -76,6 +76,22 @@ def node_data(cfg: NodeConfig) -> tuple[Dataset, Dataset]:
 
 
 # ----------------------------------------------------------------------------- node
+class _Member(CommitteeMember):
+    """A validator's settlement of one job, which abstains from a round whose inputs the
+    validator did not all see (after a restart): it never commits, so it cannot be
+    slashed for a result the rest of the committee did not compute."""
+
+    def settle(self, outcome: RoundOutcome) -> None:
+        super().settle(outcome)  # on the loop: no step can run before the mark below
+        if outcome.abstain:
+            duty = self.duties[-1]
+            duty.member = False  # an abstaining member takes the non-member path
+            duty.error = "abstained: this validator missed the round's inputs (restart)"
+            log.warning("job %s round %d: %s", outcome.job_id, outcome.round, duty.error)
+            if self.journal is not None:
+                self.journal(self.snapshot())
+
+
 class Node:
     """One deployed node (implements :class:`deai.node.http.NodeApi`)."""
 
@@ -182,7 +198,7 @@ class Node:
             return None
         poll = self.config.chain.poll_s if self.config.chain else 1.0
         lane = self._lanes.setdefault(spec.job_id, Lane(self.runtime, spec.job_id[:24]))
-        member = CommitteeMember(
+        member = _Member(
             lane,  # type: ignore[arg-type]  # the part of NodeContext settlement uses
             LockedWrites(self.link),
             prep.chain_id,
@@ -387,6 +403,7 @@ class Node:
             "validator": self.address,
             "done": job.done,
             "stopped": job.stopped,
+            "abstained": job.abstain,  # missed inputs after a restart: its table may differ
             "chain_job_id": member.chain_job if member else None,
             "rounds": rounds,
             "payout_table": dict(member.settled_table) if member else {},
