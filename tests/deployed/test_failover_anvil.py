@@ -19,13 +19,12 @@ it never committed and the round waited out its windows: that was the 180 s time
 
 Windows are at least ``MIN_PERIOD`` (300 s) each. Where a round can only wait out a
 window (every member that can still act has acted: the rest is the crashed coordinator),
-the test moves anvil's clock to the deadline (:class:`Skipper`) instead of sleeping
+the test moves anvil's clock to the deadline (``DeadlineSkipper``) instead of sleeping
 through it: what the nodes see is what they would see after the wait.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import pytest
 from deai.ledger.anvil import find_anvil
 from deai.ledger.merkle import PayoutTree
 from deai.ledger.types import JobState
-from deai.node.cluster import Cluster, ClusterConfig
+from deai.node.cluster import Cluster, ClusterConfig, DeadlineSkipper
 from deai.node.keystore import load_key
 from deai.node.signing import Signer
 
@@ -77,55 +76,6 @@ committee = 3
 commit_period_s = {windows}
 reveal_period_s = {windows}
 """
-
-
-class Skipper(threading.Thread):
-    """Moves the chain's clock to a round's deadline once nothing but the deadline can
-    change the round: in the reveal window, every member that committed has revealed;
-    or the only members still to act are ``absent`` ones, and have been for ``grace_s``
-    (a restarting member gets that long to come back and act)."""
-
-    def __init__(self, cluster: Cluster, chain_job: int, absent: set[str], grace_s: float):
-        super().__init__(daemon=True)
-        self.ledger = cluster.ledger()
-        self.job, self.absent, self.grace_s = chain_job, {a.lower() for a in absent}, grace_s
-        self.stop = threading.Event()
-        self.skips: list[tuple[int, str, int]] = []  # (round, window, seconds skipped)
-        self._since: dict[tuple[int, str], float] = {}
-
-    def run(self) -> None:
-        while not self.stop.wait(1.0):
-            try:
-                self._tick()
-            except Exception:  # a read racing a finalize: look again next second
-                continue
-
-    def _tick(self) -> None:
-        rv = self.ledger.round(self.job)
-        if not rv.drawn:
-            return
-        committee = [a.lower() for a in self.ledger.committee(self.job)]
-        now = self.ledger.now()
-        if now < rv.commit_deadline:
-            waiting = {committee[i] for i in range(rv.size) if i not in rv.committed}
-            window, deadline = "commit", rv.commit_deadline
-            if not waiting:
-                return  # every member committed: the reveal opens now
-        elif now < rv.reveal_deadline:
-            if len(rv.revealed) == rv.size:
-                return  # every member revealed: anyone finalizes now
-            waiting = {committee[i] for i in rv.committed if i not in rv.revealed}
-            window, deadline = "reveal", rv.reveal_deadline
-        else:
-            return
-        if waiting:  # empty: only members that never committed are missing (cannot act)
-            if not waiting <= self.absent:
-                return
-            first = self._since.setdefault((rv.index, window), time.monotonic())
-            if time.monotonic() - first < self.grace_s:
-                return
-        self.ledger.chain.advance_time(deadline - now + 1)
-        self.skips.append((rv.index, window, deadline - now + 1))
 
 
 def _poll(fn: Any, timeout_s: float, step_s: float = 0.3) -> Any:
@@ -212,7 +162,7 @@ def _run(cluster: Cluster, restart: bool) -> None:
         st = follower.status()["validator"]["jobs"].get(job_id)
         return bool(st and st["round"] == r and not st["closed"])
 
-    skipper = Skipper(cluster, chain_id, {validators[0]}, 20.0 if restart else 5.0)
+    skipper = DeadlineSkipper(cluster, chain_id, {validators[0]}, 20.0 if restart else 5.0)
     skipper.start()
     _poll(lambda: in_round(2), 120, 0.05)
     cluster.kill(coordinator)  # SIGKILL mid-round
@@ -250,19 +200,24 @@ def _run(cluster: Cluster, restart: bool) -> None:
     assert not slashed & {validators[1].lower(), validators[2].lower()}, slashed
     assert not slashed & set(validators[1:]), slashed
 
-    # the published table is what the chain pays: every provider claims all of it
+    # the published table is what the chain pays: every provider it owes claims all of
+    # it at once (a provider whose measured contribution is not positive is owed nothing
+    # under the payout rule: then its claim is 0 and it has nothing to claim)
     table = {k: int(v) for k, v in report["payout_table"].items()}
     tree = PayoutTree(chain_id, table)
-    assert tree.root == view.root and tree.total == view.payable_total
+    assert tree.root == view.root and tree.total == view.payable_total > 0
+    assert set(table) == set(providers)
     claimer = ledger.chain.accounts[0]
     payees = [p for p in providers if tree.amount(p) > 0]
-    assert payees == providers
     ledger.claim_many(claimer, chain_id, tree, payees)
     for p in providers:
-        assert ledger.claimed(chain_id, p) == tree.amount(p) > 0
+        assert ledger.claimed(chain_id, p) == tree.amount(p)
+    assert sum(ledger.claimed(chain_id, p) for p in providers) == view.payable_total
     if restart:  # the restarted coordinator resumed the job (it had `jobs {}` before)
         back = cluster.client(coordinator)
         assert job_id in back.status()["validator"]["jobs"]
+        # it closes the rounds it resumed (by their deadlines) and settles them
+        _poll(lambda: back.status()["validator"]["jobs"][job_id]["done"], 120, 1.0)
         ours = back.job_status(job_id)
         # a round whose inputs it missed (SIGKILLed mid-round; the providers' retries may
         # or may not reach it) gives another model: it must have abstained from it, so it

@@ -24,6 +24,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,3 +345,55 @@ index = {index if role == "provider" else 0}
                 client.close()
             out.append({**node, "health": health})
         return out
+
+
+class DeadlineSkipper(threading.Thread):
+    """For tests and benchmarks on a local cluster: moves anvil's clock to a round's
+    deadline once nothing but the deadline can change the round, instead of sleeping
+    through windows of at least ``MIN_PERIOD`` (300 s). That is: in the reveal window,
+    every member that committed has revealed (the rest never committed, so cannot); or
+    the only members still to act are ``absent`` ones (a crashed node), and have been
+    for ``grace_s`` (a restarting member gets that long to come back and act). What the
+    nodes see is what they would see after the wait."""
+
+    def __init__(self, cluster: Cluster, chain_job: int, absent: set[str], grace_s: float) -> None:
+        super().__init__(daemon=True)
+        self.ledger = cluster.ledger()
+        self.job, self.absent, self.grace_s = chain_job, {a.lower() for a in absent}, grace_s
+        self.stop = threading.Event()
+        self.skips: list[tuple[int, str, int]] = []  # (round, window, seconds skipped)
+        self._since: dict[tuple[int, str], float] = {}
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            try:
+                self._tick()
+            except Exception:  # a read racing a finalize: look again next second
+                continue
+
+    def _tick(self) -> None:
+        rv = self.ledger.round(self.job)
+        if not rv.drawn:
+            return
+        committee = [a.lower() for a in self.ledger.committee(self.job)]
+        now = self.ledger.now()
+        if now < rv.commit_deadline:
+            waiting = {committee[i] for i in range(rv.size) if i not in rv.committed}
+            window, deadline = "commit", rv.commit_deadline
+            if not waiting:
+                return  # every member committed: the reveal opens now
+        elif now < rv.reveal_deadline:
+            if len(rv.revealed) == rv.size:
+                return  # every member revealed: anyone finalizes now
+            waiting = {committee[i] for i in rv.committed if i not in rv.revealed}
+            window, deadline = "reveal", rv.reveal_deadline
+        else:
+            return
+        if waiting:  # empty: only members that never committed are missing (cannot act)
+            if not waiting <= self.absent:
+                return
+            first = self._since.setdefault((rv.index, window), time.monotonic())
+            if time.monotonic() - first < self.grace_s:
+                return
+        self.ledger.chain.advance_time(deadline - now + 1)
+        self.skips.append((rv.index, window, deadline - now + 1))
