@@ -36,7 +36,7 @@ from deai.node.config import parse_job
 from deai.node.roles import Requester
 
 if TYPE_CHECKING:
-    from deai.node.daemon import Node
+    from deai.node.node import Node
 
 log = logging.getLogger("deai.node")
 
