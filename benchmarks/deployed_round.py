@@ -341,11 +341,11 @@ def docs_table(r: dict[str, Any]) -> str:
         (
             "every claim succeeded (goal true)",
             f"{r['claims_all_succeeded']}",
-            f"{r['jobs'] + 1} jobs claimed",
+            f"{r['jobs'] + 1} jobs claimed; failures: {r['claim_failures'] or 'none'}",
         ),
         (
             "`deai job status` as a fresh process (goal < 1 s)",
-            f"{r['cli_status_s']:.2f} s (95 % CI {r['cli_status_s_ci95'][0]:.2f}-"
+            f"median {r['cli_status_s']:.2f} s (mean's 95 % CI {r['cli_status_s_ci95'][0]:.2f}-"
             f"{r['cli_status_s_ci95'][1]:.2f})",
             f"median of {len(r['cli_status_runs_s'])} calls on the loaded 2-core machine; "
             f"CPU time {r['cli_status_cpu_s']:.2f} s (typer builds pydantic adapters)",
