@@ -360,6 +360,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--stall-s", type=float, default=20.0)
     parser.add_argument("--cli-runs", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=OUT, help="where the JSON goes")
+    parser.add_argument("--keep", type=Path, help="keep the cluster (logs, journals) here")
     parser.add_argument("--docs-only", action="store_true", help="regenerate the doc table")
     args = parser.parse_args()
     if args.docs_only:
@@ -368,7 +370,8 @@ def main() -> None:
         write_block(DOC, "deployed_round", docs_table(json.loads(OUT.read_text())))
         return
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="deai-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="deai-bench-") as scratch:
+        tmp = str(args.keep) if args.keep else scratch
         config = ClusterConfig(
             nodes=6, validators=3, stakes={1: 3 * 10**18}, startup_timeout_s=600.0
         )  # startup: 6 processes importing torch on a shared 2-core machine
@@ -426,8 +429,8 @@ def main() -> None:
         "could not reveal in time (coordinator_kill_slashed). Wall times on a 2-core "
         "machine shared with other jobs: pessimistic.",
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     keys = (
         "honest_validator_slashes", "rounds_settled", "rounds_total", "round_latency_s",
         "unauthenticated_bytes_stored", "health_p99_ms_during_chain_stall",
