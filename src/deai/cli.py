@@ -8,8 +8,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from typer.core import TyperGroup
 
 from deai.errors import ConfigError, DeaiError
@@ -64,6 +62,8 @@ def _fail(e: DeaiError) -> None:
 
 
 def _run(scenario: Any, out: Path, quiet: bool) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from deai.sim.report import write_outputs
     from deai.sim.runner import execute, plan, torch_threads
     from deai.sim.sections import sections_for
@@ -88,6 +88,8 @@ def _run(scenario: Any, out: Path, quiet: bool) -> dict[str, Any]:
 
 
 def _summary(m: dict[str, Any], out: Path) -> None:
+    from rich.table import Table
+
     t = Table(title=f"{m['scenario']} ({m['algorithm']}, {m['providers']} providers)")
     t.add_column("metric", style="bold")
     t.add_column("value", justify="right")
@@ -122,6 +124,8 @@ def demo(
     faulty peers, compressed updates, rounds settled on an embedded chain (a lying
     validator is slashed, providers paid by contribution), a DP job with secure
     aggregation, and a compute market where a lazy worker is caught. Writes OUT."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from deai.api import check_out_dir
     from deai.sim.demo import run_demo
 
@@ -152,6 +156,8 @@ def demo(
 
 
 def _demo_summary(m: dict[str, Any]) -> None:
+    from rich.table import Table
+
     led = m.get("ledger")
     if led:
         t = Table(title="payouts by contribution (on-chain claims)")

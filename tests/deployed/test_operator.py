@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from deployed_kit import build_net, job_toml
 
 from deai.node.cluster import Cluster, _alive
@@ -79,6 +80,32 @@ def test_cli_reads_import_no_heavy_plane() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["job", "--help"],
+        ["job", "status", "some-job", "--url", "http://127.0.0.1:9"],  # refused: exit 2
+        ["node", "--help"],
+    ],
+)
+def test_cli_command_paths_import_no_heavy_plane(argv: list[str]) -> None:
+    """Finding 8 (CLI calls under 1 s): the command paths themselves, run as the `deai`
+    script runs them, load neither torch nor web3 nor the node's server stack."""
+    code = (
+        "import sys\n"
+        "from deai.cli import app\n"
+        "try:\n"
+        f"    app({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('torch', 'web3', 'fastapi', 'uvicorn', 'transformers', 'numpy')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
 
 
 def test_cluster_down_stops_a_node_restarted_by_hand(tmp_path: Path) -> None:

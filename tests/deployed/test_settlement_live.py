@@ -209,3 +209,33 @@ def test_a_stuck_job_does_not_delay_another() -> None:
     assert rt.loop.spin(lambda: b.duties[0].phase is Phase.COMMITTED)
     assert a.duties[0].phase is Phase.WAITING  # still stuck on its chain read
     stuck.hang.set()
+
+
+def test_an_abstaining_member_never_commits_and_still_follows_the_round() -> None:
+    """Issue #20: a validator restarted after missing a round's inputs must not commit
+    (committed members are slashable); it takes the non-member path and resolves the
+    round when the chain moves on, then commits again for rounds it fully saw."""
+    from dataclasses import replace
+
+    from deai.node.daemon import _Member
+
+    ctx, chain = Loop(), FakeJobs()
+    m = _Member(
+        ctx,  # type: ignore[arg-type]
+        chain,  # type: ignore[arg-type]
+        1,
+        ME,
+        lambda o: {P1: 10, P2: 20},
+        lambda n: n,
+        (P1, P2),
+        poll_s=0.01,
+    )
+    m.settle(replace(_outcome(1), abstain=True))
+    assert m.duties[0].member is False
+    ctx.spin(lambda: False, 0.2)  # it polls; a member on the committee would commit now
+    assert chain.committed == [] and m.duties[0].phase is Phase.WAITING
+    chain.index = 1  # the others settled round 0
+    assert ctx.spin(lambda: m.finished)
+    assert chain.committed == [] and m.duties[0].settled is True
+    m.settle(_outcome(2))
+    assert ctx.spin(lambda: chain.committed == [ME])

@@ -24,6 +24,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,13 @@ class ClusterError(DeaiError, RuntimeError):
 class ClusterConfig:
     nodes: int = 5  # total processes: 1 requester + validators + providers
     validators: int = 1
-    stake_wei: int = 10**18  # each node stakes this at registration
+    stake_wei: int = 10**18  # the deployment's minimum stake, and what a non-validator stakes
+    # a validator locks the job slash (1 ETH) per committee seat it accepts, and seats are
+    # drawn with replacement: with only the minimum staked, a member drawn twice cannot
+    # commit, and the round waits out its windows (then aborts). 10 ETH backs every seat of
+    # a 3-seat committee on three jobs at once.
+    validator_stake_wei: int = 10 * 10**18
+    stakes: dict[int, int] = field(default_factory=dict)  # node index -> stake (override)
     fund_wei: int = 100 * 10**18  # sent to each node from anvil's first dev account
     dataset: str = "digits"
     partition: str = "iid"
@@ -61,11 +68,21 @@ class ClusterConfig:
     startup_timeout_s: float = 180.0
 
     def __post_init__(self) -> None:
+        if self.validator_stake_wei < self.stake_wei:
+            raise ConfigError("cluster: validator_stake_wei must be at least stake_wei")
+        if any(v < self.stake_wei for v in self.stakes.values()):
+            raise ConfigError("cluster: every stake must be at least stake_wei (the minimum)")
         if self.validators < 1 or self.nodes < self.validators + 2:
             raise ConfigError(
                 f"cluster: need nodes >= validators + 2 (a requester and a provider); got "
                 f"nodes={self.nodes}, validators={self.validators}"
             )
+
+    def stake_of(self, i: int) -> int:
+        """What node ``i`` stakes at registration."""
+        if i in self.stakes:
+            return self.stakes[i]
+        return self.validator_stake_wei if self.role(i) == "validator" else self.stake_wei
 
     def role(self, i: int) -> str:
         return "requester" if i == 0 else "validator" if i <= self.validators else "provider"
@@ -201,7 +218,7 @@ send_retry_s = {config.round_send_retry_s}
 [chain]
 rpc_url = "{self.rpc_url}"
 deployment = "../deployment.json"
-stake_wei = {config.stake_wei}
+stake_wei = {config.stake_of(i)}
 
 [data]
 dataset = "{config.dataset}"
@@ -328,3 +345,55 @@ index = {index if role == "provider" else 0}
                 client.close()
             out.append({**node, "health": health})
         return out
+
+
+class DeadlineSkipper(threading.Thread):
+    """For tests and benchmarks on a local cluster: moves anvil's clock to a round's
+    deadline once nothing but the deadline can change the round, instead of sleeping
+    through windows of at least ``MIN_PERIOD`` (300 s). That is: in the reveal window,
+    every member that committed has revealed (the rest never committed, so cannot); or
+    the only members still to act are ``absent`` ones (a crashed node), and have been
+    for ``grace_s`` (a restarting member gets that long to come back and act). What the
+    nodes see is what they would see after the wait."""
+
+    def __init__(self, cluster: Cluster, chain_job: int, absent: set[str], grace_s: float) -> None:
+        super().__init__(daemon=True)
+        self.ledger = cluster.ledger()
+        self.job, self.absent, self.grace_s = chain_job, {a.lower() for a in absent}, grace_s
+        self.stop = threading.Event()
+        self.skips: list[tuple[int, str, int]] = []  # (round, window, seconds skipped)
+        self._since: dict[tuple[int, str], float] = {}
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            try:
+                self._tick()
+            except Exception:  # a read racing a finalize: look again next second
+                continue
+
+    def _tick(self) -> None:
+        rv = self.ledger.round(self.job)
+        if not rv.drawn:
+            return
+        committee = [a.lower() for a in self.ledger.committee(self.job)]
+        now = self.ledger.now()
+        if now < rv.commit_deadline:
+            waiting = {committee[i] for i in range(rv.size) if i not in rv.committed}
+            window, deadline = "commit", rv.commit_deadline
+            if not waiting:
+                return  # every member committed: the reveal opens now
+        elif now < rv.reveal_deadline:
+            if len(rv.revealed) == rv.size:
+                return  # every member revealed: anyone finalizes now
+            waiting = {committee[i] for i in rv.committed if i not in rv.revealed}
+            window, deadline = "reveal", rv.reveal_deadline
+        else:
+            return
+        if waiting:  # empty: only members that never committed are missing (cannot act)
+            if not waiting <= self.absent:
+                return
+            first = self._since.setdefault((rv.index, window), time.monotonic())
+            if time.monotonic() - first < self.grace_s:
+                return
+        self.ledger.chain.advance_time(deadline - now + 1)
+        self.skips.append((rv.index, window, deadline - now + 1))

@@ -36,7 +36,7 @@ from deai.node.config import parse_job
 from deai.node.roles import Requester
 
 if TYPE_CHECKING:
-    from deai.node.daemon import Node
+    from deai.node.node import Node
 
 log = logging.getLogger("deai.node")
 
@@ -216,7 +216,9 @@ async def _off_loop(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 async def committee_report(peers: Any, spec: JobSpec) -> dict[str, Any]:
-    """The first of the job's validators that answers with its report of the job."""
+    """The first of the job's validators that answers with its report of the job (one
+    that abstained after a restart only if no other answers: its table may differ)."""
+    fallback: dict[str, Any] = {}
     for v in spec.validators:
         url = await peers.url(v)
         if url is None:
@@ -226,10 +228,12 @@ async def committee_report(peers: Any, spec: JobSpec) -> dict[str, Any]:
                 r = await c.get(f"{url.rstrip('/')}/v1/jobs/{spec.job_id}/rounds")
             if r.status_code == 200:
                 got: dict[str, Any] = r.json()
-                return got
+                if not got.get("abstained"):
+                    return got
+                fallback = fallback or got
         except (httpx.HTTPError, ValueError):
             continue
-    return {}
+    return fallback
 
 
 def _chain_view(ledger: Any, job: Submitted, payees: list[str]) -> dict[str, Any]:

@@ -64,6 +64,7 @@ class RoundOutcome:
     note: str = ""  # why no update was applied, or what the rule did of note
     privacy: RoundPrivacy | None = None  # DP jobs: this round's noise and the loss so far
     secure: bool = False  # only the secure sum was seen (``updates`` is None)
+    abstain: bool = False  # the validator missed inputs (a restart): it must not commit
 
     @property
     def epsilon(self) -> float | None:

@@ -73,7 +73,7 @@ STATUS_OF: dict[RejectCode, int] = {
 
 
 class NodeApi(Protocol):
-    """What the HTTP layer needs from a node (implemented by ``deai.node.daemon.Node``)."""
+    """What the HTTP layer needs from a node (implemented by ``deai.node.node.Node``)."""
 
     address: str
     store: ArtifactStore

@@ -11,7 +11,7 @@ from deai.node.hooks import RoundOutcome
 from deai.node.validator import Validator
 
 if TYPE_CHECKING:
-    from deai.node.daemon import Node
+    from deai.node.node import Node
 
 log = logging.getLogger("deai.node")
 

@@ -17,6 +17,13 @@ order). If a round has seen no update ``k * takeover_s`` after it opened, member
 the job from then on, delivering the result too. Honest members hold the same model, so
 a task sent twice is the same task, and a provider trains a round once (the first task
 from any member of the job's committee).
+
+A member that restarts mid-job resumes after the last round it closed; it cannot know
+whether the providers sent it their updates of the round it resumes at before it came
+back. If that round closes incomplete, the member *abstains* from it and from every later
+round of the job (``RoundOutcome.abstain``): it never commits a result built from inputs
+it did not see (only committed members are slashable), stops driving, and does not
+deliver a result. A sole validator never abstains: its result is the committee's.
 """
 
 from __future__ import annotations
@@ -108,6 +115,8 @@ class ValidatorJob:
     # a member taking a round over sends whole models)
     holders: set[str] = field(default_factory=set)  # providers proven to hold x_hat
     broadcast_round: int = 0  # the round x_hat was last sent in (0: the initial model)
+    resumed_round: int = 0  # the round a restart resumed at (0: never restarted)
+    abstain: bool = False  # missed inputs after a restart: settle and drive no more
 
     @property
     def secure(self) -> bool:
@@ -172,6 +181,7 @@ class Validator(Role):
         if resumed is not None and not spec.algorithm.gossip:
             done, params = resumed  # a restart: go on after the last round it closed
             job.params = params
+            job.resumed_round = done + 1
             if done >= spec.rounds:
                 self._deliver(job)
             else:
@@ -247,8 +257,8 @@ class Validator(Role):
         me = spec.validators.index(self.node_id)
         n = len(spec.validators)
         k = (me - job.driver) % n  # this member's place after the driver
-        if k == 0 or job.secure:  # SecAgg's server is fixed: spec.validators[0]
-            return
+        if k == 0 or job.secure or job.abstain:  # SecAgg's server is fixed: validators[0];
+            return  # a member that abstains holds a model it cannot vouch for
 
         def check() -> None:
             if job.round is st and not st.closed and st.round not in job.heard:
@@ -428,6 +438,8 @@ class Validator(Role):
                 job.holders |= set(secure_sum.contributors)
         job.params = result.params
         plain = isinstance(inputs, Updates)
+        if st.round == job.resumed_round and not st.complete() and len(spec.validators) > 1:
+            self._abstain(job)
         outcome = RoundOutcome(
             job_id=spec.job_id,
             round=st.round,
@@ -452,6 +464,7 @@ class Validator(Role):
             note=result.note,
             privacy=result.privacy,
             secure=not plain,
+            abstain=job.abstain,
         )
         self.outcomes.append(outcome)
         if job.settlement is not None:
@@ -471,9 +484,16 @@ class Validator(Role):
         )
         return train_local(job.model, [req])[0].params - params
 
+    def _abstain(self, job: ValidatorJob) -> None:
+        """This member missed a round's inputs after a restart: its model may differ from
+        the committee's from now on, so it commits nothing more and hands driving on."""
+        job.abstain = True
+        if self.coordinator(job):
+            job.driver = (job.driver + 1) % len(job.spec.validators)
+
     def _deliver(self, job: ValidatorJob) -> None:
         job.done = True
-        if self.coordinator(job):
+        if self.coordinator(job) and not job.abstain:
             spec = job.spec
             self.ctx.send(
                 spec.requester,
