@@ -352,6 +352,19 @@ def main_scenario(seed: int) -> dict[str, object]:
             row["bad_share"].append(float(shares(vals, excluded)[bad].sum()))
     pay = shares(ref, excluded)
     rows["exact"] = {"spearman": [1.0], "cost": [1.0], "bad_share": [float(pay[bad].sum())]}
+    # finding 7: the largest single share in an all-honest round (the 7 honest providers)
+    honest = updates[[i for i in range(n) if i not in bad]]
+    top: dict[str, float] = {}
+    for label, cfg in (
+        ("exact", EvaluatorConfig(EvaluatorName.EXACT)),
+        ("loo", EvaluatorConfig(EvaluatorName.LOO)),
+        ("gtg", EvaluatorConfig(EvaluatorName.GTG, seed=0)),
+        ("tmc", EvaluatorConfig(EvaluatorName.TMC, seed=0)),
+    ):
+        vals, _ = pipeline_values(
+            data, honest, lambda g, c=cfg: evaluate_contributions(g, c).values
+        )
+        top[label] = float(shares(vals).max())
     return {
         "exact_values": ref.tolist(),
         "exact_payout_share": pay.tolist(),
@@ -359,6 +372,7 @@ def main_scenario(seed: int) -> dict[str, object]:
         "exact_seconds": exact_s,
         "test_acc_global": accuracy(data, data.global_params),
         "rows": rows,
+        "max_share_all_honest": top,
     }
 
 
@@ -495,6 +509,24 @@ def markdown(r: dict[str, object]) -> str:
     ]
     for k, v in r["sybil"].items():  # type: ignore[attr-defined]
         lines.append(f"| {k} | {ci(v)} |")
+    cp, rc, top = r["copier"], r["rare_class"], r["max_share_all_honest"]  # type: ignore[index]
+    lines += [
+        "",
+        f"Copier: cosine of its update to the victim's {ci(cp['cosine'])}; victim's solo share"  # type: ignore[index]
+        f" {ci(cp['victim_solo_share'])}, the pair's {ci(cp['pair_share'])}.",  # type: ignore[index]
+        "",
+        f"Rare class (the only holder of class {RARE_CLASS}): share under the default"
+        f" evaluator {ci(rc['share_default_evaluator'])}, under exact Shapley"  # type: ignore[index]
+        f" {ci(rc['share_exact'])} ({ci(rc['share_exact_if_not_excluded'])} if the"  # type: ignore[index]
+        f" aggregator's exclusion were not applied); excluded by the default rule in"
+        f" {ci(rc['excluded_by_default_rule'], digits=2)} of the seeds; class-{RARE_CLASS}"  # type: ignore[index]
+        f" test accuracy after the round {ci(rc['class_accuracy_with'])} with its update,"  # type: ignore[index]
+        f" {ci(rc['class_accuracy_without'])} without.",  # type: ignore[index]
+        "",
+        "Largest single share in an all-honest round (the 7 honest providers): "
+        + ", ".join(f"{k} {ci(v)}" for k, v in top.items())  # type: ignore[attr-defined]
+        + ".",
+    ]
     lines += [
         "",
         "Estimators against exact Shapley (10 providers, 30% mixed attackers; cost = distinct"
@@ -569,7 +601,13 @@ def main() -> None:
         "sybil": sybil_table,
         "copier": {k: interval([c[k] for c in copiers]) for k in copiers[0]},
         "rare_class": {k: interval([x[k] for x in rares]) for k in rares[0]},
-        "scenarios": [{k: v for k, v in m.items() if k != "rows"} for m in mains],
+        "max_share_all_honest": {
+            k: interval([m["max_share_all_honest"][k] for m in mains])  # type: ignore[index]
+            for k in ("exact", "loo", "gtg", "tmc")
+        },
+        "scenarios": [
+            {k: v for k, v in m.items() if k not in ("rows", "max_share_all_honest")} for m in mains
+        ],
         "setup": {
             "providers": [p.__dict__ for p in MAIN],
             "data_seeds": list(DATA_SEEDS),
