@@ -1,28 +1,38 @@
-"""Robustness matrix: every attack x every aggregator -> benchmarks/results/robustness.json.
+"""Robustness under heterogeneity and adaptive attacks -> benchmarks/results/robustness.json.
 
-    .venv/bin/python benchmarks/robustness.py [--seeds 3] [--rounds 20] [--jobs 2] [--quick]
-    .venv/bin/python benchmarks/robustness.py --render-only   # rewrite the docs table
+    .venv/bin/python benchmarks/robustness.py [--seeds 3] [--rounds 20] [--jobs 2]
+                                              [--budget-s 2400] [--resume]
+    .venv/bin/python benchmarks/robustness.py --render-only   # rewrite the docs tables
 
-Workload (issue 4): scikit-learn's digits, MLP(64), FedAvg (5 local epochs, batch 16,
-SGD lr 0.1), 20 providers on a Dirichlet(0.5) label split, one validator. At 20% the
-attackers are 4 of the 20 providers, at 40% 8 of 20; the Sybil setting is 16 honest
-providers plus ONE label-flipping attacker with 10 identities sending clones. Rules that
-take ``f`` (Krum, Multi-Krum, trimmed mean, Bulyan) get the true attacker count; the
-no-attack run uses the same ``f`` (the rule is configured before anyone knows), so its
-accuracy is the price of the rule without attack.
+Workload (issue 16): scikit-learn's digits, MLP(64), FedAvg (5 local epochs, batch 16,
+SGD lr 0.1), 50 providers, one validator, label skew Dirichlet(alpha) for alpha in
+{0.05, 0.1, 0.5} or an IID split. Attackers are a share of the 50 providers (10, 20, 30 or
+40%); they are omniscient and collude (``deai.sim.adversary``: they see every honest
+update of the round). Rules that take ``f`` (Krum, Multi-Krum, trimmed mean, Bulyan) get
+the declared attacker count; their no-attack run uses the 20% setting's ``f`` (the rule
+is configured before anyone knows whether an attack comes). The default rule takes no
+``f``: it trims a fixed share.
 
-Threat model of the update attacks: the omniscient colluding attacker of
-``deai.sim.adversary`` (it sees every honest update of the round before sending).
+Attack settings (``SETTINGS``): label flipping, ALIE, IPM, the backdoor with its trigger
+in each of the four corners (boosted model replacement; the success metric stamps the
+attackers' own corner), min-max in every perturbation direction (inverse unit vector,
+inverse standard deviation, inverse sign), min-sum in every direction with the project's
+bound (largest honest sum of squared distances) and with the authors' (smallest), an
+adaptive attack that runs the job's own rule and picks its scale against it
+(``deai.attacks.byzantine.adaptive``), zero and noise free-riders, and a mix (ALIE, label
+flipping, noise free-riders in thirds).
 
-Metrics per run: final test accuracy, backdoor success (share of triggered test images,
-true label not the target, classified as the target), and per round the providers the
-validator excluded (aggregator) or rejected (validation), scored against the attacker set
-as true and false positive rates. Each run is one process-local call of
-``deai.sim.runner.run_scenario``; runs are independent and seeded, so ``--jobs`` only
-changes wall time. Partial results are written after every run; ``--resume`` skips runs
-already in the output file (same settings). The markdown tables in docs/robustness.md are
-generated from the JSON between ``<!-- robustness-table:start -->`` and
-``<!-- robustness-table:end -->``.
+The device budget here is two CPU cores shared by five engineers, so the grid is run in
+priority order (``plan``) under a wall-clock budget (``--budget-s``): first every seed of
+the cells the headline needs (no attack for FedAvg and the default at every alpha; the
+default under every attack at 20%, alpha = 0.5), then the default at 40%, other alphas and
+shares, then every other rule. Cells that the budget cut are absent or have fewer seeds;
+``cells[].n`` has the count and the docs mark single-seed cells. Wall times under this
+load are pessimistic.
+
+Central training (the same MLP on the whole training split, 60 epochs) is measured per
+seed: ``clean_fedavg_gap_to_central_points`` says how far from converged the clean FedAvg
+baseline is. Intervals are 95% Student-t intervals over seeds.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,30 +57,49 @@ RESULTS = ROOT / "benchmarks" / "results" / "robustness.json"
 DOC = ROOT / "docs" / "robustness.md"
 START, END = "<!-- robustness-table:start -->", "<!-- robustness-table:end -->"
 
-N_PROVIDERS = 20
-SYBIL_IDENTITIES = 10
+N_PROVIDERS = 50
+ALPHAS = ("0.05", "0.1", "0.5", "iid")  # Dirichlet label skew, or an IID split
+ATTACK_ALPHA = "0.5"  # the alpha of the full attack matrix
+SHARES = (10, 20, 30, 40)  # attacker share of the providers, in percent
 NO_ATTACK = "none"
-SYBIL = "sybil_label_flip"  # one label-flipping attacker with 10 identities (not a 20% row)
-SYBIL20 = "sybil_label_flip_20pct"  # one label-flipping attacker with 20% of the identities
-# Attack settings in table order: the no-attack run, every attack of deai.attacks, Sybils.
-ATTACKS = (
-    NO_ATTACK,
-    "label_flip",
-    "backdoor",
-    "sign_flip",
-    "gaussian",
-    "alie",
-    "ipm",
-    "min_max",
-    "min_sum",
-    "free_rider_zero",
-    "free_rider_stale",
-    "free_rider_noise",
-    SYBIL20,
-    SYBIL,
-)
+DEFAULT = "default"
+FEDAVG = "mean"
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
+GOAL_DROP = 3.0  # points, every cell at <= 20% attackers, against clean FedAvg
+GOAL_NO_ATTACK = 2.0  # points, the default without attack against FedAvg, every alpha
+GOAL_BACKDOOR = 0.05
+GOAL_CENTRAL = 1.0  # clean FedAvg within this many points of central training
+TRAINING: dict[str, Any] = {"name": "fedavg", "epochs": 5, "batch_size": 16, "lr": 0.1}
+MODEL: dict[str, Any] = {"name": "mlp", "hidden": [64]}
+
+# setting -> groups of (share of the attackers, attack, its parameters)
+Group = tuple[float, str, dict[str, Any]]
+CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
+DIRECTIONS = ("unit_vector", "std", "sign")
+SETTINGS: dict[str, list[Group]] = {
+    NO_ATTACK: [],
+    "label_flip": [(1.0, "label_flip", {})],
+    "alie": [(1.0, "alie", {})],
+    "ipm": [(1.0, "ipm", {})],
+    **{f"backdoor_{c}": [(1.0, "backdoor", {"corner": c})] for c in CORNERS},
+    **{f"min_max_{p}": [(1.0, "min_max", {"perturbation": p})] for p in DIRECTIONS},
+    **{
+        f"min_sum_{p}_{b}": [(1.0, "min_sum", {"perturbation": p, "bound": b})]
+        for p in DIRECTIONS
+        for b in ("largest", "smallest")
+    },
+    "adaptive": [(1.0, "adaptive", {})],
+    "free_rider_zero": [(1.0, "free_rider_zero", {})],
+    "free_rider_noise": [(1.0, "free_rider_noise", {})],
+    "mix": [
+        (1 / 3, "alie", {}),
+        (1 / 3, "label_flip", {}),
+        (1 / 3, "free_rider_noise", {}),
+    ],
+}
+BACKDOORS = tuple(s for s in SETTINGS if s.startswith("backdoor_"))
 AGGREGATORS = (
-    "mean",
+    FEDAVG,
     "krum",
     "multi_krum",
     "median",
@@ -81,92 +110,93 @@ AGGREGATORS = (
     "norm_bounding",
     "fltrust",
     "foolsgold",
-    "default",
-)
-# Rules whose papers claim tolerance of 40% attackers with n = 20 (Krum family needs
-# n > 2f + 2 = 18; median and geometric median any minority; trimmed mean with trim = f = 8;
-# centered clipping bounded pull for any minority; FLTrust any count given its root data).
-# Bulyan needs n >= 4f + 3 and is left out; mean and default are run as references.
-TOLERANT_40 = (
-    "mean",
-    "krum",
-    "multi_krum",
-    "median",
-    "trimmed_mean",
-    "geometric_median",
-    "centered_clipping",
-    "fltrust",
-    "default",
+    DEFAULT,
 )
 USES_F = frozenset({"krum", "multi_krum", "trimmed_mean", "bulyan"})
-DEFAULT = "default"
-GOAL_DROP_POINTS = 3.0
-GOAL_BACKDOOR = 0.05
-TRAINING: dict[str, Any] = {"name": "fedavg", "epochs": 5, "batch_size": 16, "lr": 0.1}
-MODEL: dict[str, Any] = {"name": "mlp", "hidden": [64]}
-DATA: dict[str, Any] = {"dataset": "digits", "partition": "dirichlet", "alpha": 0.5}
+# the settings run for every other rule (seed 0 first), at 20%, alpha = 0.5
+OTHER_RULE_SETTINGS = (
+    NO_ATTACK,
+    "alie",
+    "label_flip",
+    "backdoor_bottom_right",
+    "min_max_unit_vector",
+    "min_sum_unit_vector_largest",
+    "adaptive",
+    "mix",
+)
 
 
 @dataclass(frozen=True)
 class RunKey:
     """One cell of the matrix and one seed."""
 
-    share: int  # attacker share in percent: 20 or 40
-    attack: str
+    alpha: str
+    share: int  # attacker share in percent (0 for the no-attack setting)
+    setting: str
     aggregator: str
     seed: int
 
     @property
     def tag(self) -> str:
-        return f"{self.share}/{self.attack}/{self.aggregator}/{self.seed}"
+        return f"a={self.alpha}/{self.share}%/{self.setting}/{self.aggregator}/{self.seed}"
 
 
-def attacker_count(share: int, attack: str) -> int:
-    if attack == NO_ATTACK:
-        return 0
-    if attack == SYBIL:
-        return SYBIL_IDENTITIES
-    return N_PROVIDERS * share // 100
-
-
-def assumed_f(share: int, attack: str) -> int:
-    """The ``f`` given to the rule: the true count, and the setting's count without attack."""
-    return SYBIL_IDENTITIES if attack == SYBIL else N_PROVIDERS * share // 100
+def groups_for(share: int, setting: str) -> list[tuple[int, str, dict[str, Any]]]:
+    """Attacker groups ``(count, attack, params)``; counts add up to ``share`` of n."""
+    total = N_PROVIDERS * share // 100
+    groups = SETTINGS[setting]
+    out, left = [], total
+    for i, (frac, attack, params) in enumerate(groups):
+        k = left if i == len(groups) - 1 else round(frac * total)
+        left -= k
+        if k:
+            out.append((k, attack, params))
+    return out
 
 
 def scenario_dict(key: RunKey, rounds: int) -> dict[str, Any]:
     """The scenario of one run (deai.sim.scenario schema)."""
-    n_bad = attacker_count(key.share, key.attack)
-    honest = (
-        N_PROVIDERS - N_PROVIDERS * key.share // 100 if key.attack == SYBIL else N_PROVIDERS - n_bad
-    )
+    bad = groups_for(key.share, key.setting)
+    honest = N_PROVIDERS - sum(k for k, _, _ in bad)
     nodes: list[dict[str, Any]] = [{"role": "provider", "count": honest}]
-    if key.attack in (SYBIL, SYBIL20):
-        nodes.append({"role": "provider", "count": n_bad, "attack": "label_flip", "sybil": True})
-    elif n_bad:
-        nodes.append({"role": "provider", "count": n_bad, "attack": key.attack})
+    for k, attack, params in bad:
+        node: dict[str, Any] = {"role": "provider", "count": k, "attack": attack}
+        if params:
+            node["attack_params"] = params
+        nodes.append(node)
     nodes.append({"role": "validator", "count": 1})
     aggregation: dict[str, Any] = {"rule": key.aggregator}
-    if key.aggregator in ("krum", "multi_krum", "bulyan", "trimmed_mean"):
-        aggregation["f"] = assumed_f(key.share, key.attack)
+    if key.aggregator in USES_F:
+        aggregation["f"] = N_PROVIDERS * (key.share or 20) // 100
+    data: dict[str, Any] = (
+        {"dataset": "digits", "partition": "iid"}
+        if key.alpha == "iid"
+        else {"dataset": "digits", "partition": "dirichlet", "alpha": float(key.alpha)}
+    )
     return {
-        "name": f"robust-{key.share}-{key.attack}-{key.aggregator}",
+        "name": f"robust-{key.alpha}-{key.share}-{key.setting}-{key.aggregator}",
         "seed": key.seed,
         "rounds": rounds,
         "aggregation": aggregation,
         "model": MODEL,
         "algorithm": TRAINING,
-        "simulation": {"data": DATA, "nodes": nodes},
+        "simulation": {"data": data, "nodes": nodes},
     }
 
 
-def _index(node_id: str) -> int:
-    return int(node_id.rsplit("-", 1)[1])
+def central_accuracy(seed: int) -> float:
+    """The same MLP trained centrally on the whole training split (60 epochs, batch 32,
+    SGD lr 0.1 with momentum 0.9), the benchmark's reference of a converged model."""
+    from deai.learning.data import DatasetName, load_dataset
+    from deai.learning.models import ModelConfig, build_model
+    from deai.learning.params import FlatModel
+    from deai.learning.train import LocalTrainConfig, TrainRequest, evaluate, train_local
 
-
-def _mean(xs: Iterable[float | None]) -> float | None:
-    vals = [x for x in xs if x is not None]
-    return sum(vals) / len(vals) if vals else None
+    splits = load_dataset(DatasetName.DIGITS, seed=seed)
+    flat = FlatModel(build_model(ModelConfig("mlp", {"hidden": [64]}), (1, 8, 8), 10, seed))
+    cfg = LocalTrainConfig(epochs=60, batch_size=32, lr=0.1, momentum=0.9)
+    req = TrainRequest(flat.initial_vector(), splits.train.x, splits.train.y, cfg, seed)
+    return float(evaluate(flat, train_local(flat, [req])[0].params, splits.test)[1])
 
 
 def run_one(key: RunKey, rounds: int) -> dict[str, Any]:
@@ -180,22 +210,14 @@ def run_one(key: RunKey, rounds: int) -> dict[str, Any]:
     try:
         m = run_scenario(parse_scenario(scenario_dict(key, rounds))).metrics
     except DeaiError as e:  # a rule whose preconditions do not hold (Bulyan's n >= 4f + 3)
-        record.update(error=f"{type(e).__name__}: {e}", wall_s=time.perf_counter() - t0)
+        record.update(error=f"{type(e).__name__}: {e}", wall_s=round(time.perf_counter() - t0, 2))
         return record
     rs = m["rounds"]
     record.update(
         final_accuracy=m["final_accuracy"],
         backdoor_success=m.get("backdoor_success"),
-        true_positive_rate=_mean(r.get("true_positive_rate") for r in rs),
-        false_positive_rate=_mean(r.get("false_positive_rate") for r in rs),
-        attackers=[_index(a) for a in m["attackers"]],
-        per_round={
-            "accuracy": [round(r["accuracy"], 4) for r in rs],
-            "true_positive_rate": [r.get("true_positive_rate") for r in rs],
-            "false_positive_rate": [r.get("false_positive_rate") for r in rs],
-            "excluded": [sorted(_index(p) for p in r.get("excluded", [])) for r in rs],
-            "rejected": [sorted(_index(x["sender"]) for x in r.get("rejected", [])) for r in rs],
-        },
+        accuracy_per_round=[round(r["accuracy"], 4) for r in rs],
+        excluded_per_round=[len(r.get("excluded", [])) for r in rs],
         wall_s=round(time.perf_counter() - t0, 2),
     )
     return record
@@ -205,41 +227,74 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-PRIORITY = frozenset({"mean", DEFAULT})  # the acceptance figures: their seeds come early
+# the settings whose every seed comes right after seed 0 of the whole 20% row
+HEADLINE_SETTINGS = (
+    "adaptive",
+    "backdoor_top_left",
+    "backdoor_bottom_right",
+    "mix",
+    "alie",
+    "min_max_unit_vector",
+    "min_sum_unit_vector_largest",
+)
 
 
-def plan(seeds: int, attacks: tuple[str, ...], aggregators: tuple[str, ...]) -> list[RunKey]:
-    """Seed 0 of every 20% cell; the other seeds of the cells the acceptance figures need
-    (mean, the default, FoolsGold's Sybil row); seed 0 at 40%; then the rest, seed by seed.
-    So an interrupted run still covers every cell and has the headline's seeds."""
-    every: list[RunKey] = []
+def plan(seeds: int) -> list[RunKey]:
+    """Runs in priority order, so a budget cut keeps the headline's cells:
+
+    0. no attack, FedAvg and the default, every alpha, every seed;
+    1. the default under every setting at 20%, alpha 0.5, seed 0 (headline settings first);
+    2. the other seeds of the headline settings;
+    3. the other seeds of the remaining 20% settings;
+    4. the default at 40%, 10% and 30% on the strongest settings;
+    5. the default at 20% under attack at alpha 0.1 and IID;
+    6. every other rule (seed by seed) on ``OTHER_RULE_SETTINGS``.
+    """
+    stages: list[list[RunKey]] = [[] for _ in range(7)]
+    attacks = [*HEADLINE_SETTINGS] + [
+        st for st in SETTINGS if st != NO_ATTACK and st not in HEADLINE_SETTINGS
+    ]
     for seed in range(seeds):
-        every += [RunKey(20, a, g, seed) for a in attacks for g in aggregators]
-        for a in attacks:
-            if a in (SYBIL, SYBIL20):
-                continue  # Sybil rows are 20% (4 identities) or their own size (10)
-            for g in aggregators:
-                if g not in TOLERANT_40:
-                    continue
-                if a == NO_ATTACK and g not in USES_F:
-                    continue  # identical to the 20% no-attack run
-                every.append(RunKey(40, a, g, seed))
+        stages[0] += [RunKey(a, 0, NO_ATTACK, g, seed) for a in ALPHAS for g in (FEDAVG, DEFAULT)]
+        for st in attacks:
+            key = RunKey(ATTACK_ALPHA, 20, st, DEFAULT, seed)
+            stages[1 if seed == 0 else 2 if st in HEADLINE_SETTINGS else 3].append(key)
+        for share in (40, 10, 30):
+            stages[4] += [
+                RunKey(ATTACK_ALPHA, share, st, DEFAULT, seed)
+                for st in ("alie", "adaptive", "min_max_unit_vector", "backdoor_top_left", "mix")
+            ]
+        for a in ("0.1", "iid"):
+            stages[5] += [
+                RunKey(a, 20, st, DEFAULT, seed)
+                for st in ("alie", "adaptive", "backdoor_top_left", "label_flip", "mix")
+            ]
+        for g in AGGREGATORS:
+            if g != DEFAULT:
+                stages[6] += [
+                    RunKey(ATTACK_ALPHA, 0 if st == NO_ATTACK else 20, st, g, seed)
+                    for st in OTHER_RULE_SETTINGS
+                    if not (g == FEDAVG and st == NO_ATTACK)
+                ]
+    seen: set[RunKey] = set()
+    out: list[RunKey] = []
+    for stage in stages:
+        for k in stage:
+            if k not in seen:
+                seen.add(k)
+                out.append(k)
+    return out
 
-    def stage(k: RunKey) -> int:
-        headline = k.aggregator in PRIORITY or (
-            k.aggregator == "foolsgold" and k.attack in (NO_ATTACK, SYBIL)
-        )
-        if k.seed == 0:
-            return 0 if k.share == 20 else 2
-        return 1 if k.share == 20 and headline else 3
 
-    return sorted(every, key=stage)  # stable: seed-major inside each stage
-
-
-def execute(keys: list[RunKey], rounds: int, jobs: int) -> Iterator[dict[str, Any]]:
+def execute(
+    keys: list[RunKey], rounds: int, jobs: int, deadline: float
+) -> Iterator[dict[str, Any]]:
+    """Run the keys in order; no new run starts after ``deadline`` (perf_counter)."""
     if jobs <= 1:
         _worker_init()
         for k in keys:
+            if time.perf_counter() >= deadline:
+                return
             yield run_one(k, rounds)
         return
     with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) as pool:
@@ -247,13 +302,13 @@ def execute(keys: list[RunKey], rounds: int, jobs: int) -> Iterator[dict[str, An
         running: set[Future[dict[str, Any]]] = set()
         for k in todo:
             running.add(pool.submit(run_one, k, rounds))
-            if len(running) >= 2 * jobs:
+            if len(running) >= jobs:
                 break
         while running:
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
                 yield fut.result()
-                nxt = next(todo, None)
+                nxt = next(todo, None) if time.perf_counter() < deadline else None
                 if nxt is not None:
                     running.add(pool.submit(run_one, nxt, rounds))
 
@@ -261,90 +316,101 @@ def execute(keys: list[RunKey], rounds: int, jobs: int) -> Iterator[dict[str, An
 # ---------------------------------------------------------------- summary
 
 
-def _stats(xs: list[float]) -> dict[str, float | int]:
-    return {
-        "mean": statistics.fmean(xs),
-        "std": statistics.stdev(xs) if len(xs) > 1 else 0.0,
-        "n": len(xs),
-    }
+def interval(xs: list[float]) -> dict[str, float | int]:
+    """Mean and the half-width of the 95% Student-t interval (0 for one value)."""
+    m = statistics.fmean(xs)
+    n = len(xs)
+    h = T95.get(n - 1, 1.96) * statistics.stdev(xs) / math.sqrt(n) if n > 1 else 0.0
+    return {"mean": m, "ci95": h, "n": n}
 
 
-def cells(runs: list[dict[str, Any]]) -> dict[tuple[int, str, str], dict[str, Any]]:
-    """Mean and std over seeds of each (share, attack, aggregator)."""
-    groups: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
+CellKey = tuple[str, int, str, str]  # alpha, share, setting, aggregator
+
+
+def cells(runs: list[dict[str, Any]]) -> dict[CellKey, dict[str, Any]]:
+    groups: dict[CellKey, list[dict[str, Any]]] = {}
     for r in runs:
-        groups.setdefault((r["share"], r["attack"], r["aggregator"]), []).append(r)
-    out: dict[tuple[int, str, str], dict[str, Any]] = {}
+        groups.setdefault((r["alpha"], r["share"], r["setting"], r["aggregator"]), []).append(r)
+    out: dict[CellKey, dict[str, Any]] = {}
     for k, rs in groups.items():
         ok = [r for r in rs if "error" not in r]
         cell: dict[str, Any] = {"seeds": len(rs)}
         if len(ok) < len(rs):
             cell["error"] = next(r["error"] for r in rs if "error" in r)
         if ok:
-            cell["accuracy"] = _stats([r["final_accuracy"] for r in ok])
-            for name in ("backdoor_success", "true_positive_rate", "false_positive_rate"):
-                vals = [r[name] for r in ok if r.get(name) is not None]
-                if vals:
-                    cell[name] = _stats(vals)
+            cell["accuracy"] = interval([r["final_accuracy"] for r in ok])
+            bd = [r["backdoor_success"] for r in ok if r.get("backdoor_success") is not None]
+            if bd:
+                cell["backdoor_success"] = interval(bd)
         out[k] = cell
-    # 40% no-attack runs of rules without f are the 20% runs
-    for (share, attack, agg), cell in list(out.items()):
-        if share == 20 and attack == NO_ATTACK and agg not in USES_F:
-            out.setdefault((40, NO_ATTACK, agg), cell)
     return out
 
 
-def _acc(c: dict[tuple[int, str, str], dict[str, Any]], k: tuple[int, str, str]) -> float | None:
+def _acc(c: dict[CellKey, dict[str, Any]], k: CellKey) -> float | None:
     cell = c.get(k)
     return cell["accuracy"]["mean"] if cell and "accuracy" in cell else None
 
 
-def drops(c: dict[tuple[int, str, str], dict[str, Any]], share: int, agg: str) -> dict[str, float]:
-    """Accuracy points lost under each attack against the rule's own no-attack run."""
-    base = _acc(c, (share, NO_ATTACK, agg))
+def vs_clean_fedavg(c: dict[CellKey, dict[str, Any]], agg: str) -> dict[str, float]:
+    """Points the rule loses in each measured cell against FedAvg without attack at the
+    same alpha; keys ``alpha/share/setting``."""
     out: dict[str, float] = {}
-    for a in ATTACKS:
-        acc = _acc(c, (share, a, agg))
-        if a != NO_ATTACK and acc is not None and base is not None:
-            out[a] = 100.0 * (base - acc)
+    for (alpha, share, setting, g), _cell in sorted(c.items()):
+        base, acc = _acc(c, (alpha, 0, NO_ATTACK, FEDAVG)), _acc(c, (alpha, share, setting, g))
+        if g == agg and base is not None and acc is not None:
+            out[f"{alpha}/{share}/{setting}"] = 100.0 * (base - acc)
     return out
 
 
-def headline(c: dict[tuple[int, str, str], dict[str, Any]]) -> dict[str, Any]:
-    every = drops(c, 20, DEFAULT)
-    # the 10-identity Sybil row is 38% of the identities, not a 20% setting: it has its
-    # own acceptance figure (sybil_accuracy_drop) and stays out of the 20% worst case
-    d = {a: v for a, v in every.items() if a != SYBIL}
-    worst = max(d, key=lambda a: d[a]) if d else None
-    bd = c.get((20, "backdoor", DEFAULT), {}).get("backdoor_success")
-    clean_mean = _acc(c, (20, NO_ATTACK, "mean"))
-    default_vs_fedavg = {
-        a: 100.0 * (clean_mean - acc)
-        for a in ATTACKS
-        if clean_mean is not None and (acc := _acc(c, (20, a, DEFAULT))) is not None
+def _worst(d: dict[str, float]) -> tuple[float | None, str | None]:
+    if not d:
+        return None, None
+    k = max(d, key=lambda x: d[x])
+    return d[k], k
+
+
+def headline(c: dict[CellKey, dict[str, Any]], central: list[float]) -> dict[str, Any]:
+    d = vs_clean_fedavg(c, DEFAULT)
+    upto20 = {k: v for k, v in d.items() if int(k.split("/")[1]) <= 20}
+    at40 = {k: v for k, v in d.items() if int(k.split("/")[1]) == 40}
+    no_attack = {k.split("/")[0]: v for k, v in d.items() if k.endswith(f"/0/{NO_ATTACK}")}
+    bd_all = {
+        f"{a}/{sh}/{s}": cell["backdoor_success"]["mean"]
+        for (a, sh, s, g), cell in c.items()
+        if g == DEFAULT and sh <= 20 and s in BACKDOORS and "backdoor_success" in cell
     }
-    sybil = {g: dd[SYBIL] for g in ("foolsgold", DEFAULT) if SYBIL in (dd := drops(c, 20, g))}
+    adaptive = {k: v for k, v in upto20.items() if k.endswith("/adaptive")}
+    w, wk = _worst(upto20)
+    w40, wk40 = _worst(at40)
+    clean = [
+        _acc(c, (a, 0, NO_ATTACK, FEDAVG)) for a in ("iid",) if _acc(c, (a, 0, NO_ATTACK, FEDAVG))
+    ]
+    gap = 100.0 * (statistics.fmean(central) - clean[0]) if central and clean else None
     h: dict[str, Any] = {
-        "worst_accuracy_drop_default_20pct": d[worst] if worst else None,
-        "worst_attack_default_20pct": worst,
-        "backdoor_success_default": bd["mean"] if bd else None,
-        "accuracy_drop_default_20pct": d,
-        "accuracy_drop_default_sybil10": every.get(SYBIL),
-        "accuracy_drop_default_vs_clean_fedavg_20pct": default_vs_fedavg,
-        "sybil_accuracy_drop": sybil,
-        "min_max_accuracy_20pct": {
-            g: acc
-            for g in ("multi_krum", "median", "trimmed_mean", DEFAULT)
-            if (acc := _acc(c, (20, "min_max", g))) is not None
-        },
+        "worst_accuracy_drop_default_vs_clean_fedavg": w,
+        "worst_cell_default": wk,
+        "worst_accuracy_drop_default_vs_clean_fedavg_40pct": w40,
+        "worst_cell_default_40pct": wk40,
+        "no_attack_cost_default_max": max(no_attack.values()) if no_attack else None,
+        "no_attack_cost_default": no_attack,
+        "backdoor_success_default_max": max(bd_all.values()) if bd_all else None,
+        "backdoor_success_default": bd_all,
+        "adaptive_attack_drop_default": max(adaptive.values()) if adaptive else None,
+        "central_accuracy": interval(central) if central else None,
+        "clean_fedavg_accuracy_iid": clean[0] if clean else None,
+        "clean_fedavg_gap_to_central_points": gap,
+        "accuracy_drop_default_vs_clean_fedavg": d,
     }
     h["goal_met"] = {
-        "default_within_3_points_every_attack_20pct": bool(d)
-        and all(v <= GOAL_DROP_POINTS for v in d.values()),
-        "default_backdoor_at_most_5pct": bd is not None and bd["mean"] <= GOAL_BACKDOOR,
-        "sybil_within_3_points": (
-            any(v <= GOAL_DROP_POINTS for v in sybil.values()) if sybil else None
+        "worst_drop_at_most_3_points_upto_20pct": None if w is None else w <= GOAL_DROP,
+        "no_attack_cost_at_most_2_points": (
+            None if not no_attack else max(no_attack.values()) <= GOAL_NO_ATTACK
         ),
+        "backdoor_at_most_5pct": None if not bd_all else max(bd_all.values()) <= GOAL_BACKDOOR,
+        "adaptive_drop_at_most_3_points": (
+            None if not adaptive else max(adaptive.values()) <= GOAL_DROP
+        ),
+        "clean_fedavg_within_1_point_of_central": None if gap is None else gap <= GOAL_CENTRAL,
     }
     return h
 
@@ -352,57 +418,36 @@ def headline(c: dict[tuple[int, str, str], dict[str, Any]]) -> dict[str, Any]:
 # ---------------------------------------------------------------- markdown
 
 
-def _pct(s: dict[str, float | int] | None) -> str:
+def _ci(s: dict[str, float | int] | None, scale: float = 100.0) -> str:
     if s is None:
         return ""
-    return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+    text = f"{scale * s['mean']:.1f}"
+    return text + (f" ± {scale * s['ci95']:.1f}" if s["n"] > 1 else "¹")
 
 
 def _acc_cell(cell: dict[str, Any] | None) -> str:
     if cell is None:
         return ""
     if "accuracy" not in cell:
-        return "n/a¹"
-    text = _pct(cell["accuracy"])
+        return "n/a²"
+    text = _ci(cell["accuracy"])
     if "backdoor_success" in cell:
-        text += f" ({_pct(cell['backdoor_success'])})"
+        text += f" ({_ci(cell['backdoor_success'])})"
     return text
 
 
-def _table(
-    c: dict[tuple[int, str, str], dict[str, Any]],
-    share: int,
-    aggs: tuple[str, ...],
-    attacks: tuple[str, ...],
-    fmt: Any,
-) -> list[str]:
-    lines = ["| attack | " + " | ".join(aggs) + " |", "|---" * (len(aggs) + 1) + "|"]
-    for a in attacks:
-        row = [fmt(c.get((share, a, g))) for g in aggs]
-        if any(row):
-            lines.append(f"| {a} | " + " | ".join(row) + " |")
-    return lines
-
-
-def _rates(cell: dict[str, Any] | None) -> str:
-    if cell is None or "true_positive_rate" not in cell:
-        return ""
-    tpr, fpr = cell["true_positive_rate"]["mean"], cell.get("false_positive_rate")
-    return f"{100 * tpr:.0f} / {100 * fpr['mean']:.0f}" if fpr else f"{100 * tpr:.0f} / –"
+def _num(x: float | None) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:.1f}"
 
 
 def markdown(doc: dict[str, Any]) -> str:
     c = cells(doc["runs"])
     h, s = doc["headline"], doc["settings"]
-    aggs = tuple(g for g in AGGREGATORS if any(k[2] == g for k in c))
-    tol = tuple(g for g in aggs if g in TOLERANT_40)
-    counts = sorted({cell["seeds"] for cell in c.values()})
-    seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
-    if not doc.get("complete", True) or s["seeds"] != counts[0]:
-        seeds += (
-            f" of the {s['seeds']} planned (the run was cut at its time limit; cells"
-            " with one seed show ± 0.0; `cells[].seeds` in the JSON has the count per cell)"
-        )
+    verdict = {True: "met", False: "**NOT met**", None: "not measured"}
+    g = {k: verdict[v] for k, v in h["goal_met"].items()}
+    ca = h["central_accuracy"]
+    bdm, clean = h["backdoor_success_default_max"], h["clean_fedavg_accuracy_iid"]
+    worst = h["worst_accuracy_drop_default_vs_clean_fedavg"]
     out = [
         START,
         "",
@@ -411,85 +456,102 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"Digits, MLP({s['model']['hidden'][0]}), FedAvg ({s['algorithm']['epochs']} local"
         f" epochs, batch {s['algorithm']['batch_size']}, lr {s['algorithm']['lr']}),"
-        f" {N_PROVIDERS} providers, Dirichlet α = {s['data']['alpha']}, {s['rounds']} rounds,"
-        f" seeds per cell: {seeds}; mean ± std over seeds. Attackers are omniscient and collude."
-        f" `f` = the true attacker count for the rules that take it. `{SYBIL20}`: one"
-        " label-flipping attacker behind 4 Sybil identities (20%) sending clones of one"
-        " update; it belongs to the 20% matrix. `sybil_label_flip`: 16 honest"
-        f" providers plus one label-flipping attacker with {SYBIL_IDENTITIES} identities"
-        f" (f = {SYBIL_IDENTITIES}); the 26 providers split the data, so the honest ones"
-        " hold about 62% of it instead of 80%, and the Sybil drop is measured against the"
-        " 20-provider no-attack run: part of it is that lost data, not the attack. At 38% of"
-        " the identities it is not a 20% setting: it has its own goal (FoolsGold or the"
-        " default within 3 points) and stays out of `worst_accuracy_drop_default_20pct`.",
+        f" {N_PROVIDERS} providers, {s['rounds']} rounds, up to {s['seeds']} seeds per cell;"
+        " accuracy in % as mean ± 95% Student-t half-width over seeds (¹: one seed, no"
+        " interval). Attackers are omniscient and collude; rules that take `f` get the"
+        " declared attacker count. The run is budgeted (2 shared CPU cores): cells are run"
+        " in priority order and the ones the budget cut are blank."
+        + ("" if doc.get("complete", True) else " **This run was cut at its time budget.**"),
         "",
-        "### Headline",
+        "### Headline (the default rule against clean FedAvg at the same α)",
         "",
+        f"- `worst_accuracy_drop_default_vs_clean_fedavg` = **{_num(worst)}"
+        f" points** (cell {h['worst_cell_default']}), every measured cell at ≤ 20%;"
+        f" goal ≤ {GOAL_DROP:g}: {g['worst_drop_at_most_3_points_upto_20pct']}.",
+        f"- `worst_accuracy_drop_default_vs_clean_fedavg_40pct` ="
+        f" {_num(h['worst_accuracy_drop_default_vs_clean_fedavg_40pct'])} points"
+        f" (cell {h['worst_cell_default_40pct']}; reported, no goal).",
+        f"- `no_attack_cost_default_max` = **{_num(h['no_attack_cost_default_max'])} points**"
+        " ("
+        + ", ".join(f"α = {a}: {v:.1f}" for a, v in h["no_attack_cost_default"].items())
+        + f"); goal ≤ {GOAL_NO_ATTACK:g}: {g['no_attack_cost_at_most_2_points']}.",
+        f"- `backdoor_success_default_max` ="
+        f" **{_num(None if bdm is None else 100 * bdm)}%** over the trigger corners;"
+        f" goal ≤ {100 * GOAL_BACKDOOR:g}%: {g['backdoor_at_most_5pct']}.",
+        f"- `adaptive_attack_drop_default` = **{_num(h['adaptive_attack_drop_default'])}"
+        f" points**; goal ≤ {GOAL_DROP:g}: {g['adaptive_drop_at_most_3_points']}.",
+        f"- Central training: {_ci(ca)}% ; clean FedAvg (IID):"
+        f" {_num(None if clean is None else 100 * clean)}%;"
+        f" `clean_fedavg_gap_to_central_points` = {_num(h['clean_fedavg_gap_to_central_points'])};"
+        f" goal ≤ {GOAL_CENTRAL:g}: {g['clean_fedavg_within_1_point_of_central']}.",
+        "",
+        "### No attack, every α (FedAvg and the default)",
+        "",
+        "| α | " + " | ".join(a for a in ALPHAS) + " |",
+        "|---" * (len(ALPHAS) + 1) + "|",
     ]
-    out += _headline_lines(h)
-    out += ["", "### Test accuracy, 20% attackers (4 of 20)", ""]
-    out += ["Accuracy in %; for the backdoor, backdoor success in % in brackets.", ""]
-    out += _table(c, 20, aggs, ATTACKS, _acc_cell)
-    out += ["", "### Detection, 20% attackers", ""]
+    for agg in (FEDAVG, DEFAULT):
+        out.append(
+            f"| {agg} | "
+            + " | ".join(_acc_cell(c.get((a, 0, NO_ATTACK, agg))) for a in ALPHAS)
+            + " |"
+        )
     out += [
-        "True / false positive rate in % (mean over rounds and seeds): attackers resp."
-        " honest providers that the rule excluded or validation rejected. Rules that"
-        " exclude no row (mean, median, trimmed mean, geometric median, centered clipping,"
-        " norm bounding) score 0 / 0 unless validation rejects.",
         "",
+        f"### The default under attack, α = {ATTACK_ALPHA}, by attacker share",
+        "",
+        "Accuracy in %; for backdoors, backdoor success in % in brackets.",
+        "",
+        "| setting | " + " | ".join(f"{sh}%" for sh in SHARES) + " |",
+        "|---" * (len(SHARES) + 1) + "|",
     ]
-    out += _table(c, 20, aggs, ATTACKS[1:], _rates)
-    out += ["", "### Test accuracy, 40% attackers (8 of 20)", ""]
+    for st in SETTINGS:
+        if st == NO_ATTACK:
+            continue
+        row = [_acc_cell(c.get((ATTACK_ALPHA, sh, st, DEFAULT))) for sh in SHARES]
+        if any(row):
+            out.append(f"| {st} | " + " | ".join(row) + " |")
+    others = [a for a in ALPHAS if a != ATTACK_ALPHA]
     out += [
-        "Rules that claim tolerance of 40% with n = 20, plus mean and the default (which"
-        " claims less than 20% per coordinate) as references. Bulyan needs n ≥ 4f + 3.",
         "",
+        "### The default under attack at other α, 20%",
+        "",
+        "| setting | " + " | ".join(f"α = {a}" for a in others) + " |",
+        "|---" * (len(others) + 1) + "|",
     ]
-    out += _table(c, 40, tol, tuple(a for a in ATTACKS if a not in (SYBIL, SYBIL20)), _acc_cell)
+    for st in SETTINGS:
+        row = [_acc_cell(c.get((a, 20, st, DEFAULT))) for a in others]
+        if st != NO_ATTACK and any(row):
+            out.append(f"| {st} | " + " | ".join(row) + " |")
+    if out[-1].startswith("|---"):
+        out.append("| (not measured) |" + " |" * len(others))
+    aggs = [a for a in AGGREGATORS if any(k[3] == a for k in c)]
+    out += [
+        "",
+        f"### Every rule, 20% attackers, α = {ATTACK_ALPHA}",
+        "",
+        "| setting | " + " | ".join(aggs) + " |",
+        "|---" * (len(aggs) + 1) + "|",
+    ]
+    for st in SETTINGS:
+        share = 0 if st == NO_ATTACK else 20
+        row = [_acc_cell(c.get((ATTACK_ALPHA, share, st, a))) for a in aggs]
+        if sum(bool(x) for x in row) > 1:
+            out.append(f"| {st} | " + " | ".join(row) + " |")
+    fails = {k: v for k, v in h["accuracy_drop_default_vs_clean_fedavg"].items() if v > GOAL_DROP}
+    if fails:
+        out += [
+            "",
+            "Cells where the default loses more than 3 points against clean FedAvg"
+            " (α/share/setting): "
+            + ", ".join(f"{k} ({v:.1f})" for k, v in sorted(fails.items()))
+            + ".",
+        ]
     if any("error" in cell for cell in c.values()):
         errs = sorted({cell["error"].split("\n")[0] for cell in c.values() if "error" in cell})
-        out += ["", "¹ run refused by the rule: " + "; ".join(errs)]
+        out += ["", "² run refused by the rule: " + "; ".join(errs)]
     out += ["", END]
     return "\n".join(out)
-
-
-def _headline_lines(h: dict[str, Any]) -> list[str]:
-    verdict = {True: "met", False: "NOT met", None: "not measured"}
-    g = {k: verdict[v] for k, v in h["goal_met"].items()}
-    worst, bd = h["worst_accuracy_drop_default_20pct"], h["backdoor_success_default"]
-    lines = [
-        f"- `worst_accuracy_drop_default_20pct` = **{_num(worst)} points**"
-        f" (attack: {h['worst_attack_default_20pct']}), against the default's own no-attack"
-        f" run; goal ≤ {GOAL_DROP_POINTS:g}:"
-        f" **{g['default_within_3_points_every_attack_20pct']}**.",
-        f"- `backdoor_success_default` = **{_num(None if bd is None else 100 * bd)}%**;"
-        f" goal ≤ {100 * GOAL_BACKDOOR:g}%: **{g['default_backdoor_at_most_5pct']}**.",
-    ]
-    syb = ", ".join(f"{k} {_num(v)} points" for k, v in h["sybil_accuracy_drop"].items())
-    lines.append(
-        f"- 10 Sybil clones of a label flipper: accuracy drop {syb or 'not measured'};"
-        f" goal ≤ {GOAL_DROP_POINTS:g} for FoolsGold or the default:"
-        f" **{g['sybil_within_3_points']}**."
-    )
-    mm = ", ".join(f"{k} {100 * v:.1f}%" for k, v in h.get("min_max_accuracy_20pct", {}).items())
-    if mm:
-        lines.append(
-            "- Min-max at 20%, for comparison with the 28–38% that Multi-Krum, median and"
-            " trimmed mean fall to on CIFAR-10 (Shejwalkar & Houmansadr, NDSS 2021):"
-            f" {mm} on digits here (an easier task; the numbers do not transfer)."
-        )
-    over = {a: v for a, v in h["accuracy_drop_default_20pct"].items() if v > GOAL_DROP_POINTS}
-    if over:
-        lines.append(
-            "- Where the default misses the 3-point goal: "
-            + ", ".join(f"{a} ({v:.1f} points)" for a, v in over.items())
-            + "."
-        )
-    return lines
-
-
-def _num(x: float | None) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{x:.1f}"
 
 
 def write_docs(doc: dict[str, Any], path: Path = DOC) -> None:
@@ -498,8 +560,7 @@ def write_docs(doc: dict[str, Any], path: Path = DOC) -> None:
     table = markdown(doc)
     if START in text and END in text:
         head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + table + tail
+        text = head + table + rest.split(END, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n## Benchmark results\n\n" + table + "\n"
     path.write_text(text)
@@ -508,38 +569,45 @@ def write_docs(doc: dict[str, Any], path: Path = DOC) -> None:
 # ---------------------------------------------------------------- main
 
 
-def settings(
-    rounds: int, seeds: int, attacks: tuple[str, ...], aggregators: tuple[str, ...]
-) -> dict[str, Any]:
+def settings(rounds: int, seeds: int, budget_s: float) -> dict[str, Any]:
     return {
         "rounds": rounds,
         "seeds": seeds,
+        "budget_s": budget_s,
         "providers": N_PROVIDERS,
-        "attacker_shares_pct": [20, 40],
-        "sybil_identities": SYBIL_IDENTITIES,
-        "data": DATA,
+        "alphas": list(ALPHAS),
+        "attack_alpha": ATTACK_ALPHA,
+        "attacker_shares_pct": list(SHARES),
         "model": MODEL,
         "algorithm": TRAINING,
-        "aggregators_20pct": list(aggregators),
-        "aggregators_40pct": [g for g in aggregators if g in TOLERANT_40],
-        "attacks": list(attacks),
-        "f": "true attacker count (no-attack runs: the setting's count)",
+        "aggregators": list(AGGREGATORS),
+        "settings": {k: [list(g) for g in v] for k, v in SETTINGS.items()},
+        "f": "declared attacker count for krum, multi_krum, trimmed_mean, bulyan"
+        " (no-attack runs: the 20% count); the default takes none",
         "validators": 1,
     }
 
 
 def save(
-    path: Path, args: argparse.Namespace, runs: list[dict[str, Any]], done: bool
+    path: Path,
+    args: argparse.Namespace,
+    runs: list[dict[str, Any]],
+    central: list[float],
+    done: bool,
 ) -> dict[str, Any]:
-    runs = sorted(runs, key=lambda r: (r["share"], r["attack"], r["aggregator"], r["seed"]))
+    runs = sorted(
+        runs, key=lambda r: (r["alpha"], r["share"], r["setting"], r["aggregator"], r["seed"])
+    )
+    c = cells(runs)
     doc = {
         "benchmark": "robustness",
         "complete": done,
-        "settings": settings(args.rounds, args.seeds, args.attacks, args.aggregators),
-        "headline": headline(cells(runs)),
+        "settings": settings(args.rounds, args.seeds, args.budget_s),
+        "headline": headline(c, central),
+        "central_accuracy_per_seed": central,
         "cells": [
-            {"share": k[0], "attack": k[1], "aggregator": k[2], **v}
-            for k, v in sorted(cells(runs).items())
+            {"alpha": k[0], "share": k[1], "setting": k[2], "aggregator": k[3], **v}
+            for k, v in sorted(c.items())
         ],
         "runs": runs,
         "machine": {
@@ -547,6 +615,7 @@ def save(
             "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine(),
             "jobs": args.jobs,
+            "note": "2 CPU cores shared with other jobs: wall times are pessimistic",
         },
     }
     dump(path, doc)
@@ -567,21 +636,15 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--jobs", type=int, default=2, help="worker processes (at most 2 here)")
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="3 rounds, 1 seed, 4 rules, 4 attacks; writes to the temp dir",
-    )
+    p.add_argument("--budget-s", type=float, default=2400.0, help="no new run after this")
+    p.add_argument("--quick", action="store_true", help="2 rounds, 1 seed, a few runs; temp dir")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--resume", action="store_true", help="skip runs already in --out")
     p.add_argument("--render-only", action="store_true", help="rewrite the docs from --out")
     p.add_argument("--no-docs", action="store_true")
     args = p.parse_args()
-    args.attacks, args.aggregators = ATTACKS, AGGREGATORS
     if args.quick:
-        args.rounds, args.seeds = 3, 1
-        args.attacks = (NO_ATTACK, "sign_flip", "backdoor", SYBIL)
-        args.aggregators = ("mean", "median", "krum", DEFAULT)
+        args.rounds, args.seeds, args.budget_s = 2, 1, 1.0
     out: Path = args.out or (
         Path(tempfile.gettempdir()) / "deai-robustness-quick.json" if args.quick else RESULTS
     )
@@ -589,30 +652,49 @@ def main() -> None:
         write_docs(json.loads(out.read_text()))
         return
     runs: list[dict[str, Any]] = []
+    central: list[float] = []
     if args.resume and out.exists():
         old = json.loads(out.read_text())
         if old["settings"]["rounds"] == args.rounds:
-            runs = old["runs"]
-    have = {(r["share"], r["attack"], r["aggregator"], r["seed"]) for r in runs}
+            runs, central = old["runs"], old.get("central_accuracy_per_seed", [])
+    if len(central) < args.seeds:
+        torch.set_num_threads(1)
+        central = [central_accuracy(s) for s in range(args.seeds)]
+        print(f"central accuracy per seed: {central}", flush=True)
+    have = {(r["alpha"], r["share"], r["setting"], r["aggregator"], r["seed"]) for r in runs}
     keys = [
         k
-        for k in plan(args.seeds, args.attacks, args.aggregators)
-        if (k.share, k.attack, k.aggregator, k.seed) not in have
+        for k in plan(args.seeds)
+        if (k.alpha, k.share, k.setting, k.aggregator, k.seed) not in have
     ]
-    print(f"{len(keys)} runs to do ({len(runs)} kept), {args.jobs} workers -> {out}", flush=True)
+    print(f"{len(keys)} runs planned ({len(runs)} kept), {args.jobs} workers -> {out}", flush=True)
     t0 = time.perf_counter()
-    for i, rec in enumerate(execute(keys, args.rounds, max(1, args.jobs)), 1):
+    deadline = t0 + args.budget_s
+    for i, rec in enumerate(execute(keys, args.rounds, max(1, args.jobs), deadline), 1):
         runs.append(rec)
         acc = rec.get("final_accuracy")
+        tag = RunKey(rec["alpha"], rec["share"], rec["setting"], rec["aggregator"], rec["seed"]).tag
         print(
-            f"[{i}/{len(keys)} {time.perf_counter() - t0:6.0f}s] "
-            f"{RunKey(rec['share'], rec['attack'], rec['aggregator'], rec['seed']).tag}: "
+            f"[{i}/{len(keys)} {time.perf_counter() - t0:6.0f}s] {tag}: "
             f"{rec.get('error') or f'{acc:.3f}'} ({rec['wall_s']}s)",
             flush=True,
         )
-        save(out, args, runs, done=False)
-    doc = save(out, args, runs, done=True)
-    print(json.dumps(doc["headline"], indent=1))
+        save(out, args, runs, central, done=False)
+    have = {(r["alpha"], r["share"], r["setting"], r["aggregator"], r["seed"]) for r in runs}
+    complete = all(
+        (k.alpha, k.share, k.setting, k.aggregator, k.seed) in have for k in plan(args.seeds)
+    )
+    doc = save(out, args, runs, central, done=complete)
+    print(
+        json.dumps(
+            {
+                k: v
+                for k, v in doc["headline"].items()
+                if k != "accuracy_drop_default_vs_clean_fedavg"
+            },
+            indent=1,
+        )
+    )
     if not args.quick and not args.no_docs:
         write_docs(doc)
 

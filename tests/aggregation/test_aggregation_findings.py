@@ -53,6 +53,26 @@ def test_nearest_neighbour_mixing_averages_the_m_minus_f_nearest() -> None:
         nearest_neighbour_mixing(x, torch.ones(4), 4)
 
 
+def test_weighted_mixing_keeps_fedavg_weights_in_each_neighbourhood() -> None:
+    """Finding 1 (part): the paper's unweighted NNM gives a 5-example provider the voice of
+    a 100-example one in every neighbourhood, which cost 7.8 points at Dirichlet 0.05 on
+    digits (50 providers, seed 0: 0.660 unweighted, 0.738 weighted). Weighted mixing
+    averages each neighbourhood by the rows' weights; the default uses it."""
+    x = torch.tensor([[0.0], [1.0], [2.0], [10.0]])
+    w = torch.tensor([1.0, 3.0, 1.0, 1.0])
+    out = nearest_neighbour_mixing(x, w, 1, weighted=True)
+    # row 0's 3 nearest: rows 0, 1, 2 -> (0 + 3 + 2) / 5
+    assert torch.allclose(out[0], torch.tensor([1.0]).double())
+    assert torch.allclose(out[3], torch.tensor([(3.0 + 2.0 + 10.0) / 5]).double())
+    unweighted = nearest_neighbour_mixing(x, w, 1)
+    assert not torch.allclose(out[3], unweighted[3])
+    assert torch.allclose(
+        nearest_neighbour_mixing(x, torch.ones(4), 1, weighted=True),
+        nearest_neighbour_mixing(x, torch.ones(4), 1),
+    )
+    assert DefaultConfig().mixing_weighted
+
+
 def test_bucketing_is_seeded_and_conserves_weight() -> None:
     x = torch.randn(7, 3, generator=torch.Generator().manual_seed(1))
     w = torch.ones(7)

@@ -26,9 +26,11 @@ from deai.aggregation._common import as64
 from deai.errors import AggregationError
 
 
-def nearest_neighbour_mixing(x: Tensor, weights: Tensor, f: int) -> Tensor:
+def nearest_neighbour_mixing(x: Tensor, weights: Tensor, f: int, weighted: bool = False) -> Tensor:
     """Every positive-weight row replaced by the mean of its ``m - f`` nearest positive-weight
-    rows (L2, ties to the lower index), float64 ``[n, d]``."""
+    rows (L2, ties to the lower index), float64 ``[n, d]``. ``weighted``: the mean is
+    weighted by ``weights`` (a provider with more examples counts more in every
+    neighbourhood it is in, as it does in FedAvg's mean); the paper's mean is unweighted."""
     x64 = as64(x)
     live = torch.nonzero(as64(weights) > 0).flatten()
     m = int(live.numel())
@@ -42,6 +44,9 @@ def nearest_neighbour_mixing(x: Tensor, weights: Tensor, f: int) -> Tensor:
     order = torch.argsort(d2, dim=1, stable=True)[:, : m - f]  # [m, m - f]
     mix = torch.zeros(m, m, dtype=torch.float64)  # row i: 1 / (m - f) on its neighbours
     mix.scatter_(1, order, 1.0 / (m - f))
+    if weighted:  # row i: w_j / sum of its neighbours' w on each neighbour j
+        mix = mix * as64(weights)[live].unsqueeze(0)
+        mix = mix / mix.sum(dim=1, keepdim=True)
     out[live] = mix @ rows
     return out
 
