@@ -144,6 +144,9 @@ class SimChain:
             for v in self.spec.validators
         ]
         rounds = []
+        # committee and seats from the deployment's RoundDrawn events: the reporting
+        # member's own duty knows the committee only if it looked at the round while it
+        # was current (a member that reached it after it settled never did)
         seats: dict[int, dict[str, int]] = {}  # round -> member -> seats drawn
         for e in self.ledger.events("RoundDrawn", filters={"job_id": self.chain_job}):
             seats[int(e.args["round"])] = {
@@ -157,7 +160,7 @@ class SimChain:
                         "round": d.index + 1,
                         "settled": d.settled,
                         "slashed": [self._node(a) for a in d.slashed],
-                        "committee": [self._node(a) for a in d.committee],
+                        "committee": list(seats.get(d.index, {})),
                         "seats": seats.get(d.index, {}),
                         "total": sum(d.paid.values()) if d.settled else 0,
                         "error": d.error,
