@@ -105,6 +105,8 @@ def play(led: Ledger, job_id: int, r: int, votes: dict[str, RoundResult]) -> Non
             accepted.append(m)
         except Reverted:
             pass
+    if len(accepted) < len(votes):  # reveals open at the commit deadline, not before
+        led.chain.advance_time(PERIOD)
     for m in accepted:
         led.reveal(m, job_id, r, votes[m], SALT)
 

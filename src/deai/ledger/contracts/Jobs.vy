@@ -11,8 +11,8 @@
         majority of all drawn seats. A member accepts its duty by committing, which locks
         SLASH_AMOUNT per seat of its stake until the round is final; only accepted duties
         are punished: a member that committed and never revealed, or revealed against a
-        super-majority result (below), is slashed; a drawn member that never committed loses nothing but
-        its share of the fee. A revealed dissenter is slashed only when the winning
+        super-majority result (below), is slashed; a drawn member that never committed
+        loses nothing but its share of the fee. A revealed dissenter is slashed only when the winning
         result holds at least DISSENT_NUM / DISSENT_DEN (3/4) of the drawn seats: a
         bare-majority split costs the losing side its fee, never its stake, so honest
         members outvoted by a lucky seat majority keep their stake (binomial risk left:
