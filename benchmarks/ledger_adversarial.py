@@ -118,7 +118,7 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     d = 1 + z * z / n
     c = (p + z * z / (2 * n)) / d
     h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (c - h, c + h)
+    return (max(c - h, 0.0), min(c + h, 1.0))
 
 
 def paired_ratio_ci(y: list[int], x: list[int]) -> tuple[float, float, float]:
@@ -683,6 +683,7 @@ def write_docs(r: dict[str, object]) -> None:
     ]
     for x in outv["rows"]:
         lo, hi = x["p_honest_slashed_after_ci95"]
+        lo = max(lo, 0.0)  # float rounding of a zero count
         orows.append(
             f"| {x['seats']} | {x['rounds']} | {x['liar_result_won']} "
             f"| {x['rounds_honest_slashed_before']} / {x['rounds_honest_slashed_after']} "
