@@ -7,11 +7,14 @@ A "round" is its ``draw_round``, every commit and reveal of its committee and th
 of the job). A "job" is ``create_job`` + ROUNDS rounds + every provider's payout claimed
 once at the end, in batches of 64 through ``claim_many`` (single ``claim`` numbers are
 measured on a snapshot and reported apart). Payees are EMPTY accounts (never funded, so
-every payout pays the 25,000 gas of account creation), and the headline
-``gas_per_provider_per_job_at_1000`` adds each provider's own Registry ``join`` amortized
-over JOBS_PER_JOIN jobs and the validators' joins amortized over those jobs' providers.
+every payout pays the 25,000 gas of account creation). The headline
+``gas_per_provider_per_job_at_1000`` plays JOBS_PER_JOIN whole jobs of 1000 providers and
+lets every provider claim its leaves of all of them in one ``claim_jobs`` transaction (one
+transfer into its still-empty account), and adds each provider's own Registry ``join``
+amortized over those JOBS_PER_JOIN jobs and the validators' joins over the jobs' providers.
+The same count with job-by-job ``claim_many`` claims is reported beside it.
 
-Run: ``python benchmarks/gas.py`` (about a minute); writes benchmarks/results/gas.json.
+Run: ``python benchmarks/gas.py`` (several minutes); writes benchmarks/results/gas.json.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ COMMITTEES = (3, 5, 7)
 BATCH = 64
 SINGLE_SAMPLE = 20  # single claims measured per provider count (on a snapshot)
 JOBS_PER_JOIN = 10  # jobs a provider works per registration (amortizes its join)
+CLAIMERS = 64  # providers that claim across the JOBS_PER_JOIN jobs (the first leaves)
 SALT = b"\x42" * 32
+PREVRANDAO_SEED = 10
 OUT = Path(__file__).parent / "results" / "gas.json"
 DOC = Path(__file__).parents[1] / "docs" / "ledger.md"
 
@@ -52,8 +57,8 @@ def setup() -> tuple[Ledger, list[str], dict[str, float]]:
     acc = chain.accounts[:10]
     ledger = Ledger.deploy(chain, LedgerConfig(min_stake=ETH, withdrawal_delay=10_000))
     joins = []
-    for i, v in enumerate(acc[1:8]):
-        ledger.register(v, (2 + i) * ETH, f"http://validator-{i}:8000", Role.VALIDATOR)
+    for i, v in enumerate(acc[1:8]):  # >= 8 ETH: a member can lock job_slash for 7 seats
+        ledger.register(v, (8 + i) * ETH, f"http://validator-{i}:8000", Role.VALIDATOR)
         joins.append(ledger.last_gas)
     snap = chain.snapshot()
     ledger.register(acc[8], ETH, "http://10.0.0.8:8000", Role.PROVIDER)  # a provider's join
@@ -84,8 +89,15 @@ def play_round(
 
 
 def run_job(
-    ledger: Ledger, requester: str, n_providers: int, committee: int, rounds: int, claims: bool
+    ledger: Ledger,
+    requester: str,
+    n_providers: int,
+    committee: int,
+    rounds: int,
+    claims: bool,
+    keep: list[tuple[int, PayoutTree]] | None = None,
 ) -> dict[str, float]:
+    """One job; ``keep``: append (job id, final tree) for claims made later."""
     payees = providers(n_providers)
     start = len(ledger.gas_log)
     job_id = ledger.create_job(
@@ -108,10 +120,13 @@ def run_job(
         "round_gas": round_gas[rounds // 2],
         "rounds_total": sum(round_gas),
     }
+    if keep is not None:
+        keep.append((job_id, tree))
     if not claims:
         return out
     relayer = requester
     snap = ledger.chain.snapshot()
+    before_claims = ledger.chain.snapshot()
     singles = []
     for p in payees[:SINGLE_SAMPLE]:
         ledger.claim(relayer, job_id, p, tree.amount(p), tree.proof(p))
@@ -129,13 +144,59 @@ def run_job(
         "claims_total": sum(batched),
         "job_total": job_total,
         "job_total_per_provider": job_total / n_providers,
+        "snapshot_before_claims": before_claims,
     }
     assert ledger.job(job_id).claimed_total == tree.total
     assert all(ledger.balance(p) == tree.amount(p) for p in payees[:3])  # were empty
     return out
 
 
+def provider_claims_across_jobs(
+    ledger: Ledger, requester: str, first: tuple[int, PayoutTree]
+) -> dict[str, Any]:
+    """Providers claim their leaves of JOBS_PER_JOIN done jobs of the same 1000 providers
+    in one ``claim_jobs`` transaction each: one transfer (and one account creation) per
+    provider per claim. ``first`` is the measured 10-round job of 1000 providers; the
+    other JOBS_PER_JOIN - 1 jobs are settled in one round each, only so that their leaves
+    exist (the claim gas does not depend on how many rounds built the root). The claimers
+    are the CLAIMERS providers at leaf indices 0..CLAIMERS-1: each job's claim bitmap
+    word is first written by one of them, so the mean slightly overstates the cost (a
+    first write per CLAIMERS leaves instead of per 256)."""
+    n = 1000
+    everyone = providers(n)
+    jobs: list[tuple[int, PayoutTree]] = [first]
+    for _ in range(JOBS_PER_JOIN - 1):
+        run_job(ledger, requester, n, TOTALS_COMMITTEE, 1, claims=False, keep=jobs)
+    payees = [a for a in everyone if all(t.index(a) < CLAIMERS for _, t in jobs)]
+    assert len(payees) == CLAIMERS
+    start = len(ledger.gas_log)
+    for p in payees:  # each payee account is empty until its own claim
+        assert ledger.balance(p) == 0
+        ledger.claim_jobs(requester, p, jobs)
+    claims = [g for _, g in ledger.gas_log[start:]]
+    for job_id, tree in jobs:
+        assert ledger.job(job_id).claimed_total == sum(tree.amount(p) for p in payees)
+    assert all(ledger.balance(p) == sum(t.amount(p) for _, t in jobs) for p in payees)
+    leaves = len(payees) * JOBS_PER_JOIN
+    return {
+        "jobs": JOBS_PER_JOIN,
+        "providers": n,
+        "claimers": f"the {len(payees)} providers at leaf indices 0..{CLAIMERS - 1}",
+        "claim_jobs_txs": len(claims),
+        "claim_jobs_gas_per_tx": sum(claims) / len(claims),
+        "claims_gas_per_provider_per_job": sum(claims) / leaves,
+    }
+
+
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ledger_adversarial import seeded_prevrandao
+
+    with seeded_prevrandao(PREVRANDAO_SEED):  # the same blocks, seeds and committees
+        run()
+
+
+def run() -> None:
     t0 = time.time()
     ledger, acc, joins = setup()
     requester = acc[0]
@@ -146,9 +207,16 @@ def main() -> None:
         by_committee[str(c)] = r["round_gas"]
         ledger.chain.revert(snap)
     by_providers, totals = {}, {}
+    across: dict[str, Any] = {}
     for n in PROVIDER_COUNTS:
         snap = ledger.chain.snapshot()
-        r = run_job(ledger, requester, n, TOTALS_COMMITTEE, ROUNDS, claims=True)
+        keep: list[tuple[int, PayoutTree]] = []
+        r = run_job(ledger, requester, n, TOTALS_COMMITTEE, ROUNDS, claims=True, keep=keep)
+        before_claims = int(r.pop("snapshot_before_claims"))
+        if n == 1000:  # claims across jobs, from the state before the per-job claims
+            ledger.chain.revert(before_claims)
+            across = provider_claims_across_jobs(ledger, requester, keep[0])
+            print(f"claims across jobs: {across}", file=sys.stderr)
         ledger.chain.revert(snap)
         by_providers[str(n)] = r["round_gas"]
         totals[str(n)] = r
@@ -157,7 +225,10 @@ def main() -> None:
     amortized = joins["provider_join"] / JOBS_PER_JOIN + joins["validator_joins"] / (
         JOBS_PER_JOIN * 1000
     )
-    headline = at_1000["job_total_per_provider"] + amortized
+    job_rounds = (at_1000["create_job"] + at_1000["rounds_total"]) / 1000
+    across["job_gas_per_provider_per_job"] = job_rounds + across["claims_gas_per_provider_per_job"]
+    headline = across["job_gas_per_provider_per_job"] + amortized
+    per_job_claims = at_1000["job_total_per_provider"] + amortized
     result = {
         "description": __doc__.strip().splitlines()[0],
         "chain": "embedded (eth-tester + py-evm)",
@@ -187,11 +258,23 @@ def main() -> None:
         },
         "gas_per_provider_per_job_at_1000": round(headline, 1),
         "gas_per_provider_per_job_at_1000_counted": (
-            "(create_job + 10 rounds incl. draws + 1000 batched claims to empty accounts) / "
-            f"1000 + provider join / {JOBS_PER_JOIN} + 7 validator joins / "
+            f"(create_job + {ROUNDS} rounds incl. draws, committee {TOTALS_COMMITTEE}, of "
+            f"the 1000-provider job) / 1000 + the mean claim gas per leaf when a provider "
+            f"claims its leaves of {JOBS_PER_JOIN} such jobs in one claim_jobs tx into "
+            f"its empty account (measured for {CLAIMERS} providers, the first "
+            f"{CLAIMERS} leaves) + provider join / {JOBS_PER_JOIN} + 7 validator joins / "
             f"({JOBS_PER_JOIN} * 1000)"
         ),
-        "job_gas_per_provider_at_1000_without_joins": at_1000["job_total_per_provider"],
+        "claims_across_jobs": across,
+        "gas_per_provider_per_job_at_1000_claim_many_per_job": round(per_job_claims, 1),
+        "gas_per_provider_per_job_at_1000_claim_many_per_job_counted": (
+            "(create_job + 10 rounds incl. draws + 1000 claims in claim_many batches of 64, "
+            "per job, to empty accounts) / 1000 + the same joins: every job's payout is a "
+            "transfer that creates an account"
+        ),
+        "job_gas_per_provider_at_1000_without_joins": round(
+            across["job_gas_per_provider_per_job"], 1
+        ),
         "provider_join_gas": joins["provider_join"],
         "validator_joins_gas": joins["validator_joins"],
         "jobs_per_join": JOBS_PER_JOIN,
@@ -232,7 +315,12 @@ def write_docs(r: dict[str, Any]) -> None:
         f"counted as {r['gas_per_provider_per_job_at_1000_counted']}. Payees are "
         f"{r['payee_accounts']}; a provider's join costs {r['provider_join_gas']:,} gas "
         f"(amortized over {r['jobs_per_join']} jobs). Without joins: "
-        f"{r['job_gas_per_provider_at_1000_without_joins']:,.0f}.",
+        f"{r['job_gas_per_provider_at_1000_without_joins']:,.0f}; "
+        f"claims {r['claims_across_jobs']['claims_gas_per_provider_per_job']:,.0f} per "
+        f"provider per job ({r['claims_across_jobs']['claim_jobs_gas_per_tx']:,.0f} per "
+        "`claim_jobs` transaction). Claimed job by job instead (`claim_many`, a transfer "
+        "that creates an account for every job): "
+        f"{r['gas_per_provider_per_job_at_1000_claim_many_per_job']:,.0f}.",
     ]
     write_block(DOC, "gas", "\n".join(lines))
 

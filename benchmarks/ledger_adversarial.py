@@ -3,7 +3,11 @@
 - ``honest_stake_lost_wei``: honest validator stake lost over every adversarial scenario
   played end to end: a griefing requester (too-short windows, a 4-round job nobody
   serves), 13 Sybil identities at 1 ETH against 4 honest at 10 ETH voting a root that
-  pays themselves in JOBS committees of 16, and the escaper.
+  pays themselves in JOBS committees of 16, the escaper, and a liar with 1/3 of the
+  stake voting a root paying itself in OUT_ROUNDS rounds of committees of 3, 5 and 7
+  seats (``outvoted``: honest members it outvotes are slashed only when it holds >= 3/4
+  of the seats; the old rule, every outvoted dissenter slashed, counted on the same
+  draws beside it, with the liar's own losses under both rules).
 - ``split_majority_ratio``: P(attacker seat majority) with the attacker's stake split into
   1-ETH identities (joined interleaved with the honest) over the same with one identity,
   worst over attacker shares 10-40 %, majorities pooled over committees of 3, 5, 9 and 15
@@ -14,15 +18,18 @@
 - ``grind_majority_ratio``: attacker seat-majority frequency over GRIND_ROUNDS rounds where
   the attacker's FinalizeGrinder contract tries, before every honest finalize, to finalize
   only into a favourable committee (and its JobGrinder bumps job ids every round), over
-  the same rounds without them (one snapshot replayed); plus how often a grinder
-  ever saw a committee.
+  the same rounds without them (one snapshot replayed with the same seeded prevrandao,
+  so the replays differ only where a grinder changed something); plus how often a
+  grinder ever saw a committee.
 - ``escape_success``: share of members that accepted a duty, lied, then tried to unstake
   everything, that kept their stake.
 - ``draw_gas_at_1000_validators``: gas of ``Registry.draw`` for 5 and 16 seats among
   1,000 validators (eth_estimateGas, minus the 21,000 base), and of ``draw_round``.
 
-Run: ``python benchmarks/ledger_adversarial.py`` (several minutes); writes
-benchmarks/results/ledger_adversarial.json and the tables in docs/ledger.md.
+Run: ``python benchmarks/ledger_adversarial.py`` (15-30 minutes on a shared machine);
+writes benchmarks/results/ledger_adversarial.json and the tables in docs/ledger.md.
+``--only part,part`` reruns those parts (PARTS) and keeps the others from the previous
+JSON, listed in its ``parts_from_previous_run``; ``--docs`` rewrites the tables only.
 """
 
 from __future__ import annotations
@@ -32,9 +39,13 @@ import contextlib
 import json
 import math
 import platform
+import random
 import sys
 import time
+import types
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from eth_account import Account
 from eth_utils import keccak
@@ -55,7 +66,10 @@ CHECK_SEEDS = 20
 SHARES = (10, 20, 30, 40)  # attacker % of 100 ETH
 SIZES = (3, 5, 9, 15)
 JOBS = 20
-GRIND_ROUNDS = 400
+GRIND_ROUNDS = 300
+GRIND_SEED = 13
+OUT_SIZES = (3, 5, 7)
+OUT_ROUNDS = 60  # per committee size
 GRIND_SHARE = 45  # % of stake the grinder holds (seat majority of 3 is common: ~42 %)
 SALT = b"\x31" * 32
 OUT = Path(__file__).parent / "results" / "ledger_adversarial.json"
@@ -91,6 +105,8 @@ def play(led: Ledger, job_id: int, r: int, votes: dict[str, RoundResult]) -> Non
             accepted.append(m)
         except Reverted:
             pass
+    if len(accepted) < len(votes):  # reveals open at the commit deadline, not before
+        led.chain.advance_time(PERIOD)
     for m in accepted:
         led.reveal(m, job_id, r, votes[m], SALT)
 
@@ -102,7 +118,7 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     d = 1 + z * z / n
     c = (p + z * z / (2 * n)) / d
     h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (c - h, c + h)
+    return (max(c - h, 0.0), min(c + h, 1.0))
 
 
 def paired_ratio_ci(y: list[int], x: list[int]) -> tuple[float, float, float]:
@@ -208,6 +224,102 @@ def scenario_escape(out: dict[str, object]) -> tuple[int, float]:
     return 0, escaped / tries
 
 
+# ----------------------------------------------------------- honest members outvoted
+def outvoted_model(n: int, p: float, quorum: bool) -> tuple[float, float]:
+    """(P(an honest member is slashed in a round), E[honest seats slashed per round]) for
+    a liar holding X ~ Bin(n, p) seats, every member revealing: the liar's result wins
+    with X > n / 2; its outvoted honest seats are slashed under the old rule, and only
+    with X >= 3n/4 under the quorum rule."""
+    prob, seats = 0.0, 0.0
+    for x in range(n):  # x == n: no honest member seated
+        win = x * 2 > n and (not quorum or x * 4 >= n * 3)
+        if win:
+            w = math.comb(n, x) * p**x * (1 - p) ** (n - x)
+            prob += w
+            seats += w * (n - x)
+    return prob, seats
+
+
+def scenario_outvoted(out: dict[str, object]) -> int:
+    """A liar with 1/3 of the stake votes a root paying itself in every round it sits
+    in; four honest validators hold the rest. OUT_ROUNDS rounds per committee size on
+    the contract (the 3/4 dissent quorum); the old rule (every outvoted dissenter
+    slashed) is counted on the same draws."""
+    led, addrs = arena(6)
+    requester, liar, honest = addrs[0], addrs[1], addrs[2:6]
+    led.register(liar, 20 * ETH, "liar", Role.VALIDATOR)
+    for h in honest:
+        led.register(h, 10 * ETH, "honest", Role.VALIDATOR)
+    rows = []
+    lost_after = 0
+    for size in OUT_SIZES:
+        job_id = new_job(led, requester, size, rounds=OUT_ROUNDS)
+        before_events, before_wei, after_events, after_wei, liar_wins = 0, 0, 0, 0, 0
+        liar_before, liar_after = 0, 0
+        for r in range(OUT_ROUNDS):
+            led.ensure_drawn(requester, job_id)
+            members, counts = led.committee(job_id), led.committee_seats(job_id)
+            x = sum(c for m, c in zip(members, counts, strict=True) if m == liar)
+            pay = led.job(job_id).round_budget
+            good = PayoutTree(job_id, {addrs[0]: pay * (r + 1)})
+            steal = PayoutTree(job_id, {liar: pay * (r + 1)})
+            votes = {
+                m: RoundResult(b"\x0c" * 32, (steal if m == liar else good).root, pay)
+                for m in members
+            }
+            stake0 = {h: led.node(h).stake for h in [liar, *honest]}
+            play(led, job_id, r, votes)
+            led.finalize_round(requester, job_id, r)
+            lost = sum(stake0[h] - led.node(h).stake for h in honest)
+            liar_wins += x * 2 > size
+            old = (size - x) * CONFIG.job_slash if size > x and x * 2 > size else 0
+            new = old if x * 4 >= size * 3 else 0
+            assert lost == new, (size, r, x, lost, new)  # the contract applies the quorum
+            liar_lost = stake0[liar] - led.node(liar).stake
+            liar_old = x * CONFIG.job_slash if x > 0 and x * 2 < size else 0
+            assert liar_lost == (liar_old if (size - x) * 4 >= size * 3 else 0)
+            liar_before += liar_old
+            liar_after += liar_lost
+            before_events += old > 0
+            before_wei += old
+            after_events += lost > 0
+            after_wei += lost
+            for a, stake in ((liar, 20 * ETH), *((h, 10 * ETH) for h in honest)):
+                if led.node(a).stake < stake:  # keep the 1/3 share (the draw re-arms)
+                    led.add_stake(a, stake - led.node(a).stake)
+        m_before, s_before = outvoted_model(size, 1 / 3, quorum=False)
+        m_after, s_after = outvoted_model(size, 1 / 3, quorum=True)
+        rows.append(
+            {
+                "seats": size,
+                "rounds": OUT_ROUNDS,
+                "liar_result_won": liar_wins,
+                "rounds_honest_slashed_before": before_events,
+                "rounds_honest_slashed_after": after_events,
+                "p_honest_slashed_before_ci95": wilson(before_events, OUT_ROUNDS),
+                "p_honest_slashed_after_ci95": wilson(after_events, OUT_ROUNDS),
+                "honest_wei_lost_before": before_wei,
+                "honest_wei_lost_after": after_wei,
+                "liar_wei_lost_before": liar_before,
+                "liar_wei_lost_after": liar_after,
+                "model_p_before": m_before,
+                "model_p_after": m_after,
+                "model_honest_wei_per_round_before": s_before * CONFIG.job_slash,
+                "model_honest_wei_per_round_after": s_after * CONFIG.job_slash,
+            }
+        )
+        lost_after += after_wei
+        print(f"outvoted {size} seats: {rows[-1]}", file=sys.stderr)
+    out["outvoted"] = {
+        "liar_stake_share": 1 / 3,
+        "slash_per_seat_wei": CONFIG.job_slash,
+        "rule_before": "every revealed dissenter of a settled round slashed",
+        "rule_after": "revealed dissenters slashed only if the winner holds >= 3/4 of seats",
+        "rows": rows,
+    }
+    return lost_after
+
+
 # ------------------------------------------------------------------------ splitting
 def seat_units(seeds: int, seats: int, total: int, quantum: int) -> list[list[int]]:
     """r_i mod total, in units of ``quantum`` (every stake is a multiple of it)."""
@@ -301,8 +413,25 @@ def deploy(led: Ledger, sender: str, name: str) -> object:
     return w3.eth.contract(address=receipt["contractAddress"], abi=art["abi"])
 
 
+@contextlib.contextmanager
+def seeded_prevrandao(seed: int) -> Iterator[None]:
+    """eth-tester's py-evm backend draws every post-merge block's mixHash from
+    ``os.urandom``; draw it from a seeded generator instead, so one snapshot replayed with
+    the same transactions mines the same blocks (the same block hashes and round seeds)."""
+    from eth_tester.backends.pyevm import main as pyevm_main
+
+    rng = random.Random(seed)
+    real = pyevm_main.os
+    pyevm_main.os = types.SimpleNamespace(urandom=rng.randbytes)
+    try:
+        yield
+    finally:
+        pyevm_main.os = real
+
+
 def scenario_grind(out: dict[str, object]) -> float:
-    """The same chain (snapshot) played twice, without and with the grinders."""
+    """The same chain (snapshot, seeded prevrandao) played twice, without and with the
+    grinders: every difference between the two replays is the grinders' doing."""
     led, addrs = arena(8)
     requester, attacker, honest = addrs[0], addrs[1], addrs[2:7]
     led.register(attacker, GRIND_SHARE * ETH, "grinder", Role.VALIDATOR)
@@ -318,51 +447,72 @@ def scenario_grind(out: dict[str, object]) -> float:
     for grinding in (False, True):
         led.chain.revert(base)
         base = led.chain.snapshot()
-        job_id = new_job(led, requester, 3, rounds=GRIND_ROUNDS + 1)
-        wins, drawn = [], []
-        for r in range(GRIND_ROUNDS):
-            if grinding:
-                fn = bumper.functions.grind(led.jobs.address, 3, PERIOD, attacker, 4)
-                try:
-                    led._send(attacker, fn, 4, "bump")
-                    seen += 1  # it saw a committee of a job it created
-                except Reverted:
-                    pass
-            led.ensure_drawn(requester, job_id)
-            drawn.append(led.round(job_id).seed)
-            members, counts = led.committee(job_id), led.committee_seats(job_id)
-            mine = sum(c for m, c in zip(members, counts, strict=True) if m == attacker)
-            wins.append(int(mine * 2 > 3))
-            led.chain.advance_time(2 * PERIOD)
-            if grinding:
-                fn = finalizer.functions.grind(led.jobs.address, job_id, r, attacker, 3)
-                try:
-                    led._send(attacker, fn, 0, "grind")
-                    seen += 1  # it saw (and chose) the next committee
-                    continue
-                except Reverted:
-                    pass
-            led.finalize_round(requester, job_id, r)
+        with seeded_prevrandao(GRIND_SEED):
+            wins, drawn, seen = grind_replay(led, requester, attacker, finalizer, bumper,
+                                             grinding, seen)  # fmt: skip
         results[grinding], seeds[grinding] = wins, drawn
         print(f"grinding={grinding}: majorities {sum(wins)}/{GRIND_ROUNDS}", file=sys.stderr)
     r, lo, hi = paired_ratio_ci(results[True], results[False])
+    same = sum(a == b for a, b in zip(seeds[True], seeds[False], strict=True))
+    k0, k1 = sum(results[False]), sum(results[True])
     out["grind"] = {
         "rounds": GRIND_ROUNDS,
         "attacker_share": GRIND_SHARE / 100,
         "committee_seats": 3,
-        "majorities_without": sum(results[False]),
-        "majorities_with": sum(results[True]),
+        "majorities_without": k0,
+        "majorities_with": k1,
         "ratio_ci95": (lo, hi),
-        "same_seeds_with_and_without": sum(
-            a == b for a, b in zip(seeds[True], seeds[False], strict=True)
-        ),
+        "same_seeds_with_and_without": same,
+        "p_majority_without_ci95": wilson(k0, GRIND_ROUNDS),
+        "p_majority_with_ci95": wilson(k1, GRIND_ROUNDS),
         "model_p_majority": binom_tail(3, GRIND_SHARE / 100),
         "grinder_saw_a_committee": seen,
-        "design": "one chain snapshot replayed without and with the grinders (a grinder's "
-        "reverted attempts mine no block); py-evm draws every block's mixHash at random, so "
-        "block hashes and seeds differ between the replays: two independent samples",
+        "design": "one chain snapshot replayed without and with the grinders, every block's "
+        "prevrandao (mixHash) drawn from the same seeded generator, so both replays mine "
+        "the same blocks unless a grinder's transaction lands (its reverted attempts mine "
+        "nothing): the pairs differ only where grinding changed a seed; the interval is the "
+        "paired delta-method one (zero width when no pair differs)",
     }
     return r
+
+
+def grind_replay(
+    led: Ledger,
+    requester: str,
+    attacker: str,
+    finalizer: Any,
+    bumper: Any,
+    grinding: bool,
+    seen: int,
+) -> tuple[list[int], list[bytes], int]:
+    """One replay: GRIND_ROUNDS rounds of a committee-3 job, the grinders trying
+    before every draw and every finalize when ``grinding``."""
+    job_id = new_job(led, requester, 3, rounds=GRIND_ROUNDS + 1)
+    wins, drawn = [], []
+    for r in range(GRIND_ROUNDS):
+        if grinding:
+            fn = bumper.functions.grind(led.jobs.address, 3, PERIOD, attacker, 4)
+            try:
+                led._send(attacker, fn, 4, "bump")
+                seen += 1  # it saw a committee of a job it created
+            except Reverted:
+                pass
+        led.ensure_drawn(requester, job_id)
+        drawn.append(led.round(job_id).seed)
+        members, counts = led.committee(job_id), led.committee_seats(job_id)
+        mine = sum(c for m, c in zip(members, counts, strict=True) if m == attacker)
+        wins.append(int(mine * 2 > 3))
+        led.chain.advance_time(2 * PERIOD)
+        if grinding:
+            fn = finalizer.functions.grind(led.jobs.address, job_id, r, attacker, 3)
+            try:
+                led._send(attacker, fn, 0, "grind")
+                seen += 1  # it saw (and chose) the next committee
+                continue
+            except Reverted:
+                pass
+        led.finalize_round(requester, job_id, r)
+    return wins, drawn, seen
 
 
 # ------------------------------------------------------------------------ draw gas
@@ -371,7 +521,9 @@ def scenario_draw_gas(out: dict[str, object]) -> int:
     for i, a in enumerate(addrs[2:]):
         led.register(a, ETH + (i % 7) * ETH // 4, "v", Role.VALIDATOR)
     fn = led.registry.functions
-    gas = {n: fn.draw(keccak(b"g" + bytes([n])), n).estimate_gas() - 21_000 for n in (1, 5, 16)}
+    gas = {
+        str(n): fn.draw(keccak(b"g" + bytes([n])), n).estimate_gas() - 21_000 for n in (1, 5, 16)
+    }
     job_id = new_job(led, addrs[0], 5)
     led.draw_round(addrs[1], job_id)
     out["draw_gas"] = {
@@ -380,25 +532,59 @@ def scenario_draw_gas(out: dict[str, object]) -> int:
         "draw_round_tx_gas_5_seats": led.last_gas,
         "tree_levels_read_per_seat": math.ceil(math.log2(1001)),
     }
-    return gas[5]
+    return gas["5"]
 
 
-def main() -> None:
+PARTS = ("griefing_headcount", "escape", "outvoted", "split", "grind", "draw_gas")
+# what each part writes into the JSON (kept from the previous run when not rerun)
+PART_KEYS = {
+    "griefing_headcount": ("griefing_short_windows", "headcount", "griefing_honest_stake_lost_wei"),
+    "escape": ("escape",),
+    "outvoted": ("outvoted",),
+    "split": ("split",),
+    "grind": ("grind",),
+    "draw_gas": ("draw_gas",),
+}
+
+
+def main(only: tuple[str, ...] = PARTS) -> None:
+    """Run the parts in ``only``; the others are kept from the JSON of the previous run
+    and named in ``parts_from_previous_run``."""
     t0 = time.time()
-    out: dict[str, object] = {}
-    lost = scenario_griefing_and_headcount(out)
-    lost_escape, escape = scenario_escape(out)
-    split = scenario_split(out)
-    grind = scenario_grind(out)
-    draw_gas = scenario_draw_gas(out)
+    prev: dict[str, Any] = json.loads(OUT.read_text()) if only != PARTS else {}
+    out: dict[str, Any] = {k: prev[k] for p in PARTS if p not in only for k in PART_KEYS[p]}
+    seconds: dict[str, float] = dict(prev.get("seconds_by_part", {}))
+    runners = {
+        "griefing_headcount": scenario_griefing_and_headcount,
+        "escape": scenario_escape,
+        "outvoted": scenario_outvoted,
+        "split": scenario_split,
+        "grind": scenario_grind,
+        "draw_gas": scenario_draw_gas,
+    }
+    for part in PARTS:
+        if part in only:
+            t = time.time()
+            runners[part](out)
+            seconds[part] = round(time.time() - t, 1)
+    head, esc = out["headcount"], out["escape"]
+    lost = out["griefing_honest_stake_lost_wei"] + head["honest_stake_lost_wei"]
+    lost_escape = esc.get("honest_stake_lost_wei", 0)
+    lost_outvoted = sum(x["honest_wei_lost_after"] for x in out["outvoted"]["rows"])
+    grind = out["grind"]
     result = {
         "description": __doc__.strip().splitlines()[0],
         "chain": "embedded (eth-tester + py-evm)",
-        "honest_stake_lost_wei": lost + lost_escape,
-        "split_majority_ratio": round(split, 4),
-        "grind_majority_ratio": round(grind, 4),
-        "escape_success": escape,
-        "draw_gas_at_1000_validators": draw_gas,
+        "honest_stake_lost_wei": lost + lost_escape + lost_outvoted,
+        "honest_stake_lost_wei_by_scenario": {
+            "griefing_and_headcount": lost,
+            "escape": lost_escape,
+            "outvoted_by_a_one_third_liar": lost_outvoted,
+        },
+        "split_majority_ratio": round(max(x["ratio"] for x in out["split"]["rows"]), 4),
+        "grind_majority_ratio": round(grind["majorities_with"] / grind["majorities_without"], 4),
+        "escape_success": esc["kept_stake"] / esc["attempts"],
+        "draw_gas_at_1000_validators": out["draw_gas"]["draw_gas_by_seats"]["5"],
         "goals": {
             "honest_stake_lost_wei": 0,
             "split_majority_ratio": 1.05,
@@ -406,6 +592,8 @@ def main() -> None:
             "escape_success": 0,
         },
         **out,
+        "parts_from_previous_run": [p for p in PARTS if p not in only],
+        "seconds_by_part": seconds,
         "python": platform.python_version(),
         "seconds": round(time.time() - t0, 1),
     }
@@ -458,9 +646,72 @@ def write_docs(r: dict[str, object]) -> None:
         f"`Registry.draw` was checked against the contract on "
         f"{split['mirror_checked_against_contract_draws']} draws in the same run."
     )
+    k0, k1 = grind["majorities_without"], grind["majorities_with"]
+    lo0, hi0 = grind["p_majority_without_ci95"]
+    glo, ghi = grind["ratio_ci95"]
+    summary += [
+        "",
+        f"Grinding: {grind['rounds']} rounds of a 3-seat job, the attacker holding "
+        f"{grind['attacker_share']:.0%} of the stake, replayed from one snapshot with the "
+        "same seeded prevrandao without and with the grinders (`JobGrinder.vy` bumping job "
+        "ids before every draw, `FinalizeGrinder.vy` finalizing only into a favourable "
+        f"committee): {grind['same_seeds_with_and_without']} of {grind['rounds']} round "
+        f"seeds identical, attacker seat majorities {k1} with vs {k0} without (ratio "
+        f"{r['grind_majority_ratio']}, paired 95 % CI {glo:.3f}-{ghi:.3f}); the grinders "
+        f"saw a committee {grind['grinder_saw_a_committee']} times. The majority frequency "
+        f"{k0 / grind['rounds']:.3f} (95 % CI {lo0:.3f}-{hi0:.3f}) against the binomial "
+        f"model {grind['model_p_majority']:.3f}.",
+    ]
+    kept = r.get("parts_from_previous_run") or []
+    assert isinstance(kept, list)
+    if kept:
+        summary += [
+            "",
+            f"Parts kept from the previous full run (`--only` reran the rest): "
+            f"{', '.join(str(k) for k in kept)}; `Registry.draw` and the tree code they measure "
+            "are unchanged since.",
+        ]
     write_block(DOC, "adversarial-summary", "\n".join(summary))
+    outv = r["outvoted"]
+    assert isinstance(outv, dict)
+    eth = 10**18
+    orows = [
+        "| seats | rounds | liar's root won | honest slashed: rounds before / after (95 % CI "
+        "after) | honest ETH lost before / after | model P before / after "
+        "| liar ETH lost before / after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for x in outv["rows"]:
+        lo, hi = x["p_honest_slashed_after_ci95"]
+        lo = max(lo, 0.0)  # float rounding of a zero count
+        orows.append(
+            f"| {x['seats']} | {x['rounds']} | {x['liar_result_won']} "
+            f"| {x['rounds_honest_slashed_before']} / {x['rounds_honest_slashed_after']} "
+            f"({lo:.3f}-{hi:.3f}) "
+            f"| {x['honest_wei_lost_before'] / eth:.2f} / {x['honest_wei_lost_after'] / eth:.2f} "
+            f"| {x['model_p_before']:.4f} / {x['model_p_after']:.4f} "
+            f"| {x['liar_wei_lost_before'] / eth:.2f} / {x['liar_wei_lost_after'] / eth:.2f} |"
+        )
+    onote = (
+        f"\n\nA liar with {outv['liar_stake_share']:.0%} of the stake against four honest "
+        f"validators, {outv['slash_per_seat_wei'] / eth} ETH slashed per seat, every member "
+        "revealing. After: the contract's own slashes (\"" + outv["rule_after"] + '"), checked '
+        'round by round against the rule. Before ("' + outv["rule_before"] + '"): counted '
+        "on the same drawn seats. Stakes are topped up after each round so the share stays "
+        "1/3."
+    )
+    write_block(DOC, "adversarial-outvoted", "\n".join(orows) + onote)
     write_block(DOC, "adversarial-split", "\n".join(rows) + note)
 
 
 if __name__ == "__main__":
-    main()
+    if "--docs" in sys.argv:
+        write_docs(json.loads(OUT.read_text()))
+    elif "--only" in sys.argv:  # e.g. --only griefing_headcount,escape,outvoted,grind
+        parts = tuple(sys.argv[sys.argv.index("--only") + 1].split(","))
+        unknown = set(parts) - set(PARTS)
+        if unknown:
+            raise SystemExit(f"unknown parts {sorted(unknown)}; parts: {', '.join(PARTS)}")
+        main(parts)
+    else:
+        main()

@@ -63,10 +63,18 @@ def test_demo_runs_every_plane(tmp_path: Path) -> None:
     for v in m["ledger"]["validators"]:  # a minority liar never outvotes the honest
         if not v["liar"]:
             assert v["stake_after_wei"] == v["stake_before_wei"], v
-    seated = any(liar[0]["node"] in r["committee"] for r in m["ledger"]["rounds"])
-    if seated:  # seats are drawn by stake: a liar that sat is slashed for its lie
+    # seats are drawn by stake; a revealed lie is slashed only where the honest held
+    # >= 3/4 of the round's seats (issue #13: a bare-majority split slashes nobody, so an
+    # honest member outvoted by a lucky draw keeps its stake); otherwise it keeps its stake
+    name = liar[0]["node"]
+    punished = any(
+        r["seats"].get(name, 0) > 0
+        and (sum(r["seats"].values()) - r["seats"][name]) * 4 >= sum(r["seats"].values()) * 3
+        for r in m["ledger"]["rounds"]
+    )
+    if punished:
         assert liar[0]["stake_after_wei"] < liar[0]["stake_before_wei"]
-    else:  # never drawn, never accepted a duty: it keeps its stake
+    else:
         assert liar[0]["stake_after_wei"] == liar[0]["stake_before_wei"]
     assert m["private_job"]["privacy"]["epsilon_spent"] > 0
     assert m["update_bytes"] < m["uncompressed_update_bytes"]

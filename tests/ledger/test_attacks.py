@@ -159,10 +159,14 @@ def test_sybil_root_loses_to_honest_stake_and_honest_members_keep_stake(arena: A
     won = led.job(job_id).root
     if mine * 2 > 16:  # only a seat majority (probability 0.006 here) could take it
         assert won == steal.root
+        if mine * 4 < 16 * 3:  # below the 3/4 dissent quorum the honest keep their stake
+            assert {a: led.node(a).stake for a in arena.honest} == before
         return
     assert won == good.root
     assert {a: led.node(a).stake for a in arena.honest} == before
-    assert led.job(job_id).slashed == mine * CONFIG.job_slash
+    # the Sybils are slashed as dissenters only when the honest hold >= 3/4 of the seats
+    punished = (16 - mine) * 4 >= 16 * 3
+    assert led.job(job_id).slashed == (mine * CONFIG.job_slash if punished else 0)
 
 
 def test_committee_of_sixteen_with_more_validators_is_allowed(arena: Arena) -> None:

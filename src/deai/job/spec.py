@@ -267,7 +267,8 @@ class SettlementSpec(_Strict):
     """On-chain settlement: escrow, the validator committee, the chain windows."""
 
     budget_wei: Annotated[PositiveInt, Field(le=10**30)] = 10 * 10**18
-    committee: Annotated[PositiveInt, Field(le=64)] = 3  # validators per round's committee
+    committee: Annotated[PositiveInt, Field(le=16)] = 3  # seats per round, drawn by stake
+    # with replacement (a validator may hold several; Jobs.vy's MAX_COMMITTEE is 16)
     commit_period_s: Annotated[PositiveInt, Field(le=30 * 86_400)] = 3_600
     reveal_period_s: Annotated[PositiveInt, Field(le=30 * 86_400)] = 3_600
     claim_period_s: Annotated[PositiveInt, Field(le=365 * 86_400)] = 7 * 86_400
@@ -382,11 +383,6 @@ class JobSpec(_Strict):
         if self.privacy is not None and self.privacy.secure_aggregation and drawn < 2:
             raise ValueError(
                 f"privacy.secure_aggregation: needs at least 2 drawn providers, got {drawn}"
-            )
-        if self.settlement is not None and self.settlement.committee > len(parties.validators):
-            raise ValueError(
-                f"settlement.committee: {self.settlement.committee} is more than the "
-                f"{len(parties.validators)} validators of the job"
             )
 
     # --------------------------------------------------------------------- derived

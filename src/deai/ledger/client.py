@@ -420,6 +420,20 @@ class Ledger:
         )
         self._send(sender, fn, 0, "claim_many")
 
+    def claim_jobs(
+        self, sender: str, account: str, trees: Sequence[tuple[int, PayoutTree]]
+    ) -> None:
+        """Claim ``account``'s leaves in several done jobs (``(job_id, tree)`` pairs, at
+        most 64) in one transaction, paid as one transfer."""
+        payee = Web3.to_checksum_address(account)
+        fn = self.jobs.functions.claim_jobs(
+            payee,
+            [job_id for job_id, _ in trees],
+            [tree.amount(payee) for _, tree in trees],
+            [tree.proof(payee) for _, tree in trees],
+        )
+        self._send(sender, fn, 0, "claim_jobs")
+
     def claimed(self, job_id: int, account: str) -> int:
         """Wei claimed for ``account`` in ``job_id`` (from the Claimed events)."""
         f = {"job_id": job_id, "account": Web3.to_checksum_address(account)}

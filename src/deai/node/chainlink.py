@@ -73,7 +73,7 @@ class ChainLink:
                 budget=settle.budget_wei,
                 spec_hash=bytes.fromhex(spec.spec_hash()),
                 rounds=spec.rounds,
-                committee_size=min(settle.committee, len(spec.validators)),
+                committee_size=settle.committee,  # seats: the contract caps them by stake
                 commit_period=settle.commit_period_s,
                 reveal_period=settle.reveal_period_s,
                 claim_period=settle.claim_period_s,

@@ -73,7 +73,7 @@ class SimChain:
             budget=settle.budget_wei,
             spec_hash=bytes.fromhex(spec.spec_hash()),
             rounds=spec.rounds,
-            committee_size=min(settle.committee, len(validators)),
+            committee_size=settle.committee,  # seats: the contract caps them by stake
             commit_period=settle.commit_period_s,
             reveal_period=settle.reveal_period_s,
             claim_period=settle.claim_period_s,
@@ -148,6 +148,9 @@ class SimChain:
             for v in self.spec.validators
         ]
         rounds = []
+        # committee and seats from the deployment's RoundDrawn events: the reporting
+        # member's own duty knows the committee only if it looked at the round while it
+        # was current (a member that reached it after it settled never did)
         seats: dict[int, dict[str, int]] = {}  # round -> member -> seats drawn
         for e in self.ledger.events(
             "RoundDrawn", from_block=self.start_block, filters={"job_id": self.chain_job}
@@ -163,7 +166,7 @@ class SimChain:
                         "round": d.index + 1,
                         "settled": d.settled,
                         "slashed": [self._node(a) for a in d.slashed],
-                        "committee": [self._node(a) for a in d.committee],
+                        "committee": list(seats.get(d.index, {})),
                         "seats": seats.get(d.index, {}),
                         "total": sum(d.paid.values()) if d.settled else 0,
                         "error": d.error,

@@ -10,10 +10,14 @@
         drawn with replacement, proportional to stake; a result wins with a strict
         majority of all drawn seats. A member accepts its duty by committing, which locks
         SLASH_AMOUNT per seat of its stake until the round is final; only accepted duties
-        are punished: a member that committed and never revealed, or revealed against the
-        winning result, is slashed; a drawn member that never committed loses nothing but
-        its share of the fee. Every window is at least MIN_PERIOD; a round past its reveal
-        deadline plus FINALIZE_GRACE may be finalized by anyone for a tip.
+        are punished: a member that committed and never revealed, or revealed against a
+        super-majority result (below), is slashed; a drawn member that never committed
+        loses nothing but its share of the fee. A revealed dissenter is slashed only when the winning
+        result holds at least DISSENT_NUM / DISSENT_DEN (3/4) of the drawn seats: a
+        bare-majority split costs the losing side its fee, never its stake, so honest
+        members outvoted by a lucky seat majority keep their stake (binomial risk left:
+        P(attacker >= 3/4 of the seats)). Every window is at least MIN_PERIOD; a round
+        past its reveal deadline plus FINALIZE_GRACE may be finalized by anyone for a tip.
         Claims open when the job is done: each leaf is claimed once (a bitmap by leaf
         index) and the Merkle-sum proof must add up to the job's settled total, so claims
         can never exceed it. Money moves by pull (`withdraw`) except claims, which push
@@ -39,6 +43,9 @@ LEAF_TAG: constant(bytes32) = keccak256("deai.jobs.leaf")
 MIN_PERIOD: public(constant(uint256)) = 300  # = Registry.MIN_PERIOD
 FINALIZE_GRACE: public(constant(uint256)) = 300  # = Registry.FINALIZE_GRACE
 TIP_DIVISOR: public(constant(uint256)) = 100  # late-finalize tip: round budget / 100
+# a revealed dissenter is slashed only if the winner holds >= 3/4 of the drawn seats
+DISSENT_NUM: public(constant(uint256)) = 3
+DISSENT_DEN: public(constant(uint256)) = 4
 
 flag JobState:
     OPEN
@@ -271,10 +278,12 @@ def create_job(
 def draw_round(job_id: uint256):
     """
     @notice Draw the current round's committee from the seed block's hash. Anyone may
-            call, from the block after the round opened until its commit deadline. If a
-            node changed its own stake or roles after the seed block (it could have
-            read the seed first) or the seed block is older than 256 blocks, the seed is
-            re-armed at this block instead and the draw is retried from the next block.
+            call, from the block after the round opened until its commit deadline. If
+            any validator weight changed after the seed block (a stake, role or unstake
+            change, or a slash, which anyone may trigger by finalizing: whoever did it
+            could have read the seed first) or the seed block is older than 256 blocks,
+            the seed is re-armed at this block instead and the draw is retried from the
+            next block.
     @param job_id The job.
     """
     assert self.jobs[job_id].state == JobState.OPEN, "jobs: job not open"
@@ -426,7 +435,8 @@ def finalize_round(job_id: uint256, round: uint256):
     else:
         self._close(job_id, round, budget, rnd.reveal_deadline)
         log RoundAborted(job_id=job_id, round=round, refund=budget)
-    self._release_members(job_id, round, rnd, winner)
+    punish: bool = votes * DISSENT_DEN >= rnd.seats * DISSENT_NUM
+    self._release_members(job_id, round, rnd, winner, punish)
     self._advance(job_id, round)
 
 
@@ -474,6 +484,36 @@ def claim_many(
         total += cumulatives[i]
         self._pay(accounts[i], cumulatives[i])
     self.jobs[job_id].claimed_total += total
+
+
+@external
+@nonreentrant
+def claim_jobs(
+    account: address,
+    job_ids: DynArray[uint256, MAX_BATCH],
+    cumulatives: DynArray[uint256, MAX_BATCH],
+    proofs: DynArray[DynArray[bytes32, MAX_PROOF], MAX_BATCH],
+):
+    """
+    @notice One payee's leaves in many done jobs, paid as one transfer: the per-payment
+            cost (value transfer, account creation) is paid once, not once per job.
+            Anyone may submit it; the money always goes to `account`.
+    @param account The payee named in every leaf.
+    @param job_ids The jobs (each at most once per leaf: a repeat fails "nothing to claim").
+    @param cumulatives The payee's amount in each job.
+    @param proofs The Merkle-sum proofs (leaf index first), one per job.
+    """
+    n: uint256 = len(job_ids)
+    assert len(cumulatives) == n and len(proofs) == n, "jobs: length mismatch"
+    total: uint256 = 0
+    for i: uint256 in range(n, bound=MAX_BATCH):
+        job_id: uint256 = job_ids[i]
+        root: bytes32 = self._claimable_root(job_id)
+        owed_total: uint256 = self.jobs[job_id].payable_total
+        self._settle_claim(job_id, root, owed_total, account, cumulatives[i], proofs[i])
+        self.jobs[job_id].claimed_total += cumulatives[i]
+        total += cumulatives[i]
+    self._pay(account, total)
 
 
 @external
@@ -594,7 +634,11 @@ def _tally(job_id: uint256, rnd: Round) -> (bytes32, uint256):
 
 
 @internal
-def _release_members(job_id: uint256, round: uint256, rnd: Round, winner: bytes32):
+def _release_members(
+    job_id: uint256, round: uint256, rnd: Round, winner: bytes32, punish_dissent: bool
+):
+    # committed and silent: always faulty; revealed against the winner: faulty only when
+    # the winner holds a super-majority of the seats (punish_dissent)
     for i: uint256 in range(rnd.size, bound=MAX_COMMITTEE):
         if rnd.masks & (1 << i) == 0:
             continue  # never accepted: nothing locked, nothing to slash
@@ -602,7 +646,7 @@ def _release_members(job_id: uint256, round: uint256, rnd: Round, winner: bytes3
         amount: uint256 = SLASH_AMOUNT * self.seats[job_id][i]
         revealed: bool = rnd.masks & (1 << (i + 16)) != 0
         faulty: bool = not revealed or (
-            winner != empty(bytes32) and self.reveals[job_id][i] != winner
+            punish_dissent and winner != empty(bytes32) and self.reveals[job_id][i] != winner
         )
         penalty: uint256 = 0
         if faulty:

@@ -101,8 +101,9 @@ top_step: uint256  # highest power of two <= slot_count
 free_slots: HashMap[uint256, uint256]  # stack of emptied slots
 free_count: uint256
 total_weight: public(uint256)
-# block of the last change a node made to its own tree weight (join, stake, roles,
-# unstake): Jobs refuses to draw from a seed older than it (no grinding by re-weighting)
+# block of the last change of any tree weight (join, stake, roles, unstake, and slashes,
+# which anyone may trigger by finalizing): Jobs refuses to draw from a seed older than
+# it, so nobody picks a committee by re-weighting, or by slashing, after reading a seed
 last_change_block: public(uint256)
 
 
@@ -158,7 +159,7 @@ def join(endpoint: String[MAX_ENDPOINT], roles: uint256):
     self.nodes[msg.sender].endpoint = endpoint
     self.total_staked += msg.value
     self.total_deposited += msg.value
-    self._sync(msg.sender, True)
+    self._sync(msg.sender)
     log Joined(node=msg.sender, stake=msg.value, roles=roles, endpoint=endpoint)
 
 
@@ -173,7 +174,7 @@ def add_stake():
     self.nodes[msg.sender].stake += msg.value
     self.total_staked += msg.value
     self.total_deposited += msg.value
-    self._sync(msg.sender, True)
+    self._sync(msg.sender)
     log Staked(node=msg.sender, amount=msg.value)
 
 
@@ -188,7 +189,7 @@ def update(endpoint: String[MAX_ENDPOINT], roles: uint256):
     assert roles != 0 and roles & ALL_ROLES == roles, "registry: bad roles"
     self.nodes[msg.sender].roles = roles
     self.nodes[msg.sender].endpoint = endpoint
-    self._sync(msg.sender, True)
+    self._sync(msg.sender)
     log Updated(node=msg.sender, roles=roles, endpoint=endpoint)
 
 
@@ -214,7 +215,7 @@ def request_unstake(amount: uint256):
     self.total_pending += amount
     if rest == 0:
         self.nodes[msg.sender].roles = 0
-    self._sync(msg.sender, True)
+    self._sync(msg.sender)
     log UnstakeRequested(node=msg.sender, amount=amount, unlock_at=unlock_at)
 
 
@@ -294,7 +295,7 @@ def _slash(node: address, amount: uint256) -> uint256:
     self.total_slashed += taken
     self.slashed_unswept += taken
     if from_stake > 0:
-        self._sync(node, False)
+        self._sync(node)
     log Slashed(node=node, by=msg.sender, amount=taken)
     return taken
 
@@ -409,7 +410,7 @@ def _new_slot(node: address) -> uint256:
 
 
 @internal
-def _sync(node: address, own: bool):
+def _sync(node: address):
     # keep the node's tree weight equal to its stake while it is an eligible validator
     stake: uint256 = self.nodes[node].stake
     want: uint256 = 0
@@ -418,8 +419,7 @@ def _sync(node: address, own: bool):
     have: uint256 = self.weight[node]
     if want == have:
         return
-    if own:
-        self.last_change_block = block.number
+    self.last_change_block = block.number
     slot: uint256 = self.nodes[node].slot
     if slot == 0:
         slot = self._new_slot(node)
