@@ -212,7 +212,7 @@ class Ledger:
         try:
             # an explicit sender: without one web3's tester middleware asks the node for its
             # accounts on every call (a third of a view call's time on the embedded chain)
-            return fn.call(self._call_params())
+            return fn.call(self._call_params())  # type: ignore[arg-type]
         except Exception as exc:
             reason = revert_reason(exc)
             if reason is not None:
