@@ -139,8 +139,10 @@ def _outcome(round_: int) -> RoundOutcome:
     )  # fmt: skip
 
 
-def _member(ctx: Loop, chain: FakeJobs) -> CommitteeMember:
-    return CommitteeMember(
+def _member(
+    ctx: Loop, chain: FakeJobs, cls: type[CommitteeMember] = CommitteeMember
+) -> CommitteeMember:
+    return cls(
         ctx,  # type: ignore[arg-type]
         chain,  # type: ignore[arg-type]
         1,
@@ -220,16 +222,7 @@ def test_an_abstaining_member_never_commits_and_still_follows_the_round() -> Non
     from deai.node.daemon import _Member
 
     ctx, chain = Loop(), FakeJobs()
-    m = _Member(
-        ctx,  # type: ignore[arg-type]
-        chain,  # type: ignore[arg-type]
-        1,
-        ME,
-        lambda o: {P1: 10, P2: 20},
-        lambda n: n,
-        (P1, P2),
-        poll_s=0.01,
-    )
+    m = _member(ctx, chain, _Member)
     m.settle(replace(_outcome(1), abstain=True))
     assert m.duties[0].member is False
     ctx.spin(lambda: False, 0.2)  # it polls; a member on the committee would commit now
