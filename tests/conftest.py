@@ -36,3 +36,16 @@ def smollm2():  # type: ignore[no-untyped-def]
     from deai.llm import load_smollm2
 
     return load_smollm2()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # with xdist, hand tests out one at a time: the slow (multi-process, anvil, model
+    # loading) tests run first, and the fast ones fill in around them on the other worker
+    if hasattr(config.option, "maxschedchunk") and config.option.maxschedchunk is None:
+        config.option.maxschedchunk = 1
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow tests first (stable: each group keeps its collection order), so the longest
+    ones never start last and leave one worker idle at the end of the suite."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -29,16 +29,21 @@ def test_bundled_artifacts_equal_a_fresh_compile() -> None:
 def test_a_stale_bundled_artifact_is_not_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    build = tmp_path / "build"
-    build.mkdir()
+    """A bundled artifact whose key does not match the sources is skipped; the next
+    candidate (here the on-disk cache, filled with the real artifact so that no compile is
+    needed) is used instead."""
     real = json.loads((compiler.BUNDLED_DIR / "Tasks.json").read_text())
-    real["key"] = "0" * 64  # as if built from other sources
-    real["bytecode"] = "0xdead"
-    (build / "Tasks.json").write_text(json.dumps(real))
+    build, cache = tmp_path / "build", tmp_path / "cache"
+    build.mkdir()
+    (cache / "vyper").mkdir(parents=True)
+    stale = dict(real, key="0" * 64, bytecode="0xdead")  # as if built from other sources
+    (build / "Tasks.json").write_text(json.dumps(stale))
+    (cache / "vyper" / f"Tasks-{real['key']}.json").write_text(json.dumps(real))
     monkeypatch.setattr(compiler, "BUNDLED_DIR", build)
-    monkeypatch.setenv("DEAI_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DEAI_CACHE_DIR", str(cache))
     compiler.compile_contract.cache_clear()
     try:
-        assert compiler.compile_contract("Tasks").bytecode != "0xdead"
+        assert compiler.cache_dir() == cache / "vyper"
+        assert compiler.compile_contract("Tasks").bytecode == real["bytecode"] != "0xdead"
     finally:
         compiler.compile_contract.cache_clear()

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,7 +18,7 @@ import torch
 
 from deai.aggregation.base import _all_finite
 from deai.job.spec import AlgorithmSpec
-from deai.learning.algorithms import AlgorithmName, local_config
+from deai.learning.algorithms import AlgorithmName
 from deai.learning.params import vector_bytes
 from deai.learning.train import (
     LocalTrainConfig,
@@ -120,18 +119,19 @@ def test_shared_local_config_equals_a_fresh_one() -> None:
         AlgorithmSpec(name=AlgorithmName.PARALLEL_SGD, clip_norm=1.0),
         AlgorithmSpec(optimizer=Optimizer.ADAMW, weight_decay=0.01, steps=5),
     ):
-        cfg = local_config(
-            alg.name,
-            epochs=alg.epochs,
-            steps=alg.steps,
-            batch_size=alg.batch_size,
-            lr=alg.lr,
-            momentum=alg.momentum,
-            prox_mu=alg.prox_mu,
-        )
-        if alg.name is not AlgorithmName.PARALLEL_SGD:
-            cfg = dataclasses.replace(cfg, optimizer=alg.optimizer, weight_decay=alg.weight_decay)
-        cfg = dataclasses.replace(cfg, clip_norm=alg.clip_norm)
-        assert alg.local() == cfg
+        cfg = alg.local()
+        assert cfg is alg.local()  # shared
+        if alg.name is AlgorithmName.PARALLEL_SGD:  # one raw gradient, clipped
+            assert (cfg.steps, cfg.lr, cfg.optimizer) == (1, 1.0, Optimizer.SGD)
+        else:
+            assert (cfg.epochs, cfg.steps, cfg.lr, cfg.momentum, cfg.prox_mu) == (
+                alg.epochs,
+                alg.steps,
+                alg.lr,
+                alg.momentum,
+                alg.prox_mu,
+            )
+            assert (cfg.optimizer, cfg.weight_decay) == (alg.optimizer, alg.weight_decay)
+        assert (cfg.batch_size, cfg.clip_norm) == (alg.batch_size, alg.clip_norm)
         assert alg.local() is alg.local()  # one shared frozen config
     assert AlgorithmSpec(lr=0.1).local() != AlgorithmSpec(lr=0.2).local()

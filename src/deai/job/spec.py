@@ -18,7 +18,6 @@ names the same job everywhere, and a different one can never be confused with it
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -118,33 +117,8 @@ class ServerOptimizer(StrEnum):
     ADAMW = "adamw"  # AdamW on the mean update read as -gradient (data-parallel baseline)
 
 
-@lru_cache(maxsize=256, typed=True)
-def _local_config(
-    name: AlgorithmName,
-    epochs: int,
-    steps: int | None,
-    batch_size: int,
-    lr: float,
-    momentum: float,
-    prox_mu: float,
-    optimizer: Optimizer,
-    weight_decay: float,
-    clip_norm: float | None,
-) -> LocalTrainConfig:
-    cfg = local_config(
-        name,
-        epochs=epochs,
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        momentum=momentum,
-        prox_mu=prox_mu,
-    )
-    if name is AlgorithmName.PARALLEL_SGD:  # one raw gradient: no local optimizer
-        return dataclasses.replace(cfg, clip_norm=clip_norm)
-    return dataclasses.replace(
-        cfg, optimizer=optimizer, weight_decay=weight_decay, clip_norm=clip_norm
-    )
+# one shared frozen config per set of values: every provider asks every round
+_local_config = lru_cache(maxsize=256, typed=True)(local_config)
 
 
 class AlgorithmSpec(_Strict):
@@ -176,15 +150,15 @@ class AlgorithmSpec(_Strict):
         every provider asks every round)."""
         return _local_config(
             self.name,
-            self.epochs,
-            self.steps,
-            self.batch_size,
-            self.lr,
-            self.momentum,
-            self.prox_mu,
-            self.optimizer,
-            self.weight_decay,
-            self.clip_norm,
+            epochs=self.epochs,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            prox_mu=self.prox_mu,
+            optimizer=self.optimizer,
+            weight_decay=self.weight_decay,
+            clip_norm=self.clip_norm,
         )
 
     def step_size(self) -> float:

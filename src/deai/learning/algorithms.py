@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from deai.learning.train import LocalTrainConfig
+from deai.learning.train import LocalTrainConfig, Optimizer
 
 
 class AlgorithmName(StrEnum):
@@ -47,12 +47,15 @@ def local_config(
     lr: float,
     momentum: float,
     prox_mu: float,
+    optimizer: Optimizer = Optimizer.SGD,
+    weight_decay: float = 0.0,
+    clip_norm: float | None = None,
 ) -> LocalTrainConfig:
     """What one provider runs per round. Parallel SGD (Algorithm 1) is one gradient at the
-    global parameters: one step with learning rate 1, so the update is ``-g`` and the
-    server applies the step size."""
+    global parameters: one step with learning rate 1 and no local optimizer, so the update
+    is ``-g`` (clipped to ``clip_norm``) and the server applies the step size."""
     if name is AlgorithmName.PARALLEL_SGD:
-        return LocalTrainConfig(steps=1, batch_size=batch_size, lr=1.0)
+        return LocalTrainConfig(steps=1, batch_size=batch_size, lr=1.0, clip_norm=clip_norm)
     return LocalTrainConfig(
         epochs=epochs,
         steps=steps,
@@ -60,6 +63,9 @@ def local_config(
         lr=lr,
         momentum=momentum,
         prox_mu=prox_mu,
+        optimizer=optimizer,
+        weight_decay=weight_decay,
+        clip_norm=clip_norm,
     )
 
 

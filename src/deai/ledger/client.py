@@ -86,7 +86,6 @@ class Ledger:
         self._keys: dict[str, str] = {}
         self.gas_log: list[tuple[str, int]] = []
         self.last_receipt: TxReceipt | None = None
-        self._call_from: dict[str, Any] | None = None
         if verify:
             self.verify_code(slash_recipient)
 
@@ -210,21 +209,12 @@ class Ledger:
 
     def _call(self, fn: ContractFunction) -> Any:
         try:
-            # an explicit sender: without one web3's tester middleware asks the node for its
-            # accounts on every call (a third of a view call's time on the embedded chain)
-            return fn.call(self._call_params())  # type: ignore[arg-type]
+            return fn.call(self.chain.call_params())  # type: ignore[arg-type]
         except Exception as exc:
             reason = revert_reason(exc)
             if reason is not None:
                 raise Reverted(reason, fn.fn_name) from exc
             raise ChainError(f"{fn.fn_name}: {exc}") from exc
-
-    def _call_params(self) -> dict[str, Any]:
-        if self._call_from is None:
-            fixed = getattr(self.chain, "fixed_gas", None) is not None  # the embedded chain
-            accounts = self.chain.accounts if fixed else []
-            self._call_from = {"from": accounts[0]} if accounts else {}
-        return self._call_from
 
     @property
     def last_gas(self) -> int:
