@@ -1049,13 +1049,13 @@ def run_dp_jobs(n_seeds: int) -> Json:
     out: Json = {"plain": [], "secure": []}
     for seed in range(n_seeds):
         pl = plan(scenario(seed, False))
-        run = execute(pl)
+        run = execute(pl, keep_updates=True)  # the strip attack reads what the validator saw
         out["plain"].append(
             {"seed": seed, "strip_ratio": _strip(pl, run), "epsilon_gap": _recomputed_gap(run)}
         )
         log("dp job plain", seed, out["plain"][-1])
         for strip_clients in (False, True):
-            run = execute(plan(scenario(seed, True, strip_clients)))
+            run = execute(plan(scenario(seed, True, strip_clients)), keep_updates=True)
             sent = run.metrics["bytes_by_kind"].get("update", 0)
             accepted = sum(
                 len(o.accepted) for o in run.outcomes if o.updates is not None and o.accepted

@@ -128,6 +128,30 @@ def test_validator_sends_tasks_to_the_drawn_and_closes_when_all_answered() -> No
     assert v.jobs[spec.job_id].round.round == 2  # type: ignore[union-attr]
 
 
+class _Seen:
+    """An observer that records what each round showed it."""
+
+    def __init__(self) -> None:
+        self.stacks: list[torch.Tensor | None] = []
+
+    def on_round(self, outcome: Any) -> None:
+        self.stacks.append(outcome.updates)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_the_update_stack_reaches_the_observer_and_is_kept_only_if_asked(keep: bool) -> None:
+    spec = _spec()
+    seen = _Seen()
+    v, _ = _validator(spec, observer=seen, keep_updates=keep)
+    dim = model_for(spec).dim
+    for p in PROVIDERS:
+        v.handle(p, _update(spec, 1, torch.full((dim,), 0.01)))
+    (stack,) = seen.stacks
+    assert stack is not None and stack.shape == (len(PROVIDERS), dim)
+    (out,) = v.outcomes
+    assert (out.updates is not None) is keep  # memory does not grow with the rounds
+
+
 def test_a_rejected_update_is_recorded_exactly_once() -> None:
     spec = _spec()
     v, _ = _validator(spec)

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from torch import Tensor
@@ -70,6 +70,12 @@ class RoundOutcome:
     def epsilon(self) -> float | None:
         """The worst provider's epsilon against the public model so far (DP jobs)."""
         return None if self.privacy is None else self.privacy.epsilon_public_max
+
+
+def lean(outcome: RoundOutcome) -> RoundOutcome:
+    """``outcome`` without its update stack: what a role keeps once the round's settlement
+    and observers have read it."""
+    return outcome if outcome.updates is None else replace(outcome, updates=None)
 
 
 class Behaviour(Protocol):

@@ -52,7 +52,14 @@ from deai.node.base import (
     provider_set,
 )
 from deai.node.dp import DPStrategy, dp_norm_bound
-from deai.node.hooks import NullObserver, Rejection, RoundObserver, RoundOutcome, Settlement
+from deai.node.hooks import (
+    NullObserver,
+    Rejection,
+    RoundObserver,
+    RoundOutcome,
+    Settlement,
+    lean,
+)
 from deai.node.messages import FinalModel, JobResult, OpenJob, TrainTask, Update
 from deai.node.strategy import SecureSum, ServerStrategy, Strategy, Updates
 from deai.node.validation import RejectReason, check_vector, check_vectors, decode_unchecked
@@ -151,9 +158,15 @@ class Validator(Role):
         settlement: SettlementFactory | None = None,
         observer: RoundObserver | None = None,
         resume: ResumeFn | None = None,
+        keep_updates: bool = False,
     ) -> None:
+        """``keep_updates``: keep each round's accepted updates in :attr:`outcomes` after
+        the round (research: the privacy attacks read what the validator saw). Off, the
+        settlement and the observer still get them during the round and memory does not
+        grow with the rounds (an update stack is providers x parameters x 4 bytes)."""
         super().__init__(node_id)
         self.data = data
+        self.keep_updates = keep_updates
         self.resume = resume
         self.settlement_for = settlement
         self.observer = observer or NullObserver()
@@ -466,10 +479,10 @@ class Validator(Role):
             secure=not plain,
             abstain=job.abstain,
         )
-        self.outcomes.append(outcome)
         if job.settlement is not None:
             job.settlement.settle(outcome)
         self.observer.on_round(outcome)
+        self.outcomes.append(outcome if self.keep_updates else lean(outcome))
         if st.round < spec.rounds:
             self._open_round(job, st.round + 1)
         else:

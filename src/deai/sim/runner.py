@@ -36,7 +36,7 @@ from deai.learning.train import evaluate, evaluate_many
 from deai.node.base import NodeContext, build_codec_for, model_for
 from deai.node.base import Role as NodeRole
 from deai.node.faults import Fault, FaultyBehaviour
-from deai.node.hooks import Behaviour, Honest, Rejection, RoundOutcome, Settlement
+from deai.node.hooks import Behaviour, Honest, Rejection, RoundOutcome, Settlement, lean
 from deai.node.roles import Provider, Requester, Validator
 from deai.node.secagg import SecAggServerRole
 from deai.node.secagg import install as install_secagg
@@ -248,8 +248,10 @@ class MetricsCollector:
         coordinator: str,
         attackers: set[str] | None = None,
         trigger: TriggerSpec | None = None,
+        keep_updates: bool = False,
     ) -> None:
         self.coordinator = coordinator  # the validator whose rounds are reported
+        self.keep_updates = keep_updates  # keep each round's update stack in ``outcomes``
         self.attackers = attackers or set()
         self.trigger = trigger
         if trigger is not None:  # triggered test images whose true label is not the target
@@ -304,7 +306,7 @@ class MetricsCollector:
     def on_round(self, outcome: RoundOutcome) -> None:
         if outcome.validator != self.coordinator:
             return
-        self.outcomes.append(outcome)
+        self.outcomes.append(outcome if self.keep_updates else lean(outcome))
         extra: dict[str, Any] = {}
         if outcome.privacy is not None:
             extra["epsilon"] = outcome.privacy.epsilon_public_max
@@ -544,10 +546,13 @@ def execute(
     progress: ProgressFn | None = None,
     lookahead: bool = True,
     backend: Backend = Backend(),
+    keep_updates: bool = False,
 ) -> RunResult:
     """Run a plan. ``lookahead`` lets providers' message handlers run ahead of pending
     training (more requests per batch, same events: see ``Simulation``); off, it is the
-    reference the lookahead is tested against. ``backend``: where training runs."""
+    reference the lookahead is tested against. ``backend``: where training runs.
+    ``keep_updates``: keep every round's accepted updates in the result's outcomes (what
+    the coordinator saw, for privacy attacks; memory grows by one update stack a round)."""
     wall = time.perf_counter()
     s, spec, splits = pl.scenario, pl.spec, pl.splits
     torch.manual_seed(spec.seed)
@@ -579,6 +584,7 @@ def execute(
         pl.validators[0],
         attackers=attackers,
         trigger=_trigger(pl),
+        keep_updates=keep_updates,
     )
     lazy = s.simulation.cohort is not None
     requester = (CrossDeviceRequester if lazy else Requester)(spec.requester, spec)
@@ -602,6 +608,7 @@ def execute(
             lambda _spec: splits.validation,
             settlement=settlement if chain is not None else None,
             observer=collector,
+            keep_updates=keep_updates,
         )
         validator_roles.append(role)
         sim.add_node(v, role, *(install_secagg(None, role) if secure else []))
