@@ -3,7 +3,9 @@ context (real training, real codecs, real strategy; only the transport is replac
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -150,6 +152,24 @@ def test_the_update_stack_reaches_the_observer_and_is_kept_only_if_asked(keep: b
     assert stack is not None and stack.shape == (len(PROVIDERS), dim)
     (out,) = v.outcomes
     assert (out.updates is not None) is keep  # memory does not grow with the rounds
+
+
+def test_a_pending_deadline_does_not_keep_a_closed_rounds_updates() -> None:
+    # the round's deadline timer outlives the round (virtual time runs ahead in the
+    # simulator): holding the round's state kept every update of every round alive
+    spec = _spec()
+    v, ctx = _validator(spec)
+    first = weakref.ref(v.jobs[spec.job_id].round)  # type: ignore[arg-type]
+    timers = list(ctx.timers)  # round 1's
+    dim = model_for(spec).dim
+    for p in PROVIDERS:
+        v.handle(p, _update(spec, 1, torch.full((dim,), 0.01)))
+    assert len(v.outcomes) == 1 and timers  # closed; its deadline still pending
+    gc.collect()
+    assert first() is None
+    for _, fire in timers:  # a stale deadline changes nothing
+        fire()
+    assert len(v.outcomes) == 1
 
 
 def test_a_rejected_update_is_recorded_exactly_once() -> None:

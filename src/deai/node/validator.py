@@ -28,6 +28,7 @@ deliver a result. A sole validator never abstains: its result is the committee's
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -273,8 +274,11 @@ class Validator(Role):
         if k == 0 or job.secure or job.abstain:  # SecAgg's server is fixed: validators[0];
             return  # a member that abstains holds a model it cannot vouch for
 
+        ref = weakref.ref(st)  # a pending timer must not keep a closed round's updates
+
         def check() -> None:
-            if job.round is st and not st.closed and st.round not in job.heard:
+            st = ref()
+            if st is not None and job.round is st and not st.closed and st.round not in job.heard:
                 job.driver = me
                 self._send_tasks(job, st)
 
@@ -295,8 +299,11 @@ class Validator(Role):
         else:
             self._watch(job, st)
 
+        ref = weakref.ref(st)  # the timer outlives the round: it must not hold its updates
+
         def deadline() -> None:
-            if job.round is st and not st.closed:
+            st = ref()
+            if st is not None and job.round is st and not st.closed:
                 self._close_round(job)
 
         self.ctx.call_later(spec.round_timeout_s, deadline)
