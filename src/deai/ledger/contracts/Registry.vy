@@ -159,7 +159,8 @@ def join(endpoint: String[MAX_ENDPOINT], roles: uint256):
     self.nodes[msg.sender].endpoint = endpoint
     self.total_staked += msg.value
     self.total_deposited += msg.value
-    self._sync(msg.sender)
+    if roles & ROLE_VALIDATOR != 0:  # others hold no tree weight (a node that left has 0)
+        self._sync(msg.sender)
     log Joined(node=msg.sender, stake=msg.value, roles=roles, endpoint=endpoint)
 
 
