@@ -308,6 +308,7 @@ def write_docs(r: dict[str, Any]) -> None:
             f"| {t['job_total_per_provider']:,.0f} |"
         )
     head, goal = r["gas_per_provider_per_job_at_1000"], r["goal_gas_per_provider_per_job"]
+    t1000 = r["totals_by_providers"]["1000"]
     verdict = "meets" if head <= goal else f"misses by {head / goal - 1:.0%}"
     lines += [
         "",
@@ -321,6 +322,13 @@ def write_docs(r: dict[str, Any]) -> None:
         "`claim_jobs` transaction). Claimed job by job instead (`claim_many`, a transfer "
         "that creates an account for every job): "
         f"{r['gas_per_provider_per_job_at_1000_claim_many_per_job']:,.0f}.",
+        "",
+        "Its parts: create_job + rounds / 1000 = "
+        f"{(t1000['create_job'] + t1000['rounds_total']) / 1000:,.0f}; claim per leaf "
+        f"{r['claims_across_jobs']['claims_gas_per_provider_per_job']:,.0f}; provider join "
+        f"/ {r['jobs_per_join']} = {r['provider_join_gas'] / r['jobs_per_join']:,.0f}; "
+        f"validator joins / ({r['jobs_per_join']} * 1000) = "
+        f"{r['validator_joins_gas'] / (r['jobs_per_join'] * 1000):,.0f}.",
     ]
     write_block(DOC, "gas", "\n".join(lines))
 

@@ -400,3 +400,54 @@ def test_claim_jobs_pays_one_payee_across_jobs_in_one_transfer(world: World) -> 
         led.claim_jobs(world.requester, other, [trees[0], trees[0]])
     led.claim_jobs(world.requester, other, trees)
     assert sum(led.escrow(j) for j, _ in trees) == 0
+
+
+def test_claim_book_tracks_claims_live_and_closes_at_sweep(world: World) -> None:
+    """The claimed total lives in one packed word while claims are open: the job view and
+    the escrow follow every claim, the sweep refunds exactly the unclaimed rest and keeps
+    the claimed total in the job record, and nothing can be claimed after it."""
+    led = world.ledger
+    job_id = shaped(world, rounds=1)
+    a, b = world.others[0], world.others[1]
+    r, tree = result_for(job_id, {a: 2 * ETH, b: 1 * ETH})
+    play_round(led, job_id, 0, dict.fromkeys(led.committee(job_id), r), world.requester)
+    job = led.job(job_id)
+    assert job.state == JobState.DONE and job.payable_total == 3 * ETH
+    assert job.claimed_total == 0 and led.escrow(job_id) == 3 * ETH
+    led.claim(world.requester, job_id, a, 2 * ETH, tree.proof(a))
+    assert led.job(job_id).claimed_total == 2 * ETH and led.escrow(job_id) == ETH
+    world.chain.advance_time(10 * PERIOD)
+    refunded = led.job(job_id).refunded
+    led.sweep_job(a, job_id)
+    job = led.job(job_id)
+    assert job.state == JobState.SWEPT and job.claimed_total == 2 * ETH
+    assert job.refunded - refunded == ETH and led.escrow(job_id) == 0
+    with pytest.raises(Reverted, match="jobs: claims closed"):
+        led.claim(world.requester, job_id, b, ETH, tree.proof(b))
+    with pytest.raises(Reverted, match="jobs: job not done"):  # a second sweep
+        led.sweep_job(a, job_id)
+
+
+def test_job_with_nothing_settled_pays_nobody(world: World) -> None:
+    led = world.ledger
+    job_id = new_job(world, rounds=1)
+    payee = world.others[0]
+    _, tree = result_for(job_id, {payee: ETH})
+    world.chain.advance_time(PERIOD + 1)
+    led.finalize_round(payee, job_id, 0)  # never drawn: aborted, the job is done
+    assert led.job(job_id).state == JobState.DONE
+    with pytest.raises(Reverted, match="jobs: nothing settled"):
+        led.claim(payee, job_id, payee, ETH, tree.proof(payee))
+    assert led.escrow(job_id) == 0
+
+
+def test_claim_jobs_takes_at_most_sixteen_jobs(world: World) -> None:
+    led = world.ledger
+    payee = world.others[0]
+    job_id = shaped(world, rounds=1)
+    r, tree = result_for(job_id, {payee: ETH})
+    play_round(led, job_id, 0, dict.fromkeys(led.committee(job_id), r), world.requester)
+    fn = led.jobs.functions.claim_jobs(payee, [job_id] * 17, [ETH] * 17, [tree.proof(payee)] * 17)
+    with pytest.raises(Exception):  # noqa: B017 - the ABI decoder's bound check, no reason
+        fn.call({"from": world.requester})
+    assert led.job(job_id).claimed_total == 0

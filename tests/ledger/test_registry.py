@@ -169,3 +169,42 @@ def test_registry_refuses_unknown_blueprints(world: World) -> None:
     )
     with pytest.raises(Reverted, match="registry: unknown jobs blueprint"):
         world.ledger._send(world.requester, ctor, 0, "deploy Registry")
+
+
+def test_stake_and_roles_share_a_word_and_never_leak_into_each_other(world: World) -> None:
+    """Stake (low 128 bits) and roles (high bits) live in one storage word: every write of
+    one leaves the other exactly as it was, and `nodes` and `eligible` read both back."""
+    led, reg = world.ledger, world.ledger.registry.functions
+    node = world.others[0]
+    roles = Role.VALIDATOR | Role.WORKER
+    led.register(node, 3 * ETH, "n", roles)
+    assert (led.node(node).stake, led.node(node).roles) == (3 * ETH, roles)
+    led.add_stake(node, 2 * ETH + 7)  # odd wei: a mask error would show in the low bits
+    assert (led.node(node).stake, led.node(node).roles) == (5 * ETH + 7, roles)
+    led.update_node(node, "n2", Role.PROVIDER)  # roles only
+    assert (led.node(node).stake, led.node(node).roles) == (5 * ETH + 7, Role.PROVIDER)
+    assert reg.eligible(node, int(Role.PROVIDER)).call()
+    assert not reg.eligible(node, int(Role.VALIDATOR)).call()
+    led.update_node(node, "n2", roles)
+    assert reg.weight(node).call() == 5 * ETH + 7  # back in the tree with its full stake
+    led.unstake(node, 4 * ETH)  # stake only
+    n = led.node(node)
+    assert (n.stake, n.pending, n.roles) == (ETH + 7, 4 * ETH, roles)
+    assert reg.weight(node).call() == ETH + 7
+    led.unstake(node, ETH + 7)  # everything: roles cleared, stake 0
+    assert (led.node(node).stake, led.node(node).roles) == (0, Role(0))
+    assert not reg.eligible(node, int(Role.WORKER)).call()
+
+
+def test_a_provider_join_leaves_the_validator_tree_alone(world: World) -> None:
+    """A non-validator holds no tree weight: its join writes no tree word and does not
+    re-arm any draw (last_change_block stays)."""
+    led, reg = world.ledger, world.ledger.registry.functions
+    before = (reg.total_weight().call(), reg.slot_count().call(), reg.last_change_block().call())
+    led.register(world.others[1], ETH, "http://provider:8000", Role.PROVIDER)
+    assert (
+        reg.total_weight().call(),
+        reg.slot_count().call(),
+        reg.last_change_block().call(),
+    ) == before
+    assert led.node(world.others[1]).slot == 0 and reg.weight(world.others[1]).call() == 0

@@ -414,7 +414,7 @@ class Ledger:
         self, sender: str, account: str, trees: Sequence[tuple[int, PayoutTree]]
     ) -> None:
         """Claim ``account``'s leaves in several done jobs (``(job_id, tree)`` pairs, at
-        most 64) in one transaction, paid as one transfer."""
+        most 16, ``Jobs.MAX_CLAIM_JOBS``) in one transaction, paid as one transfer."""
         payee = Web3.to_checksum_address(account)
         fn = self.jobs.functions.claim_jobs(
             payee,

@@ -37,6 +37,10 @@ MAX_COMMITTEE: constant(uint256) = 16
 MAX_ROUNDS: constant(uint256) = 100000
 MAX_PROOF: constant(uint256) = 49  # leaf index + (sibling hash, sibling sum) * 24 levels
 MAX_BATCH: constant(uint256) = 64
+# jobs per claim_jobs: arguments live in memory sized by their bounds, and memory costs
+# quadratically, so a smaller bound keeps every claim_jobs call cheap
+MAX_CLAIM_JOBS: constant(uint256) = 16
+LOW128: constant(uint256) = (1 << 128) - 1
 PAY_GAS: constant(uint256) = 10000
 SENTINEL: constant(uint256) = 1 << 255
 LEAF_TAG: constant(bytes32) = keccak256("deai.jobs.leaf")
@@ -159,7 +163,6 @@ event JobDone:
 event Claimed:
     job_id: indexed(uint256)
     account: indexed(address)
-    cumulative: uint256
     amount: uint256
 
 event Swept:
@@ -179,7 +182,7 @@ SLASH_AMOUNT: public(immutable(uint256))
 MAX_ROUND_TIME: public(immutable(uint256))
 
 next_job_id: public(uint256)
-jobs: public(HashMap[uint256, Job])
+job_data: HashMap[uint256, Job]  # claimed_total: see claim_book
 rounds: public(HashMap[uint256, Round])
 members: HashMap[uint256, HashMap[uint256, address]]
 seats: HashMap[uint256, HashMap[uint256, uint256]]
@@ -187,6 +190,9 @@ commitments: HashMap[uint256, HashMap[uint256, bytes32]]
 reveals: HashMap[uint256, HashMap[uint256, bytes32]]
 results: public(HashMap[bytes32, Result])
 claimed_bits: HashMap[uint256, HashMap[uint256, uint256]]
+# while a job's claims are open (DONE, with a settled total above zero): payable_total
+# << 128 | claimed_total, one storage word a claim reads and writes; 0 before and after
+claim_book: HashMap[uint256, uint256]
 owed: public(HashMap[address, uint256])
 total_owed: public(uint256)
 
@@ -235,11 +241,12 @@ def create_job(
     assert commit_period >= MIN_PERIOD and reveal_period >= MIN_PERIOD, "jobs: period too short"
     assert commit_period + reveal_period <= MAX_ROUND_TIME, "jobs: round too long"
     assert claim_period >= MIN_PERIOD, "jobs: claim period too short"
+    assert msg.value < 1 << 128, "jobs: deposit too large"
     budget: uint256 = msg.value // rounds
     assert budget > 0, "jobs: budget too small"
     job_id: uint256 = self.next_job_id
     self.next_job_id = job_id + 1
-    self.jobs[job_id] = Job(
+    self.job_data[job_id] = Job(
         requester=msg.sender,
         spec_hash=spec_hash,
         rounds=rounds,
@@ -286,7 +293,7 @@ def draw_round(job_id: uint256):
             next block.
     @param job_id The job.
     """
-    assert self.jobs[job_id].state == JobState.OPEN, "jobs: job not open"
+    assert self.job_data[job_id].state == JobState.OPEN, "jobs: job not open"
     rnd: Round = self.rounds[job_id]
     assert not rnd.drawn, "jobs: already drawn"
     assert block.timestamp < rnd.commit_deadline, "jobs: commit closed"
@@ -379,7 +386,7 @@ def reveal(
         abi_encode(job_id, round, msg.sender, model_hash, root, total, salt)
     )
     assert expected == self.commitments[job_id][index], "jobs: reveal does not match"
-    assert total <= self.jobs[job_id].round_budget, "jobs: total above round budget"
+    assert total <= self.job_data[job_id].round_budget, "jobs: total above round budget"
     result_hash: bytes32 = keccak256(abi_encode(model_hash, root, total))
     if self.results[result_hash].model_hash != model_hash or self.results[result_hash].root != root:
         self.results[result_hash] = Result(model_hash=model_hash, root=root, total=total)
@@ -401,10 +408,10 @@ def finalize_round(job_id: uint256, round: uint256):
     @param job_id The job.
     @param round The job's current round.
     """
-    assert self.jobs[job_id].state == JobState.OPEN, "jobs: job not open"
+    assert self.job_data[job_id].state == JobState.OPEN, "jobs: job not open"
     rnd: Round = self.rounds[job_id]
     assert rnd.index == round, "jobs: wrong round"
-    budget: uint256 = self.jobs[job_id].round_budget
+    budget: uint256 = self.job_data[job_id].round_budget
     if not rnd.drawn:
         assert block.timestamp >= rnd.commit_deadline, "jobs: round not over"
         self._close(job_id, round, budget, rnd.reveal_deadline)
@@ -420,9 +427,9 @@ def finalize_round(job_id: uint256, round: uint256):
     winner, votes = self._tally(job_id, rnd)
     if winner != empty(bytes32):
         res: Result = self.results[winner]
-        self.jobs[job_id].model_hash = res.model_hash
-        self.jobs[job_id].root = res.root
-        self.jobs[job_id].payable_total += res.total
+        self.job_data[job_id].model_hash = res.model_hash
+        self.job_data[job_id].root = res.root
+        self.job_data[job_id].payable_total += res.total
         self._close(job_id, round, budget - res.total, rnd.reveal_deadline)
         log RoundSettled(
             job_id=job_id,
@@ -452,10 +459,9 @@ def claim(job_id: uint256, account: address, cumulative: uint256, proof: DynArra
     @param proof Leaf index, then (sibling hash, sibling sum) per level of the Merkle-sum
            tree (see deai.ledger.merkle).
     """
-    root: bytes32 = self._claimable_root(job_id)
-    owed_total: uint256 = self.jobs[job_id].payable_total
-    self._settle_claim(job_id, root, owed_total, account, cumulative, proof)
-    self.jobs[job_id].claimed_total += cumulative
+    book: uint256 = self._open_book(job_id)
+    root: bytes32 = self.job_data[job_id].root
+    self.claim_book[job_id] = self._settle_claim(job_id, root, book, account, cumulative, proof)
     self._pay(account, cumulative)
 
 
@@ -476,42 +482,43 @@ def claim_many(
     """
     n: uint256 = len(accounts)
     assert len(cumulatives) == n and len(proofs) == n, "jobs: length mismatch"
-    root: bytes32 = self._claimable_root(job_id)
-    owed_total: uint256 = self.jobs[job_id].payable_total
-    total: uint256 = 0
+    book: uint256 = self._open_book(job_id)
+    root: bytes32 = self.job_data[job_id].root
     for i: uint256 in range(n, bound=MAX_BATCH):
-        self._settle_claim(job_id, root, owed_total, accounts[i], cumulatives[i], proofs[i])
-        total += cumulatives[i]
+        book = self._settle_claim(job_id, root, book, accounts[i], cumulatives[i], proofs[i])
+    self.claim_book[job_id] = book
+    for i: uint256 in range(n, bound=MAX_BATCH):
         self._pay(accounts[i], cumulatives[i])
-    self.jobs[job_id].claimed_total += total
 
 
 @external
 @nonreentrant
 def claim_jobs(
     account: address,
-    job_ids: DynArray[uint256, MAX_BATCH],
-    cumulatives: DynArray[uint256, MAX_BATCH],
-    proofs: DynArray[DynArray[bytes32, MAX_PROOF], MAX_BATCH],
+    job_ids: DynArray[uint256, MAX_CLAIM_JOBS],
+    cumulatives: DynArray[uint256, MAX_CLAIM_JOBS],
+    proofs: DynArray[DynArray[bytes32, MAX_PROOF], MAX_CLAIM_JOBS],
 ):
     """
     @notice One payee's leaves in many done jobs, paid as one transfer: the per-payment
             cost (value transfer, account creation) is paid once, not once per job.
             Anyone may submit it; the money always goes to `account`.
     @param account The payee named in every leaf.
-    @param job_ids The jobs (each at most once per leaf: a repeat fails "nothing to claim").
+    @param job_ids The jobs, at most MAX_CLAIM_JOBS (each at most once per leaf: a repeat
+           fails "nothing to claim").
     @param cumulatives The payee's amount in each job.
     @param proofs The Merkle-sum proofs (leaf index first), one per job.
     """
     n: uint256 = len(job_ids)
     assert len(cumulatives) == n and len(proofs) == n, "jobs: length mismatch"
     total: uint256 = 0
-    for i: uint256 in range(n, bound=MAX_BATCH):
+    for i: uint256 in range(n, bound=MAX_CLAIM_JOBS):
         job_id: uint256 = job_ids[i]
-        root: bytes32 = self._claimable_root(job_id)
-        owed_total: uint256 = self.jobs[job_id].payable_total
-        self._settle_claim(job_id, root, owed_total, account, cumulatives[i], proofs[i])
-        self.jobs[job_id].claimed_total += cumulatives[i]
+        book: uint256 = self._open_book(job_id)  # read after any earlier write of this job
+        root: bytes32 = self.job_data[job_id].root
+        self.claim_book[job_id] = self._settle_claim(
+            job_id, root, book, account, cumulatives[i], proofs[i]
+        )
         total += cumulatives[i]
     self._pay(account, total)
 
@@ -524,12 +531,15 @@ def sweep(job_id: uint256):
             the requester and close claims. Anyone may call.
     @param job_id The job.
     """
-    assert self.jobs[job_id].state == JobState.DONE, "jobs: job not done"
+    assert self.job_data[job_id].state == JobState.DONE, "jobs: job not done"
     assert (
-        block.timestamp >= self.jobs[job_id].done_at + self.jobs[job_id].claim_period
+        block.timestamp >= self.job_data[job_id].done_at + self.job_data[job_id].claim_period
     ), "jobs: claim period not over"
-    self.jobs[job_id].state = JobState.SWEPT
-    unclaimed: uint256 = self.jobs[job_id].payable_total - self.jobs[job_id].claimed_total
+    self.job_data[job_id].state = JobState.SWEPT
+    book: uint256 = self.claim_book[job_id]
+    self.claim_book[job_id] = 0  # claims closed
+    self.job_data[job_id].claimed_total = book & LOW128
+    unclaimed: uint256 = self.job_data[job_id].payable_total - (book & LOW128)
     if unclaimed > 0:
         self._refund(job_id, unclaimed)
     log Swept(job_id=job_id, amount=unclaimed)
@@ -547,6 +557,19 @@ def withdraw():
     self.total_owed -= amount
     raw_call(msg.sender, b"", value=amount)
     log Withdrawn(account=msg.sender, amount=amount)
+
+
+@view
+@external
+def jobs(job_id: uint256) -> Job:
+    """
+    @notice The job's record; `claimed_total` is live while claims are open.
+    @param job_id The job.
+    @return The job.
+    """
+    job: Job = self.job_data[job_id]
+    job.claimed_total = self._claimed(job_id)
+    return job
 
 
 @view
@@ -600,11 +623,21 @@ def escrow(job_id: uint256) -> uint256:
     @return Wei held.
     """
     return (
-        self.jobs[job_id].deposit
-        - self.jobs[job_id].claimed_total
-        - self.jobs[job_id].refunded
-        - self.jobs[job_id].tipped
+        self.job_data[job_id].deposit
+        - self._claimed(job_id)
+        - self.job_data[job_id].refunded
+        - self.job_data[job_id].tipped
     )
+
+
+@view
+@internal
+def _claimed(job_id: uint256) -> uint256:
+    # wei claimed so far: in the claim book while claims are open, else in the job record
+    book: uint256 = self.claim_book[job_id]
+    if book != 0:
+        return book & LOW128
+    return self.job_data[job_id].claimed_total
 
 
 @view
@@ -613,7 +646,7 @@ def _seat_count(job_id: uint256) -> uint256:
     # never more seats than eligible stake backs with MIN_STAKE each
     per: uint256 = staticcall Registry(REGISTRY).MIN_STAKE()
     cap: uint256 = (staticcall Registry(REGISTRY).total_weight()) // per
-    return min(self.jobs[job_id].committee_size, cap)
+    return min(self.job_data[job_id].committee_size, cap)
 
 
 @view
@@ -653,7 +686,7 @@ def _release_members(
             penalty = amount
         taken: uint256 = extcall Registry(REGISTRY).release(member, amount, penalty)
         if faulty:
-            self.jobs[job_id].slashed += taken
+            self.job_data[job_id].slashed += taken
             log MemberSlashed(
                 job_id=job_id, round=round, member=member, amount=taken, revealed=revealed
             )
@@ -664,9 +697,9 @@ def _close(job_id: uint256, round: uint256, unpaid: uint256, reveal_deadline: ui
     # refund the round's unpaid budget, less a tip to a late finalizer
     tip: uint256 = 0
     if block.timestamp >= reveal_deadline + FINALIZE_GRACE:
-        tip = min(unpaid, self.jobs[job_id].round_budget // TIP_DIVISOR)
+        tip = min(unpaid, self.job_data[job_id].round_budget // TIP_DIVISOR)
     if tip > 0:
-        self.jobs[job_id].tipped += tip
+        self.job_data[job_id].tipped += tip
         self.owed[msg.sender] += tip
         self.total_owed += tip
         log FinalizeTipped(job_id=job_id, round=round, caller=msg.sender, amount=tip)
@@ -676,17 +709,19 @@ def _close(job_id: uint256, round: uint256, unpaid: uint256, reveal_deadline: ui
 
 @internal
 def _advance(job_id: uint256, round: uint256):
-    if round + 1 < self.jobs[job_id].rounds:
+    if round + 1 < self.job_data[job_id].rounds:
         self._open_round(job_id, round + 1)
     else:
-        self.jobs[job_id].state = JobState.DONE
-        self.jobs[job_id].done_at = block.timestamp
+        self.job_data[job_id].state = JobState.DONE
+        self.job_data[job_id].done_at = block.timestamp
+        # open the claim book (paid once here, so no claim writes a fresh storage word for it)
+        self.claim_book[job_id] = self.job_data[job_id].payable_total << 128
         log JobDone(job_id=job_id)
 
 
 @internal
 def _check_member(job_id: uint256, round: uint256, index: uint256):
-    assert self.jobs[job_id].state == JobState.OPEN, "jobs: job not open"
+    assert self.job_data[job_id].state == JobState.OPEN, "jobs: job not open"
     assert self.rounds[job_id].index == round, "jobs: wrong round"
     assert index < self.rounds[job_id].size, "jobs: bad index"
     assert self.members[job_id][index] == msg.sender, "jobs: not a member"
@@ -694,8 +729,8 @@ def _check_member(job_id: uint256, round: uint256, index: uint256):
 
 @internal
 def _open_round(job_id: uint256, round: uint256):
-    commit_deadline: uint256 = block.timestamp + self.jobs[job_id].commit_period
-    reveal_deadline: uint256 = commit_deadline + self.jobs[job_id].reveal_period
+    commit_deadline: uint256 = block.timestamp + self.job_data[job_id].commit_period
+    reveal_deadline: uint256 = commit_deadline + self.job_data[job_id].reveal_period
     self.rounds[job_id] = Round(
         index=round,
         seed=empty(bytes32),
@@ -718,44 +753,52 @@ def _open_round(job_id: uint256, round: uint256):
 
 @view
 @internal
-def _claimable_root(job_id: uint256) -> bytes32:
-    assert self.jobs[job_id].state == JobState.DONE, "jobs: claims closed"
-    root: bytes32 = self.jobs[job_id].root
-    assert root != empty(bytes32), "jobs: nothing settled"
-    return root
+def _open_book(job_id: uint256) -> uint256:
+    # the claim book of a job whose claims are open: non-zero exactly while the job is
+    # DONE with a settled total above zero (a job with nothing settled pays nobody)
+    book: uint256 = self.claim_book[job_id]
+    if book == 0:
+        assert self.job_data[job_id].state == JobState.DONE, "jobs: claims closed"
+        raise "jobs: nothing settled"
+    return book
 
 
 @internal
 def _settle_claim(
     job_id: uint256,
     root: bytes32,
-    owed_total: uint256,
+    book: uint256,
     account: address,
     amount: uint256,
     proof: DynArray[bytes32, MAX_PROOF],
-):
-    assert len(proof) % 2 == 1, "jobs: invalid proof"
+) -> uint256:
+    # check one leaf against the root and the settled total (book >> 128), mark it
+    # claimed; returns the book with the amount added to the claimed total
+    words: uint256 = len(proof)
+    assert words % 2 == 1, "jobs: invalid proof"
     index: uint256 = convert(proof[0], uint256)
     node: bytes32 = keccak256(abi_encode(LEAF_TAG, job_id, index, account, amount))
     total: uint256 = amount
-    for k: uint256 in range(MAX_PROOF // 2):
-        if 2 * k + 1 >= len(proof):
-            break
-        sibling: bytes32 = proof[2 * k + 1]
-        sibling_sum: uint256 = convert(proof[2 * k + 2], uint256)
+    for k: uint256 in range(words // 2, bound=MAX_PROOF // 2):
+        j: uint256 = unsafe_add(unsafe_add(k, k), 1)  # < words: no overflow
+        sibling: bytes32 = proof[j]
+        sibling_sum: uint256 = convert(proof[unsafe_add(j, 1)], uint256)
         if convert(node, uint256) < convert(sibling, uint256):
             node = keccak256(abi_encode(node, total, sibling, sibling_sum))
         else:
             node = keccak256(abi_encode(sibling, sibling_sum, node, total))
         total += sibling_sum
     assert node == root, "jobs: invalid proof"
-    assert total == owed_total, "jobs: root does not sum to the payouts"
+    assert total == book >> 128, "jobs: root does not sum to the payouts"
     word: uint256 = self.claimed_bits[job_id][index >> 8]
     bit: uint256 = 1 << (index & 255)
     assert word & bit == 0, "jobs: nothing to claim"
     assert amount > 0, "jobs: nothing to claim"
     self.claimed_bits[job_id][index >> 8] = word | bit
-    log Claimed(job_id=job_id, account=account, cumulative=amount, amount=amount)
+    log Claimed(job_id=job_id, account=account, amount=amount)
+    # never reached by valid proofs (their leaves sum to at most the total): fail closed
+    assert (book & LOW128) + amount <= book >> 128, "jobs: claims exceed payouts"
+    return book + amount
 
 
 @internal
@@ -770,8 +813,8 @@ def _pay(to: address, amount: uint256):
 
 @internal
 def _refund(job_id: uint256, amount: uint256):
-    requester: address = self.jobs[job_id].requester
-    self.jobs[job_id].refunded += amount
+    requester: address = self.job_data[job_id].requester
+    self.job_data[job_id].refunded += amount
     self.owed[requester] += amount
     self.total_owed += amount
     log Credited(account=requester, amount=amount)

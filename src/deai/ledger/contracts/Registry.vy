@@ -24,6 +24,7 @@ ALL_ROLES: constant(uint256) = 15
 MAX_COMMITTEE: constant(uint256) = 16
 MAX_ENDPOINT: constant(uint256) = 128
 TREE_LEVELS: constant(uint256) = 24  # at most 2**24 - 1 validator slots
+LOW128: constant(uint256) = (1 << 128) - 1
 
 # Protocol-wide timing rules (seconds), the same for every job and task: an honest node on
 # a slow link gets a tx included well within MIN_PERIOD; FINALIZE_GRACE is how long after
@@ -37,6 +38,16 @@ JOBS_BLUEPRINT_CODEHASH: constant(bytes32) = 0x000000000000000000000000000000000
 TASKS_BLUEPRINT_CODEHASH: constant(bytes32) = 0x0000000000000000000000000000000000000000000000000000000000000002
 
 struct Node:
+    # active stake (low 128 bits) | roles << 128: one storage word, so a join writes
+    # stake and roles for the price of one fresh word
+    stake_roles: uint256
+    pending: uint256
+    unlock_at: uint256
+    slot: uint256
+    locked: uint256
+    endpoint: String[MAX_ENDPOINT]
+
+struct NodeInfo:
     stake: uint256
     pending: uint256
     unlock_at: uint256
@@ -85,7 +96,7 @@ SLASH_RECIPIENT: public(immutable(address))
 JOBS: public(immutable(address))
 TASKS: public(immutable(address))
 
-nodes: public(HashMap[address, Node])
+node_data: HashMap[address, Node]  # read through `nodes`
 total_staked: public(uint256)
 total_pending: public(uint256)
 total_deposited: public(uint256)
@@ -151,15 +162,16 @@ def join(endpoint: String[MAX_ENDPOINT], roles: uint256):
     @param endpoint Where peers reach the node (URL or multiaddr).
     @param roles Bitmask: 1 requester, 2 provider, 4 worker, 8 validator.
     """
-    assert self.nodes[msg.sender].roles == 0, "registry: already joined"
+    assert self._roles(msg.sender) == 0, "registry: already joined"
     assert roles != 0 and roles & ALL_ROLES == roles, "registry: bad roles"
     assert msg.value >= MIN_STAKE, "registry: stake below minimum"
-    self.nodes[msg.sender].stake = msg.value
-    self.nodes[msg.sender].roles = roles
-    self.nodes[msg.sender].endpoint = endpoint
+    assert msg.value <= LOW128, "registry: stake too large"
+    self.node_data[msg.sender].stake_roles = (roles << 128) | msg.value
+    self.node_data[msg.sender].endpoint = endpoint
     self.total_staked += msg.value
     self.total_deposited += msg.value
-    self._sync(msg.sender)
+    if roles & ROLE_VALIDATOR != 0:  # others hold no tree weight (a node that left has 0)
+        self._sync(msg.sender)
     log Joined(node=msg.sender, stake=msg.value, roles=roles, endpoint=endpoint)
 
 
@@ -169,9 +181,9 @@ def add_stake():
     """
     @notice Add `msg.value` to the caller's stake.
     """
-    assert self.nodes[msg.sender].roles != 0, "registry: not joined"
+    assert self._roles(msg.sender) != 0, "registry: not joined"
     assert msg.value > 0, "registry: zero amount"
-    self.nodes[msg.sender].stake += msg.value
+    self._set_stake(msg.sender, self._stake(msg.sender) + msg.value)
     self.total_staked += msg.value
     self.total_deposited += msg.value
     self._sync(msg.sender)
@@ -185,10 +197,10 @@ def update(endpoint: String[MAX_ENDPOINT], roles: uint256):
     @param endpoint New endpoint.
     @param roles New role bitmask (non-zero).
     """
-    assert self.nodes[msg.sender].roles != 0, "registry: not joined"
+    assert self._roles(msg.sender) != 0, "registry: not joined"
     assert roles != 0 and roles & ALL_ROLES == roles, "registry: bad roles"
-    self.nodes[msg.sender].roles = roles
-    self.nodes[msg.sender].endpoint = endpoint
+    self._set_roles(msg.sender, roles)
+    self.node_data[msg.sender].endpoint = endpoint
     self._sync(msg.sender)
     log Updated(node=msg.sender, roles=roles, endpoint=endpoint)
 
@@ -201,20 +213,20 @@ def request_unstake(amount: uint256):
             delay for everything pending. Unstaking everything leaves the registry.
     @param amount Wei to unstake; the rest must stay zero or at least MIN_STAKE.
     """
-    stake: uint256 = self.nodes[msg.sender].stake
+    stake: uint256 = self._stake(msg.sender)
     assert amount > 0, "registry: zero amount"
     assert amount <= stake, "registry: amount above stake"
     rest: uint256 = stake - amount
     assert rest == 0 or rest >= MIN_STAKE, "registry: rest below minimum"
-    assert rest >= self.nodes[msg.sender].locked, "registry: stake locked"
+    assert rest >= self.node_data[msg.sender].locked, "registry: stake locked"
     unlock_at: uint256 = block.timestamp + WITHDRAWAL_DELAY
-    self.nodes[msg.sender].stake = rest
-    self.nodes[msg.sender].pending += amount
-    self.nodes[msg.sender].unlock_at = unlock_at
+    self._set_stake(msg.sender, rest)
+    self.node_data[msg.sender].pending += amount
+    self.node_data[msg.sender].unlock_at = unlock_at
     self.total_staked -= amount
     self.total_pending += amount
     if rest == 0:
-        self.nodes[msg.sender].roles = 0
+        self._set_roles(msg.sender, 0)
     self._sync(msg.sender)
     log UnstakeRequested(node=msg.sender, amount=amount, unlock_at=unlock_at)
 
@@ -226,10 +238,10 @@ def withdraw():
     @notice Withdraw the caller's pending stake once its delay has passed.
     @dev Checks-effects-interactions and a reentrancy lock.
     """
-    amount: uint256 = self.nodes[msg.sender].pending
+    amount: uint256 = self.node_data[msg.sender].pending
     assert amount > 0, "registry: nothing pending"
-    assert block.timestamp >= self.nodes[msg.sender].unlock_at, "registry: still locked"
-    self.nodes[msg.sender].pending = 0
+    assert block.timestamp >= self.node_data[msg.sender].unlock_at, "registry: still locked"
+    self.node_data[msg.sender].pending = 0
     self.total_pending -= amount
     self.total_withdrawn += amount
     raw_call(msg.sender, b"", value=amount)
@@ -258,9 +270,9 @@ def lock(node: address, amount: uint256):
     @param amount Wei to lock.
     """
     assert msg.sender == JOBS, "registry: not jobs"
-    locked: uint256 = self.nodes[node].locked + amount
-    assert locked <= self.nodes[node].stake, "registry: not enough free stake"
-    self.nodes[node].locked = locked
+    locked: uint256 = self.node_data[node].locked + amount
+    assert locked <= self._stake(node), "registry: not enough free stake"
+    self.node_data[node].locked = locked
 
 
 @external
@@ -274,7 +286,7 @@ def release(node: address, amount: uint256, penalty: uint256) -> uint256:
     @return The wei actually slashed.
     """
     assert msg.sender == JOBS, "registry: not jobs"
-    self.nodes[node].locked -= min(amount, self.nodes[node].locked)
+    self.node_data[node].locked -= min(amount, self.node_data[node].locked)
     if penalty == 0:
         return 0
     return self._slash(node, penalty)
@@ -282,14 +294,14 @@ def release(node: address, amount: uint256, penalty: uint256) -> uint256:
 
 @internal
 def _slash(node: address, amount: uint256) -> uint256:
-    stake: uint256 = self.nodes[node].stake
+    stake: uint256 = self._stake(node)
     from_stake: uint256 = min(amount, stake)
-    from_pending: uint256 = min(amount - from_stake, self.nodes[node].pending)
+    from_pending: uint256 = min(amount - from_stake, self.node_data[node].pending)
     if from_stake > 0:
-        self.nodes[node].stake = stake - from_stake
+        self._set_stake(node, stake - from_stake)
         self.total_staked -= from_stake
     if from_pending > 0:
-        self.nodes[node].pending -= from_pending
+        self.node_data[node].pending -= from_pending
         self.total_pending -= from_pending
     taken: uint256 = from_stake + from_pending
     self.total_slashed += taken
@@ -315,6 +327,26 @@ def sweep_slashed():
 
 @view
 @external
+def nodes(node: address) -> NodeInfo:
+    """
+    @notice A node's record.
+    @param node The node.
+    @return Stake, pending stake, unlock time, roles, tree slot, locked stake, endpoint.
+    """
+    n: Node = self.node_data[node]
+    return NodeInfo(
+        stake=n.stake_roles & LOW128,
+        pending=n.pending,
+        unlock_at=n.unlock_at,
+        roles=n.stake_roles >> 128,
+        slot=n.slot,
+        locked=n.locked,
+        endpoint=n.endpoint,
+    )
+
+
+@view
+@external
 def eligible(node: address, role: uint256) -> bool:
     """
     @notice Whether `node` holds `role` and at least MIN_STAKE.
@@ -322,7 +354,8 @@ def eligible(node: address, role: uint256) -> bool:
     @param role One role bit.
     @return True if eligible.
     """
-    return self.nodes[node].roles & role != 0 and self.nodes[node].stake >= MIN_STAKE
+    word: uint256 = self.node_data[node].stake_roles
+    return (word >> 128) & role != 0 and word & LOW128 >= MIN_STAKE
 
 
 @view
@@ -412,18 +445,19 @@ def _new_slot(node: address) -> uint256:
 @internal
 def _sync(node: address):
     # keep the node's tree weight equal to its stake while it is an eligible validator
-    stake: uint256 = self.nodes[node].stake
+    word: uint256 = self.node_data[node].stake_roles
+    stake: uint256 = word & LOW128
     want: uint256 = 0
-    if self.nodes[node].roles & ROLE_VALIDATOR != 0 and stake >= MIN_STAKE:
+    if (word >> 128) & ROLE_VALIDATOR != 0 and stake >= MIN_STAKE:
         want = stake
     have: uint256 = self.weight[node]
     if want == have:
         return
     self.last_change_block = block.number
-    slot: uint256 = self.nodes[node].slot
+    slot: uint256 = self.node_data[node].slot
     if slot == 0:
         slot = self._new_slot(node)
-        self.nodes[node].slot = slot
+        self.node_data[node].slot = slot
     if want > have:
         self._tree_add(slot, want - have, True)
         self.total_weight += want - have
@@ -435,4 +469,29 @@ def _sync(node: address):
         self.free_slots[self.free_count] = slot
         self.free_count += 1
         self.slot_owner[slot] = empty(address)
-        self.nodes[node].slot = 0
+        self.node_data[node].slot = 0
+
+
+@view
+@internal
+def _stake(node: address) -> uint256:
+    return self.node_data[node].stake_roles & LOW128
+
+
+@view
+@internal
+def _roles(node: address) -> uint256:
+    return self.node_data[node].stake_roles >> 128
+
+
+@internal
+def _set_stake(node: address, stake: uint256):
+    assert stake <= LOW128, "registry: stake too large"
+    word: uint256 = self.node_data[node].stake_roles
+    self.node_data[node].stake_roles = (word >> 128 << 128) | stake
+
+
+@internal
+def _set_roles(node: address, roles: uint256):
+    word: uint256 = self.node_data[node].stake_roles
+    self.node_data[node].stake_roles = (roles << 128) | (word & LOW128)
