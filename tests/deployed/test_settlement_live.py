@@ -139,10 +139,8 @@ def _outcome(round_: int) -> RoundOutcome:
     )  # fmt: skip
 
 
-def _member(
-    ctx: Loop, chain: FakeJobs, cls: type[CommitteeMember] = CommitteeMember
-) -> CommitteeMember:
-    return cls(
+def _member(ctx: Loop, chain: FakeJobs) -> CommitteeMember:
+    return CommitteeMember(
         ctx,  # type: ignore[arg-type]
         chain,  # type: ignore[arg-type]
         1,
@@ -219,12 +217,10 @@ def test_an_abstaining_member_never_commits_and_still_follows_the_round() -> Non
     round when the chain moves on, then commits again for rounds it fully saw."""
     from dataclasses import replace
 
-    from deai.node.daemon import _Member
-
     ctx, chain = Loop(), FakeJobs()
-    m = _member(ctx, chain, _Member)
+    m = _member(ctx, chain)
     m.settle(replace(_outcome(1), abstain=True))
-    assert m.duties[0].member is False
+    assert m.duties[0].member is False and m.duties[0].abstained
     ctx.spin(lambda: False, 0.2)  # it polls; a member on the committee would commit now
     assert chain.committed == [] and m.duties[0].phase is Phase.WAITING
     chain.index = 1  # the others settled round 0

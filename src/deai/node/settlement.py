@@ -17,7 +17,27 @@ calls go through ``NodeContext.offload``; waits are ``call_later`` polls):
    payout table, so the table always equals what the chain will pay.
 
 Every wait is keyed to the round it waits for (a round that moved on ends the wait), and
-every wait has the chain's own deadline as its way out. The same code runs in the
+every wait has the chain's own deadline as its way out.
+
+Abstaining. Only a member that committed can be slashed, so a member that cannot vouch
+for its result commits nothing: it takes the non-member path (it follows the round to its
+end and reads whether it settled) and says why in ``RoundDuty.abstained``. It abstains
+
+* from a round its validator marked ``abstain`` (restarted after missing the round's
+  inputs, :mod:`deai.node.validator`);
+* from a round it closed *incomplete* (at the deadline, some provider's update missing)
+  once the seats the other members committed are a strict majority of the round's: they
+  closed before the deadline, so they saw an update it did not, and its model would only
+  dissent (slashable when the winner holds 3/4 of the seats). To give the members that
+  closed complete the time to commit first, an incomplete member holds its commit for
+  ``hold_s``; if by then the others' committed seats are no majority (a provider that
+  crashed is missed by every member alike) it commits: abstaining then could only abort
+  the round;
+* from every later round of the job once a round it closed incomplete settled with a
+  model other than its own (``diverged``): its later models are built on that one. The
+  ``on_diverged`` hook tells the validator (stop driving, deliver nothing). A member that
+  closed a round *complete* never defers to a different settled model: that can only be
+  a lying majority, and honest members keep their own. The same code runs in the
 simulator (embedded chain, virtual clock, ``offload`` inline) and in a deployed node (any
 JSON-RPC chain, a worker thread per call). A fault (a validator that lies) is injected
 through the ``tamper`` hook, never by copying this code.
@@ -26,6 +46,7 @@ through the ``tamper`` hook, never by copying this code.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +61,7 @@ from deai.node.hooks import RoundOutcome
 
 PayoutFn = Callable[[RoundOutcome], dict[str, int]]
 Tamper = Callable[[RoundResult], RoundResult]
+log = logging.getLogger("deai.node")
 
 
 class JobsChain(Protocol):
@@ -48,6 +70,8 @@ class JobsChain(Protocol):
     def round(self, job_id: int) -> RoundView: ...
 
     def committee(self, job_id: int) -> list[str]: ...
+
+    def committee_seats(self, job_id: int) -> list[int]: ...
 
     def commit(self, account: str, job_id: int, round_index: int, commitment: bytes) -> None: ...
 
@@ -95,6 +119,20 @@ class RoundDuty:
     slashed: list[str] = field(default_factory=list)  # addresses the contract slashed
     committee: list[str] = field(default_factory=list)  # addresses drawn for the round
     final_at: float | None = None  # wall-clock time this member saw the round final
+    incomplete: bool = False  # closed at the deadline with some provider's update missing
+    abstained: str | None = None  # why this member commits nothing for the round
+    hold_until: float | None = None  # an incomplete member's commit waits until then
+    committee_model: str | None = None  # the model hash the round settled with
+
+    @property
+    def diverged(self) -> bool:
+        """This member missed an input and the committee settled another model."""
+        return (
+            self.incomplete
+            and bool(self.settled)
+            and self.committee_model is not None
+            and self.committee_model != self.model_hash
+        )
 
 
 class CommitteeMember:
@@ -115,6 +153,8 @@ class CommitteeMember:
         on_error: Callable[[str], None] | None = None,
         journal: Callable[[list[dict[str, Any]]], None] | None = None,
         start_block: int | None = None,
+        hold_s: float | None = None,
+        on_diverged: Callable[[], None] | None = None,
     ) -> None:
         self.ctx = ctx
         # a block at or before the job's creation: the floor of every event scan (None:
@@ -130,6 +170,9 @@ class CommitteeMember:
         self.tamper = tamper
         self.on_error = on_error
         self.journal = journal  # called with every duty's state after each step
+        # how long a member that closed a round incomplete lets the others commit first
+        self.hold_s = 10 * poll_s if hold_s is None else hold_s
+        self.on_diverged = on_diverged  # called on the loop once this member diverged
         self.duties: list[RoundDuty] = []
         self.settled_table: dict[str, int] = {self.account_of(p): 0 for p in providers}
         self.contribution_totals: dict[str, float] = {}
@@ -142,10 +185,27 @@ class CommitteeMember:
         contributions = dict(getattr(self.payouts, "last_contributions", {}))
         for node, value in contributions.items():
             self.contribution_totals[node] = self.contribution_totals.get(node, 0.0) + value
-        self.duties.append(RoundDuty(outcome.round - 1, outcome.model_hash, paid, contributions))
+        duty = RoundDuty(outcome.round - 1, outcome.model_hash, paid, contributions)
+        duty.incomplete = bool(outcome.missing)
+        self.duties.append(duty)
+        if outcome.abstain:
+            self._abstain(duty, "this validator missed the round's inputs (restart)")
+        elif self.diverged:
+            self._abstain(duty, "an earlier round settled with a model this member lacks")
         if self.journal is not None:  # before any step: a crash now still resumes the duty
             self.journal(self.snapshot())
         self._kick(0.0)
+
+    @property
+    def diverged(self) -> bool:
+        """A round this member closed incomplete settled with another model: every later
+        model of this member is built on one the committee does not hold."""
+        return any(d.diverged for d in self.duties)
+
+    def _abstain(self, duty: RoundDuty, why: str) -> None:
+        duty.abstained = why
+        duty.member = False  # an abstaining member takes the non-member path
+        log.warning("chain job %d round %d: abstains: %s", self.chain_job, duty.index + 1, why)
 
     @property
     def finished(self) -> bool:
@@ -165,7 +225,7 @@ class CommitteeMember:
     def snapshot(self) -> list[dict[str, Any]]:
         """Every duty as JSON (the salt included: a member that committed must be able
         to reveal after a restart, or it is slashed for not revealing)."""
-        return [duty_json(d) for d in self.duties]
+        return [duty_record(d) for d in self.duties]
 
     def restore(self, saved: list[dict[str, Any]]) -> None:
         """Resume the duties of a previous run of this member (from its journal)."""
@@ -203,6 +263,7 @@ class CommitteeMember:
         duty = self._head()
         if duty is None:
             return None
+        duty.error = None  # the last step's failure, if any: this step retries it
         rv = self.chain.round(self.chain_job)
         if duty.from_block is None:
             duty.from_block = self._scan_floor(duty, rv)
@@ -213,8 +274,9 @@ class CommitteeMember:
             return 0.0
         if not rv.drawn and self.chain.now() < rv.commit_deadline:
             return self._draw()  # anyone draws a round from the block after it opened
-        if duty.member is None and rv.drawn:
+        if not duty.committee and rv.drawn:
             duty.committee = [str(a) for a in self.chain.committee(self.chain_job)]
+        if duty.member is None and rv.drawn:
             duty.member = self.me.lower() in [a.lower() for a in duty.committee]
         now = self.chain.now()
         if not duty.member:
@@ -227,6 +289,10 @@ class CommitteeMember:
                 return (
                     self._until(rv.reveal_deadline + 1, now) if now <= rv.reveal_deadline else 0.0
                 )
+            if duty.incomplete:
+                wait = self._hold(duty, rv)
+                if wait is not None:
+                    return wait
             self._commit(duty)
             return 0.0
         if duty.phase is Phase.COMMITTED:
@@ -251,13 +317,36 @@ class CommitteeMember:
         earlier = [d.from_block for d in self.duties if d.index < duty.index and d.from_block]
         return max(earlier) if earlier else self.start_block
 
+    def _hold(self, duty: RoundDuty, rv: Any) -> float | None:
+        """An incomplete round: abstain if the other members' committed seats are a
+        strict majority, else wait up to ``hold_s`` for them (None: commit now)."""
+        me = self.me.lower()
+        mine = {i for i, a in enumerate(duty.committee) if a.lower() == me}
+        seats = self.chain.committee_seats(self.chain_job)
+        others = sum(seats[i] for i in rv.committed if i not in mine and i < len(seats))
+        if 2 * others > int(rv.seats):
+            self._abstain(
+                duty,
+                f"closed incomplete (an update missing) while the other members committed "
+                f"{others} of {rv.seats} seats: its model would only dissent",
+            )
+            return 0.0
+        now = self.ctx.now()
+        if duty.hold_until is None:
+            duty.hold_until = now + self.hold_s
+        if now < duty.hold_until:
+            return float(min(self.poll_s, duty.hold_until - now))
+        return None
+
     def _draw(self) -> float:
         try:
             drawn = self.chain.draw_round(self.me, self.chain_job)
         except ChainError as e:  # seed block not mined over yet, or drawn by another
-            if "seed not ready" not in str(e) and "already drawn" not in str(e):
-                raise
-            drawn = False
+            if "seed not ready" in str(e) or "already drawn" in str(e):
+                return self.poll_s
+            if self.chain.round(self.chain_job).drawn:
+                return 0.0  # another member's draw was mined first: a lost race, no error
+            raise
         return 0.0 if drawn else self.poll_s
 
     def _until(self, deadline: int, now: int) -> float:
@@ -313,6 +402,8 @@ class CommitteeMember:
             if _round(e) == duty.index
         ]
         duty.settled = bool(settled)
+        if settled and "model_hash" in settled[0].args:
+            duty.committee_model = bytes(settled[0].args["model_hash"]).hex()
         duty.slashed = [
             str(e.args["member"])
             for e in self.chain.events("MemberSlashed", from_block=start, filters=f)
@@ -324,34 +415,61 @@ class CommitteeMember:
                 self.settled_table[acct] = self.settled_table.get(acct, 0) + wei
         duty.final_at = time.time()  # a report, never an input to the protocol
         duty.phase = Phase.FINAL
+        if duty.diverged:
+            for later in self.duties:
+                if later.index > duty.index and later.abstained is None:
+                    self._abstain(later, "an earlier round settled with a model it lacks")
+            if self.on_diverged is not None:
+                self.ctx.call_later(0.0, self.on_diverged)  # on the loop
 
 
 def duty_json(d: RoundDuty) -> dict[str, Any]:
-    r = d.result
+    """A duty as JSON, in one shape for the reports (``/v1/status``, ``/v1/jobs/{id}``)
+    and the journal (:func:`duty_record`); rounds 1-based, as everywhere outside the
+    contract. Never the committed result or its salt (a public report would let another
+    member copy a result before the reveal)."""
     return {
-        "index": d.index,
-        "model_hash": d.model_hash,
-        "paid": dict(d.paid),
-        "contributions": dict(d.contributions),
+        "round": d.index + 1,
         "phase": str(d.phase),
         "member": d.member,
-        "result": None if r is None else [r.model_hash.hex(), r.root.hex(), r.total],
-        "salt": d.salt.hex(),
+        "abstained": d.abstained,
+        "incomplete": d.incomplete,
         "settled": d.settled,
-        "from_block": d.from_block,
-        "error": d.error,
-        "slashed": list(d.slashed),
+        "round_payout": dict(d.paid),  # provider -> wei by the payout rule
+        "total": sum(d.paid.values()) if d.settled else 0,  # what the chain pays for it
+        "contributions": dict(d.contributions),
+        "model_hash": d.model_hash,
+        "committee_model": d.committee_model,
         "committee": list(d.committee),
+        "slashed": list(d.slashed),
+        "error": d.error,
+        "from_block": d.from_block,
+        "hold_until": d.hold_until,
         "final_at": d.final_at,
     }
 
 
+def duty_record(d: RoundDuty) -> dict[str, Any]:
+    """What the journal keeps of a duty: :func:`duty_json` plus the committed result and
+    its salt (a member that committed must reveal after a restart, or it is slashed)."""
+    r = d.result
+    return {
+        **duty_json(d),
+        "result": None if r is None else [r.model_hash.hex(), r.root.hex(), r.total],
+        "salt": d.salt.hex(),
+    }
+
+
 def duty_from_json(j: dict[str, Any]) -> RoundDuty:
+    """A journaled duty (:func:`duty_record`; journals from before the one shape, with a
+    0-based ``index`` and ``paid``, are read too)."""
     r = j.get("result")
+    index = int(j["round"]) - 1 if "round" in j else int(j["index"])
+    paid = j["round_payout"] if "round_payout" in j else j["paid"]
     return RoundDuty(
-        index=int(j["index"]),
+        index=index,
         model_hash=str(j["model_hash"]),
-        paid={str(k): int(v) for k, v in j["paid"].items()},
+        paid={str(k): int(v) for k, v in paid.items()},
         contributions={str(k): float(v) for k, v in j.get("contributions", {}).items()},
         phase=Phase(j["phase"]),
         member=j.get("member"),
@@ -365,6 +483,10 @@ def duty_from_json(j: dict[str, Any]) -> RoundDuty:
         slashed=list(j.get("slashed", [])),
         committee=list(j.get("committee", [])),
         final_at=j.get("final_at"),
+        incomplete=bool(j.get("incomplete", False)),
+        abstained=j.get("abstained"),
+        hold_until=j.get("hold_until"),
+        committee_model=j.get("committee_model"),
     )
 
 
