@@ -269,9 +269,8 @@ def test_a_deployed_member_scans_events_from_the_jobs_block() -> None:
         runtime=SimpleNamespace(node_id=ME), address=ME,
         _write_journal=lambda *a: None, _read_journal=lambda *a: None,
     )  # fmt: skip
-    from deai.node.base import model_for
-
     from deai.learning.data import Dataset
+    from deai.node.base import model_for
 
     data = Dataset(torch.zeros(4, 4), torch.tensor([0, 1, 0, 1]), 2, (4,), "tiny")
     member = Node._settlement_for(node, spec, model_for(spec), data, None)  # type: ignore[arg-type]
