@@ -237,13 +237,13 @@ def _run(ctx: Ctx, seconds: float) -> None:
 
 def test_a_member_that_closed_incomplete_abstains_when_the_others_hold_the_majority() -> None:
     """A provider's update reached v0 in time and v1 only after its deadline (under load,
-    or on purpose). v0 committed the complete model with 2 of the 3 seats; v1 closed
-    incomplete and would commit a dissenting model, slashable when the winner holds >= 3/4
-    of the seats. It abstains instead, sees the committee's model differ from its own,
-    and abstains from the rest of the job (its later models are built on a diverged one),
+    or on purpose). v0 committed the complete model with 3 of the 4 seats; v1 closed
+    incomplete and would commit a dissenting model, slashable as the winner holds 3/4 of
+    the seats. It abstains instead, sees the committee's model differ from its own, and
+    abstains from the rest of the job (its later models are built on a diverged one),
     handing driving on and delivering nothing."""
     spec = _settled_spec(("v0", "v1"))
-    chain = SeatsChain([A("v0"), A("v1")], [2, 1])
+    chain = SeatsChain([A("v0"), A("v1")], [3, 1])
     v1, ctx, members = _member_validator(spec, "v1", chain)
     complete, _, _ = _member_validator(spec, "v0", SeatsChain([A("v0")], [1]))
     _send_updates(complete, spec, 1, PROVIDERS)  # v0's view: every update of round 1
@@ -266,16 +266,20 @@ def test_a_member_that_closed_incomplete_abstains_when_the_others_hold_the_major
 
 
 def test_members_that_all_missed_the_same_provider_still_commit() -> None:
-    """A provider that crashed is missed by every member alike: nobody else committed,
-    so the incomplete member commits after its hold (the round must not abort)."""
+    """A provider that crashed is missed by every member alike: they close at their
+    deadlines and hold alike, and a fellow incomplete member's commit at the end of its
+    hold (after the prompt half of this one's) is no reason to abstain: the round must
+    neither abort nor wait out its windows for nothing."""
     spec = _settled_spec(("v0", "v1"))
-    chain = SeatsChain([A("v0"), A("v1")], [2, 1])
+    chain = SeatsChain([A("v0"), A("v1")], [3, 1])
     v1, ctx, members = _member_validator(spec, "v1", chain)
     _send_updates(v1, spec, 1, ("p0", "p1"))
     _run(ctx, spec.round_timeout_s)
     assert v1.outcomes[0].missing == ("p2",)
     _run(ctx, 1.0)
-    assert (A("v1"), 0) not in chain.commits  # still holding: the others may commit first
+    assert (A("v1"), 0) not in chain.commits  # holding: the complete may commit first
+    _run(ctx, 11.0)  # past the prompt half: v0, incomplete too, commits at its hold's end
+    chain.commit(A("v0"), 1, 0, b"")
     _run(ctx, 30.0)
     assert (A("v1"), 0) in chain.commits and not members[0].duties[0].abstained
     chain.settle(v1.outcomes[0].model_hash)  # everyone computed the same model
@@ -283,9 +287,21 @@ def test_members_that_all_missed_the_same_provider_still_commit() -> None:
     assert not members[0].diverged and not v1.jobs[spec.job_id].abstain
 
 
-def test_a_complete_member_commits_at_once_whatever_the_others_did() -> None:
+def test_an_incomplete_member_whose_dissent_cannot_be_slashed_commits_at_once() -> None:
+    """With 1 of 3 seats no winner can reach 3/4 without it (Jobs.vy slashes a revealed
+    dissenter only then): abstaining would only hold the round for its windows."""
     spec = _settled_spec(("v0", "v1"))
     chain = SeatsChain([A("v0"), A("v1")], [2, 1])
+    chain.commit(A("v0"), 1, 0, b"")
+    v1, ctx, members = _member_validator(spec, "v1", chain)
+    _send_updates(v1, spec, 1, ("p0", "p1"))
+    _run(ctx, spec.round_timeout_s + 0.5)
+    assert (A("v1"), 0) in chain.commits and not members[0].duties[0].abstained
+
+
+def test_a_complete_member_commits_at_once_whatever_the_others_did() -> None:
+    spec = _settled_spec(("v0", "v1"))
+    chain = SeatsChain([A("v0"), A("v1")], [3, 1])
     chain.commit(A("v0"), 1, 0, b"")
     v1, ctx, _ = _member_validator(spec, "v1", chain)
     _send_updates(v1, spec, 1, PROVIDERS)  # closes complete, before its deadline

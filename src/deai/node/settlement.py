@@ -17,7 +17,10 @@ calls go through ``NodeContext.offload``; waits are ``call_later`` polls):
    payout table, so the table always equals what the chain will pay.
 
 Every wait is keyed to the round it waits for (a round that moved on ends the wait), and
-every wait has the chain's own deadline as its way out.
+every wait has the chain's own deadline as its way out. The same code runs in the
+simulator (embedded chain, virtual clock, ``offload`` inline) and in a deployed node (any
+JSON-RPC chain, a worker thread per call). A fault (a validator that lies) is injected
+through the ``tamper`` hook, never by copying this code.
 
 Abstaining. Only a member that committed can be slashed, so a member that cannot vouch
 for its result commits nothing: it takes the non-member path (it follows the round to its
@@ -26,21 +29,21 @@ end and reads whether it settled) and says why in ``RoundDuty.abstained``. It ab
 * from a round its validator marked ``abstain`` (restarted after missing the round's
   inputs, :mod:`deai.node.validator`);
 * from a round it closed *incomplete* (at the deadline, some provider's update missing)
-  once the seats the other members committed are a strict majority of the round's: they
+  when its dissent would be slashable (the others' seats can reach the contract's 3/4)
+  and the members that committed promptly hold a strict majority of the seats: they
   closed before the deadline, so they saw an update it did not, and its model would only
-  dissent (slashable when the winner holds 3/4 of the seats). To give the members that
-  closed complete the time to commit first, an incomplete member holds its commit for
-  ``hold_s``; if by then the others' committed seats are no majority (a provider that
-  crashed is missed by every member alike) it commits: abstaining then could only abort
-  the round;
+  dissent. Members that closed complete commit at once; an incomplete one holds its
+  commit for ``hold_s``, looks for a prompt majority in the first half and commits at
+  the end (other incomplete members, a provider that crashed is missed by all alike,
+  commit at the end of theirs: they are no prompt majority, and the round must not wait
+  out its windows or abort for nothing). Where its dissent cannot be slashed (it holds
+  more than a quarter of the seats) it commits at once: abstaining would only hold the
+  round for the whole commit window;
 * from every later round of the job once a round it closed incomplete settled with a
   model other than its own (``diverged``): its later models are built on that one. The
   ``on_diverged`` hook tells the validator (stop driving, deliver nothing). A member that
   closed a round *complete* never defers to a different settled model: that can only be
-  a lying majority, and honest members keep their own. The same code runs in the
-simulator (embedded chain, virtual clock, ``offload`` inline) and in a deployed node (any
-JSON-RPC chain, a worker thread per call). A fault (a validator that lies) is injected
-through the ``tamper`` hook, never by copying this code.
+  a lying majority, and honest members keep their own.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ from deai.node.hooks import RoundOutcome
 PayoutFn = Callable[[RoundOutcome], dict[str, int]]
 Tamper = Callable[[RoundResult], RoundResult]
 log = logging.getLogger("deai.node")
+# Jobs.vy: a revealed dissenter is slashed only if the winner holds >= 3/4 of the seats
+DISSENT_NUM, DISSENT_DEN = 3, 4
 
 
 class JobsChain(Protocol):
@@ -171,7 +176,7 @@ class CommitteeMember:
         self.on_error = on_error
         self.journal = journal  # called with every duty's state after each step
         # how long a member that closed a round incomplete lets the others commit first
-        self.hold_s = 10 * poll_s if hold_s is None else hold_s
+        self.hold_s = 20 * poll_s if hold_s is None else hold_s
         self.on_diverged = on_diverged  # called on the loop once this member diverged
         self.duties: list[RoundDuty] = []
         self.settled_table: dict[str, int] = {self.account_of(p): 0 for p in providers}
@@ -318,23 +323,31 @@ class CommitteeMember:
         return max(earlier) if earlier else self.start_block
 
     def _hold(self, duty: RoundDuty, rv: Any) -> float | None:
-        """An incomplete round: abstain if the other members' committed seats are a
-        strict majority, else wait up to ``hold_s`` for them (None: commit now)."""
+        """A round this member closed incomplete (see the module docstring): abstain if
+        its dissent would be slashable and the members that committed promptly hold a
+        strict majority of the seats; else commit (None), after ``hold_s`` if slashable."""
         me = self.me.lower()
         mine = {i for i, a in enumerate(duty.committee) if a.lower() == me}
         seats = self.chain.committee_seats(self.chain_job)
-        others = sum(seats[i] for i in rv.committed if i not in mine and i < len(seats))
-        if 2 * others > int(rv.seats):
-            self._abstain(
-                duty,
-                f"closed incomplete (an update missing) while the other members committed "
-                f"{others} of {rv.seats} seats: its model would only dissent",
-            )
-            return 0.0
+        total = int(rv.seats)
+        own = sum(seats[i] for i in mine if i < len(seats))
+        if (total - own) * DISSENT_DEN < total * DISSENT_NUM:
+            return None  # no winner can hold 3/4 of the seats without this member's
         now = self.ctx.now()
         if duty.hold_until is None:
             duty.hold_until = now + self.hold_s
-        if now < duty.hold_until:
+        prompt_until = duty.hold_until - self.hold_s / 2  # who commits by then closed before
+        if now <= prompt_until:  # the deadline: it saw an update this member missed
+            others = sum(seats[i] for i in rv.committed if i not in mine and i < len(seats))
+            if 2 * others > total:
+                self._abstain(
+                    duty,
+                    f"closed incomplete (an update missing) while members holding {others} "
+                    f"of {total} seats committed: its model would only dissent, slashably",
+                )
+                return 0.0
+            return float(min(self.poll_s, prompt_until - now + 0.01))
+        if now < duty.hold_until:  # other incomplete members commit at their hold's end
             return float(min(self.poll_s, duty.hold_until - now))
         return None
 
