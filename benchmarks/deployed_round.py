@@ -106,9 +106,17 @@ def _wait_done(cluster: Cluster, job_id: str, timeout_s: float) -> bool:
 
 
 def _report(cluster: Cluster, job_id: str, validator: int = 2) -> dict[str, Any]:
+    """Validator ``validator``'s report once it saw every round final (the chain may be
+    done a moment before this member's lane read the last round's outcome)."""
     c = cluster.client(validator)
+    end = time.monotonic() + 60
     try:
-        return c.job_status(job_id)
+        while True:
+            report = c.job_status(job_id)
+            phases = [(r.get("settlement") or {}).get("phase") for r in report.get("rounds", [])]
+            if (phases and all(p == "final" for p in phases)) or time.monotonic() > end:
+                return report
+            time.sleep(0.2)
     finally:
         c.close()
 

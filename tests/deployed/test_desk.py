@@ -118,3 +118,63 @@ def test_status_render_shows_accuracy_settlement_and_claims() -> None:
     }
     text = _render_status(out)
     assert "0.9000" in text and "DONE" in text and "0xp can claim 0.500000 ETH" in text
+
+
+def test_the_committee_report_is_a_finished_validators_not_a_restarted_ones() -> None:
+    """Seen in the deployed_round benchmark (#20): after the coordinator was killed and
+    restarted, the requester's report came from it (first in the spec's order, not yet
+    abstained: still catching up on round 2) and its table was not the chain's, so a
+    claim through the requester failed. A validator that is done and did not abstain
+    answers first; one still running only if none is done; an abstained one last."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from deai.job.spec import Parties
+    from deai.node.desk import committee_report
+
+    reports = {
+        "v0": {"validator": "v0", "done": False, "abstained": False},  # restarted, behind
+        "v1": {"validator": "v1", "done": True, "abstained": True},
+        "v2": {"validator": "v2", "done": True, "abstained": False},
+    }
+    servers: dict[str, ThreadingHTTPServer] = {}
+    for name, report in reports.items():
+        body = json.dumps(report).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            payload = body
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("content-length", str(len(self.payload)))
+                self.end_headers()
+                self.wfile.write(self.payload)
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        servers[name] = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=servers[name].serve_forever, daemon=True).start()
+
+    class Peers:
+        def __init__(self, names: set[str]) -> None:
+            self.names = names
+
+        async def url(self, v: str) -> str | None:
+            if v not in self.names:
+                return None
+            return f"http://127.0.0.1:{servers[v].server_address[1]}"
+
+    from deai.job.spec import JobSpec
+
+    spec = JobSpec(parties=Parties(requester="r", providers=("p",), validators=("v0", "v1", "v2")))
+    try:
+        got = asyncio.run(committee_report(Peers({"v0", "v1", "v2"}), spec))
+        assert got["validator"] == "v2"
+        assert asyncio.run(committee_report(Peers({"v0", "v1"}), spec))["validator"] == "v0"
+        assert asyncio.run(committee_report(Peers({"v1"}), spec))["validator"] == "v1"
+        assert asyncio.run(committee_report(Peers(set()), spec)) == {}
+    finally:
+        for server in servers.values():
+            server.shutdown()
+            server.server_close()

@@ -216,9 +216,12 @@ async def _off_loop(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 async def committee_report(peers: Any, spec: JobSpec) -> dict[str, Any]:
-    """The first of the job's validators that answers with its report of the job (one
-    that abstained after a restart only if no other answers: its table may differ)."""
-    fallback: dict[str, Any] = {}
+    """A report of the job from its validators, in the spec's order: the first that is
+    done and did not abstain; else the first that did not abstain (still running); else
+    any. A validator that abstained (after a restart, or once its model diverged) or that
+    is still behind (restarted, catching up) may hold a table that differs from the
+    chain's: a claim must not be built from it while a finished one answers."""
+    best: tuple[int, dict[str, Any]] | None = None  # (rank, report): lower is better
     for v in spec.validators:
         url = await peers.url(v)
         if url is None:
@@ -226,14 +229,21 @@ async def committee_report(peers: Any, spec: JobSpec) -> dict[str, Any]:
         try:
             async with httpx.AsyncClient(timeout=PEER_READ_TIMEOUT_S, trust_env=False) as c:
                 r = await c.get(f"{url.rstrip('/')}/v1/jobs/{spec.job_id}/rounds")
-            if r.status_code == 200:
-                got: dict[str, Any] = r.json()
-                if not got.get("abstained"):
-                    return got
-                fallback = fallback or got
+            if r.status_code != 200:
+                continue
+            got: dict[str, Any] = r.json()
         except (httpx.HTTPError, ValueError):
             continue
-    return fallback
+        rank = (
+            0
+            if got.get("done") and not got.get("abstained")
+            else (1 if not got.get("abstained") else 2)
+        )
+        if rank == 0:
+            return got
+        if best is None or rank < best[0]:
+            best = (rank, got)
+    return {} if best is None else best[1]
 
 
 def _chain_view(ledger: Any, job: Submitted, payees: list[str]) -> dict[str, Any]:
