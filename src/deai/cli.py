@@ -48,21 +48,34 @@ def help_text() -> str:
     )
 
 
+def _fast(args: list[str]) -> int | None:
+    """The exit code of a command answered here, or None for the Typer app's."""
+    if not args or args == ["--help"]:
+        print(help_text())
+        return 0 if args else 2  # click's no_args_is_help exits 2
+    if args[:2] == ["job", "status"]:
+        from deai.node.status import status_main
+
+        try:
+            return status_main(args[2:])
+        except SystemExit as e:  # argparse: --help (0) or a usage error (2)
+            return e.code if isinstance(e.code, int) else 2
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``deai`` with ``argv`` (default: the process's arguments); returns the exit
     code when called with ``argv``, exits with it otherwise (as the console script)."""
     args = sys.argv[1:] if argv is None else list(argv)
-    if not args or args == ["--help"]:
-        print(help_text())
-        code = 0 if args else 2  # click's no_args_is_help exits 2
-    elif args[:2] == ["job", "status"]:
-        from deai.node.status import status_main
+    try:
+        code = _fast(args)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `deai job status J | head`: the reader left, not an error
+        import os
 
-        try:
-            code = status_main(args[2:])
-        except SystemExit as e:  # argparse: --help (0) or a usage error (2)
-            code = e.code if isinstance(e.code, int) else 2
-    else:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    if code is None:
         from deai.commands import app as typer_app
 
         try:
