@@ -130,12 +130,17 @@ def test_the_committee_report_is_a_finished_validators_not_a_restarted_ones() ->
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from deai.job.spec import Parties
+    from deai.ledger.merkle import PayoutTree
     from deai.node.desk import committee_report
 
-    reports = {
+    pay, other = {"0x" + "1" * 40: 7}, {"0x" + "1" * 40: 5}  # the chain's table, another
+    reports: dict[str, dict[str, Any]] = {
         "v0": {"validator": "v0", "done": False, "abstained": False},  # restarted, behind
         "v1": {"validator": "v1", "done": True, "abstained": True},
         "v2": {"validator": "v2", "done": True, "abstained": False},
+        "v3": {"validator": "v3", "done": True, "abstained": False, "payout_table": other},
+        "v4": {"validator": "v4", "done": True, "abstained": True, "payout_table": pay},
+        "v5": {"validator": "v5", "done": True, "payout_table": {"x": "not wei"}},
     }
     servers: dict[str, ThreadingHTTPServer] = {}
     for name, report in reports.items():
@@ -167,13 +172,24 @@ def test_the_committee_report_is_a_finished_validators_not_a_restarted_ones() ->
 
     from deai.job.spec import JobSpec
 
-    spec = JobSpec(parties=Parties(requester="r", providers=("p",), validators=("v0", "v1", "v2")))
+    names = tuple(reports)
+    spec = JobSpec(parties=Parties(requester="r", providers=("p",), validators=names))
+
+    def pick(up: set[str], root: str | None = None) -> Any:
+        got = asyncio.run(committee_report(Peers(up), spec, 9, root))
+        return got.get("validator")
+
     try:
-        got = asyncio.run(committee_report(Peers({"v0", "v1", "v2"}), spec))
-        assert got["validator"] == "v2"
-        assert asyncio.run(committee_report(Peers({"v0", "v1"}), spec))["validator"] == "v0"
-        assert asyncio.run(committee_report(Peers({"v1"}), spec))["validator"] == "v1"
-        assert asyncio.run(committee_report(Peers(set()), spec)) == {}
+        assert pick({"v0", "v1", "v2"}) == "v2"
+        assert pick({"v0", "v1"}) == "v0"
+        assert pick({"v1"}) == "v1"
+        assert pick(set()) is None
+        # with the chain's root known, the table that has it comes first: an outvoted
+        # member's (v3) is not the chain's, an abstained one's may still be (v4)
+        root = "0x" + PayoutTree(9, pay).root.hex()
+        assert pick({"v3", "v4", "v5"}, root) == "v4"
+        assert pick({"v3", "v5"}, root) == "v3"  # none matches: done and not abstained
+        assert pick({"v5"}, root) is None  # a report whose table does not parse
     finally:
         for server in servers.values():
             server.shutdown()
