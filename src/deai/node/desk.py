@@ -230,7 +230,7 @@ async def committee_report(
 
     def score(got: dict[str, Any]) -> tuple[bool, bool, bool]:
         matches = root is None or chain_job is None
-        if not matches:
+        if not matches and chain_job is not None:
             table = {str(k): int(v) for k, v in (got.get("payout_table") or {}).items()}
             matches = bool(table) and "0x" + PayoutTree(chain_job, table).root.hex() == root
         fine = not got.get("abstained")
