@@ -24,7 +24,10 @@ Measured from the running nodes and the chain (nothing computed from a formula):
 * ``cli_status_s``: wall time of ``deai job status ID --url ...`` as a fresh process
   (import, one HTTP call, print), median and 95 % interval over ``--cli-runs`` calls
   (goal < 1 s; measured on the loaded 2-core machine, so pessimistic).
-* ``claims_all_succeeded``: every provider claims every job's table amount (goal true).
+* ``claims_all_succeeded``: every provider claims every job's table amount, with the
+  table of the requester's report (as ``deai job claim --url REQUESTER``; goal true).
+* ``incomplete_rounds_seen`` / ``abstained_rounds_seen``: rounds validator 2 closed at the
+  deadline without some update, and rounds it abstained from.
 
 Writes ``benchmarks/results/deployed_round.json``. Needs anvil (``.tools/``). Run:
 ``python benchmarks/deployed_round.py [--jobs 20]``.

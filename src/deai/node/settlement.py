@@ -158,7 +158,7 @@ class CommitteeMember:
         on_error: Callable[[str], None] | None = None,
         journal: Callable[[list[dict[str, Any]]], None] | None = None,
         start_block: int | None = None,
-        hold_s: float | None = None,
+        hold_s: float = 20.0,
         on_diverged: Callable[[], None] | None = None,
     ) -> None:
         self.ctx = ctx
@@ -175,8 +175,10 @@ class CommitteeMember:
         self.tamper = tamper
         self.on_error = on_error
         self.journal = journal  # called with every duty's state after each step
-        # how long a member that closed a round incomplete lets the others commit first
-        self.hold_s = 20 * poll_s if hold_s is None else hold_s
+        # how long a member that closed a round incomplete, where its dissent could be
+        # slashed, lets the others commit first (the first half: those that closed complete
+        # commit within seconds; fellow incomplete members at the end of theirs)
+        self.hold_s = hold_s
         self.on_diverged = on_diverged  # called on the loop once this member diverged
         self.duties: list[RoundDuty] = []
         self.settled_table: dict[str, int] = {self.account_of(p): 0 for p in providers}
