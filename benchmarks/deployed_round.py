@@ -24,7 +24,10 @@ Measured from the running nodes and the chain (nothing computed from a formula):
 * ``cli_status_s``: wall time of ``deai job status ID --url ...`` as a fresh process
   (import, one HTTP call, print), median and 95 % interval over ``--cli-runs`` calls
   (goal < 1 s; measured on the loaded 2-core machine, so pessimistic).
-* ``claims_all_succeeded``: every provider claims every job's table amount (goal true).
+* ``claims_all_succeeded``: every provider claims every job's table amount, with the
+  table of the requester's report (as ``deai job claim --url REQUESTER``; goal true).
+* ``incomplete_rounds_seen`` / ``abstained_rounds_seen``: rounds validator 2 closed at the
+  deadline without some update, and rounds it abstained from.
 
 Writes ``benchmarks/results/deployed_round.json``. Needs anvil (``.tools/``). Run:
 ``python benchmarks/deployed_round.py [--jobs 20]``.
@@ -106,9 +109,17 @@ def _wait_done(cluster: Cluster, job_id: str, timeout_s: float) -> bool:
 
 
 def _report(cluster: Cluster, job_id: str, validator: int = 2) -> dict[str, Any]:
+    """Validator ``validator``'s report once it saw every round final (the chain may be
+    done a moment before this member's lane read the last round's outcome)."""
     c = cluster.client(validator)
+    end = time.monotonic() + 60
     try:
-        return c.job_status(job_id)
+        while True:
+            report = c.job_status(job_id)
+            phases = [(r.get("settlement") or {}).get("phase") for r in report.get("rounds", [])]
+            if (phases and all(p == "final" for p in phases)) or time.monotonic() > end:
+                return report
+            time.sleep(0.2)
     finally:
         c.close()
 
@@ -267,12 +278,22 @@ def cli_status(cluster: Cluster, job_id: str, runs: int) -> dict[str, Any]:
 
 
 def claim_all(cluster: Cluster, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every provider's claim, with the table `deai job claim --url REQUESTER` uses: the
+    requester's report of the job (a validator that abstained answers only if no other
+    does: its table may differ)."""
     ledger = cluster.ledger()
     claimer = ledger.chain.accounts[0]  # anyone may submit a claim; money goes to the payee
     ok, failures = True, []
+    requester = cluster.client(0)
     for job in jobs:
         chain_id = job["chain_job_id"]
-        table = {k: int(v) for k, v in (job["report"].get("payout_table") or {}).items()}
+        try:
+            report = requester.job_status(job["job_id"])
+        except Exception as e:  # a failed read is a failed claim
+            ok = False
+            failures.append(f"job {job['job_id']}: no report: {e}")
+            continue
+        table = {k: int(v) for k, v in (report.get("payout_table") or {}).items()}
         tree = PayoutTree(chain_id, table)
         payees = [p for p in table if tree.amount(p) > 0]
         try:
@@ -286,6 +307,7 @@ def claim_all(cluster: Cluster, jobs: list[dict[str, Any]]) -> dict[str, Any]:
         except Exception as e:  # a failed claim is the measurement
             ok = False
             failures.append(f"job {job['job_id']}: {e}")
+    requester.close()
     return {"claims_all_succeeded": ok, "claim_failures": failures}
 
 
@@ -348,7 +370,8 @@ def docs_table(r: dict[str, Any]) -> str:
             f"median {r['cli_status_s']:.2f} s (mean's 95 % CI {r['cli_status_s_ci95'][0]:.2f}-"
             f"{r['cli_status_s_ci95'][1]:.2f})",
             f"median of {len(r['cli_status_runs_s'])} calls on the loaded 2-core machine; "
-            f"CPU time {r['cli_status_cpu_s']:.2f} s (typer builds pydantic adapters)",
+            f"CPU time {r['cli_status_cpu_s']:.2f} s (standard library only: argparse, "
+            "http.client)",
         ),
     ]
     head = "| measure | value | notes |\n|---|---|---|\n"
@@ -370,6 +393,7 @@ def main() -> None:
         write_block(DOC, "deployed_round", docs_table(json.loads(OUT.read_text())))
         return
     t0 = time.perf_counter()
+    load_start = Path("/proc/loadavg").read_text().split()[:3]
     with tempfile.TemporaryDirectory(prefix="deai-bench-") as scratch:
         tmp = str(args.keep) if args.keep else scratch
         config = ClusterConfig(
@@ -393,6 +417,9 @@ def main() -> None:
             cluster.down()
     rounds = [r for j in jobs for r in j["report"].get("rounds", [])]
     settled = [r for r in rounds if (r.get("settlement") or {}).get("settled")]
+    # rounds validator 2 closed at the deadline without some update, and where it abstained
+    incomplete = [r for r in rounds if r.get("missing")]
+    abstained = [r for r in rounds if (r.get("settlement") or {}).get("abstained")]
     result = {
         "benchmark": "deployed_round",
         "nodes": 6,
@@ -409,6 +436,8 @@ def main() -> None:
         "round_latency_s_ci95": _interval(latencies),
         "round_latency_s_median": statistics.median(latencies) if latencies else None,
         "round_latencies_s": latencies,
+        "incomplete_rounds_seen": len(incomplete),
+        "abstained_rounds_seen": len(abstained),
         **flooded,
         **stalled,
         "coordinator_kill_job_completed": bool(killed["done"]),
@@ -422,8 +451,13 @@ def main() -> None:
         "wall_s": time.perf_counter() - t0,
         "model": "mlp hidden=[16] on digits, FedAvg, 1 local epoch, 1 round per job",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "loadavg_start": load_start,
+        "loadavg_end": Path("/proc/loadavg").read_text().split()[:3],
         "notes": "loopback HTTP, anvil with a block per transaction; latency = validator "
-        "opens the round -> the round is final on chain; the killed coordinator abstains "
+        "opens the round -> the round is final on chain; a validator that closes a round "
+        "incomplete commits at once where its dissent cannot be slashed (1 of 3 seats), "
+        "else it abstains if a prompt majority committed; claims use the requester's "
+        "report (as `deai job claim --url REQUESTER`); the killed coordinator abstains "
         "from the rounds whose inputs it missed while down (it commits nothing it did not "
         "compute); it can be slashed only for a duty it committed before the crash and "
         "could not reveal in time (coordinator_kill_slashed). Wall times on a 2-core "

@@ -88,3 +88,147 @@ def test_demo_runs_every_plane(tmp_path: Path) -> None:
         "Attackers and faulty peers",
     ):
         assert title in html, title
+
+
+# ------------------------------------------------------- the fast paths (issue #20/#19)
+def test_fast_help_lists_every_command_of_the_typer_app() -> None:
+    """`deai --help` is printed by deai.cli alone; its list is the Typer app's."""
+    from deai.cli import COMMANDS, main
+
+    group = typer.main.get_command(app)
+    ctx = typer.Context(group)
+    assert set(COMMANDS) == set(group.list_commands(ctx))  # type: ignore[attr-defined]
+    for name in ("demo", "sim", "check", "job"):
+        cmd = group.get_command(ctx, name)  # type: ignore[attr-defined]
+        assert cmd.get_short_help_str(200) == COMMANDS[name], name
+    assert main(["--help"]) == 0
+    assert main([]) == 2  # as click's no_args_is_help
+
+
+def test_fast_status_has_the_typer_commands_flags() -> None:
+    from deai.node.status import parser
+
+    group = typer.main.get_command(app)
+    cmd = group.get_command(typer.Context(group), "job").commands["status"]  # type: ignore[attr-defined]
+    typer_flags = {o for p in cmd.params for o in p.opts if o.startswith("-")}
+    fast_flags = {o for a in parser()._actions for o in a.option_strings}
+    assert typer_flags | {"--help"} == fast_flags
+    positional = [p.name for p in cmd.params if not p.opts[0].startswith("-")]
+    assert positional == ["job_id"]
+
+
+class _Node:
+    """A node double on a real socket: answers GET /v1/jobs/{id} from a dict."""
+
+    def __init__(self, jobs: dict[str, dict[str, object]]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                job = jobs.get(self.path.removeprefix("/v1/jobs/"))
+                body = json.dumps(job if job else {"detail": "unknown job"}).encode()
+                self.send_response(200 if job else 404)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+REPORT = {
+    "job_id": "j1",
+    "done": True,
+    "model_hash": "ab" * 32,
+    "spec_json": "{}",
+    "chain_job_id": 3,
+    "chain": {"state": "DONE", "round": 1, "deposit": 10**18, "payable_total": 5 * 10**17},
+    "round_reports": [
+        {
+            "round": 1,
+            "accuracy": 0.9,
+            "loss": 0.3,
+            "accepted": ["p"],
+            "missing": [],
+            "settlement": {"settled": True, "slashed": []},
+        }
+    ],
+    "claimable": {"requester_withdrawable": 0, "providers": {"0xp": 5 * 10**17}},
+}
+
+
+def test_fast_status_answers_as_the_typer_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deai.cli import main
+
+    node = _Node({"j1": REPORT})
+    try:
+        cfg = tmp_path / "node.toml"
+        cfg.write_text(f'[node]\npublic_url = "{node.url}"\n')
+        for extra in ([], ["--json"]):
+            assert main(["job", "status", "j1", "--config", str(cfg), *extra]) == 0
+            fast = capsys.readouterr().out
+            slow = runner.invoke(app, ["job", "status", "j1", "--url", node.url, *extra])
+            assert slow.exit_code == 0, slow.output
+            assert fast == slow.output
+            if not extra:
+                assert "provider 0xp can claim 0.500000 ETH" in fast
+        assert "spec_json" not in fast and json.loads(fast)["chain_job_id"] == 3
+        assert main(["job", "status", "nope", "--url", node.url]) == 2
+        assert "HTTP 404" in capsys.readouterr().err
+    finally:
+        node.close()
+    assert main(["job", "status", "j1"]) == 2  # neither --url nor --config: usage error
+    assert main(["job", "status", "j1", "--url", node.url]) == 2  # node gone: refused
+    assert "error:" in capsys.readouterr().err
+
+
+def test_status_path_imports_only_the_standard_library() -> None:
+    """Issue #20 (CLI calls under 1 s): `deai job status` imports no third-party package
+    at all (not typer, rich, pydantic, httpx; nor torch, web3, numpy), and no deai module
+    beyond deai.cli, deai.errors and deai.node.status. Pinned as a set, not a time."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from deai.cli import main\n"
+        "main(['job', 'status', 'j', '--url', 'http://127.0.0.1:9'])\n"
+        "main(['job', 'status', '--help'])\n"
+        "third = sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)"
+        " - {'deai', '_distutils_hack', 'sitecustomize', '__main__'})\n"
+        "own = sorted(m for m in sys.modules if m.startswith('deai'))\n"
+        "print(third, own)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == (
+        "[] ['deai', 'deai.cli', 'deai.errors', 'deai.node', 'deai.node.status']"
+    ), out.stdout + out.stderr
+
+
+def test_help_and_import_deai_load_no_heavy_plane() -> None:
+    """Issue #19 item 4: `deai --help` and `import deai` import nothing third-party."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, deai\n"
+        "from deai.cli import main\n"
+        "main(['--help'])\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)"
+        " - {'deai', '_distutils_hack', 'sitecustomize', '__main__'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

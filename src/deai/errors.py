@@ -49,3 +49,12 @@ class ChainError(DeaiError, RuntimeError):
 
 class VerificationError(DeaiError, RuntimeError):
     """A verification step found a result that does not match."""
+
+
+class ApiError(DeaiError):
+    """A node answered a request with an error status (``deai.node.client``)."""
+
+    def __init__(self, status: int, body: str) -> None:
+        self.status = status
+        self.body = body
+        super().__init__(f"HTTP {status}: {body[:500]}")

@@ -119,3 +119,191 @@ def test_a_sole_validator_never_abstains() -> None:
     _send_updates(v, spec, 2, ("p0",))
     ctx.fire()
     assert not v.outcomes[0].abstain and not v.jobs[spec.job_id].abstain
+
+
+# ------------------------------------------------ a round closed incomplete (issue #20)
+def A(name: str) -> str:
+    """A node's chain address in these tests (commitments and payout trees need one)."""
+    return "0x" + hashlib.sha256(name.encode()).hexdigest()[:40]
+
+
+class SeatsChain:
+    """The Jobs contract where it matters for one job: a drawn committee with seats,
+    commits by member index, a round that moves on when finalized, ``RoundSettled``
+    with the winning model hash."""
+
+    def __init__(self, members: list[str], seats: list[int]) -> None:
+        self.members, self.seats = members, seats
+        self.index = 0
+        self.committed: dict[int, str] = {}  # member index -> who (this round)
+        self.commits: list[tuple[str, int]] = []  # (member, round): every commit ever
+        self.settled: list[tuple[int, str]] = []  # (round, model hash)
+
+    def round(self, job_id: int) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(
+            index=self.index, commit_deadline=10**12, reveal_deadline=10**12,
+            size=len(self.members), seats=sum(self.seats), drawn=True,
+            committed=frozenset(self.committed), revealed=frozenset(), seed_block=1,
+        )  # fmt: skip
+
+    def committee(self, job_id: int) -> list[str]:
+        return list(self.members)
+
+    def committee_seats(self, job_id: int) -> list[int]:
+        return list(self.seats)
+
+    def draw_round(self, sender: str, job_id: int) -> bool:
+        return True
+
+    def commit(self, account: str, job_id: int, round_index: int, commitment: bytes) -> None:
+        assert round_index == self.index
+        self.committed[self.members.index(account)] = account
+        self.commits.append((account, round_index))
+
+    def reveal(self, *args: Any) -> None:
+        return None
+
+    def finalize_round(self, account: str, job_id: int, round_index: int) -> None:
+        raise AssertionError("the test finalizes rounds itself")
+
+    def settle(self, model_hash: str) -> None:
+        """The other members revealed ``model_hash`` and the round settled."""
+        self.settled.append((self.index, model_hash))
+        self.index += 1
+        self.committed = {}
+
+    def now(self) -> int:
+        return 0
+
+    def job(self, job_id: int) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(state=1, rounds=3)
+
+    def block_number(self) -> int:
+        return 1
+
+    def events(self, name: str, from_block: Any = None, filters: Any = None) -> list[Any]:
+        from types import SimpleNamespace
+
+        if name != "RoundSettled":
+            return []
+        return [
+            SimpleNamespace(args={"round": r, "model_hash": bytes.fromhex(h)})
+            for r, h in self.settled
+        ]
+
+
+def _settled_spec(validators: tuple[str, ...]) -> JobSpec:
+    from deai.job.spec import SettlementSpec
+
+    return _spec(validators).model_copy(update={"settlement": SettlementSpec()})
+
+
+def _member_validator(
+    spec: JobSpec, name: str, chain: SeatsChain
+) -> tuple[Validator, Ctx, list[Any]]:
+    from deai.node.settlement import CommitteeMember
+
+    members: list[Any] = []
+
+    def settlement(s: JobSpec, model: Any, data: Any, ctx: Any) -> CommitteeMember:
+        m = CommitteeMember(
+            ctx, chain, 1, A(name), lambda o: {p: 10 for p in o.accepted}, A,
+            s.providers, poll_s=1.0, on_diverged=lambda: v.abstain(s.job_id),
+        )  # fmt: skip
+        members.append(m)
+        return m
+
+    v = Validator(name, lambda _s: SPLITS.validation, settlement=settlement)
+    ctx = Ctx(name)
+    v.attach(ctx)
+    v.handle("req", OpenJob(spec.job_id, spec.to_json(), spec.spec_hash()))
+    return v, ctx, members
+
+
+def _run(ctx: Ctx, seconds: float) -> None:
+    """Fire timers up to ``seconds`` of virtual time from now."""
+    end = ctx.t + seconds
+    while ctx.timers and min(t for t, _ in ctx.timers) <= end:
+        due = min(ctx.timers, key=lambda t: t[0])
+        ctx.timers.remove(due)
+        ctx.t = max(ctx.t, due[0])
+        due[1]()
+    ctx.t = end
+
+
+def test_a_member_that_closed_incomplete_abstains_when_the_others_hold_the_majority() -> None:
+    """A provider's update reached v0 in time and v1 only after its deadline (under load,
+    or on purpose). v0 committed the complete model with 3 of the 4 seats; v1 closed
+    incomplete and would commit a dissenting model, slashable as the winner holds 3/4 of
+    the seats. It abstains instead, sees the committee's model differ from its own, and
+    abstains from the rest of the job (its later models are built on a diverged one),
+    handing driving on and delivering nothing."""
+    spec = _settled_spec(("v0", "v1"))
+    chain = SeatsChain([A("v0"), A("v1")], [3, 1])
+    v1, ctx, members = _member_validator(spec, "v1", chain)
+    complete, _, _ = _member_validator(spec, "v0", SeatsChain([A("v0")], [1]))
+    _send_updates(complete, spec, 1, PROVIDERS)  # v0's view: every update of round 1
+    chain.commit(A("v0"), 1, 0, b"")  # v0 closed complete and committed at once
+    _send_updates(v1, spec, 1, ("p0", "p1"))  # p2's update is late for v1
+    _run(ctx, spec.round_timeout_s)  # v1's deadline: round 1 closes incomplete
+    assert v1.outcomes[0].missing == ("p2",)
+    _run(ctx, 30.0)  # its settlement steps: it must not commit a dissenting model
+    assert (A("v1"), 0) not in chain.commits
+    duty = members[0].duties[0]
+    assert duty.abstained and duty.member is False
+    chain.settle(complete.outcomes[0].model_hash)  # the round settles with v0's model
+    _run(ctx, 5.0)
+    assert duty.settled is True and members[0].diverged
+    job = v1.jobs[spec.job_id]
+    assert job.abstain  # stops driving and delivering: its model is not the committee's
+    _send_updates(v1, spec, 2, PROVIDERS)  # round 2 complete, built on a diverged model
+    _run(ctx, 30.0)
+    assert members[0].duties[1].abstained and (A("v1"), 1) not in chain.commits
+
+
+def test_members_that_all_missed_the_same_provider_still_commit() -> None:
+    """A provider that crashed is missed by every member alike: they close at their
+    deadlines and hold alike, and a fellow incomplete member's commit at the end of its
+    hold (after the prompt half of this one's) is no reason to abstain: the round must
+    neither abort nor wait out its windows for nothing."""
+    spec = _settled_spec(("v0", "v1"))
+    chain = SeatsChain([A("v0"), A("v1")], [3, 1])
+    v1, ctx, members = _member_validator(spec, "v1", chain)
+    _send_updates(v1, spec, 1, ("p0", "p1"))
+    _run(ctx, spec.round_timeout_s)
+    assert v1.outcomes[0].missing == ("p2",)
+    _run(ctx, 1.0)
+    assert (A("v1"), 0) not in chain.commits  # holding: the complete may commit first
+    _run(ctx, 11.0)  # past the prompt half: v0, incomplete too, commits at its hold's end
+    chain.commit(A("v0"), 1, 0, b"")
+    _run(ctx, 30.0)
+    assert (A("v1"), 0) in chain.commits and not members[0].duties[0].abstained
+    chain.settle(v1.outcomes[0].model_hash)  # everyone computed the same model
+    _run(ctx, 5.0)
+    assert not members[0].diverged and not v1.jobs[spec.job_id].abstain
+
+
+def test_an_incomplete_member_whose_dissent_cannot_be_slashed_commits_at_once() -> None:
+    """With 1 of 3 seats no winner can reach 3/4 without it (Jobs.vy slashes a revealed
+    dissenter only then): abstaining would only hold the round for its windows."""
+    spec = _settled_spec(("v0", "v1"))
+    chain = SeatsChain([A("v0"), A("v1")], [2, 1])
+    chain.commit(A("v0"), 1, 0, b"")
+    v1, ctx, members = _member_validator(spec, "v1", chain)
+    _send_updates(v1, spec, 1, ("p0", "p1"))
+    _run(ctx, spec.round_timeout_s + 0.5)
+    assert (A("v1"), 0) in chain.commits and not members[0].duties[0].abstained
+
+
+def test_a_complete_member_commits_at_once_whatever_the_others_did() -> None:
+    spec = _settled_spec(("v0", "v1"))
+    chain = SeatsChain([A("v0"), A("v1")], [3, 1])
+    chain.commit(A("v0"), 1, 0, b"")
+    v1, ctx, _ = _member_validator(spec, "v1", chain)
+    _send_updates(v1, spec, 1, PROVIDERS)  # closes complete, before its deadline
+    _run(ctx, 0.5)
+    assert (A("v1"), 0) in chain.commits

@@ -118,3 +118,79 @@ def test_status_render_shows_accuracy_settlement_and_claims() -> None:
     }
     text = _render_status(out)
     assert "0.9000" in text and "DONE" in text and "0xp can claim 0.500000 ETH" in text
+
+
+def test_the_committee_report_is_a_finished_validators_not_a_restarted_ones() -> None:
+    """Seen in the deployed_round benchmark (#20): after the coordinator was killed and
+    restarted, the requester's report came from it (first in the spec's order, not yet
+    abstained: still catching up on round 2) and its table was not the chain's, so a
+    claim through the requester failed. A validator that is done and did not abstain
+    answers first; one still running only if none is done; an abstained one last."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from deai.job.spec import Parties
+    from deai.ledger.merkle import PayoutTree
+    from deai.node.desk import committee_report
+
+    pay, other = {"0x" + "1" * 40: 7}, {"0x" + "1" * 40: 5}  # the chain's table, another
+    reports: dict[str, dict[str, Any]] = {
+        "v0": {"validator": "v0", "done": False, "abstained": False},  # restarted, behind
+        "v1": {"validator": "v1", "done": True, "abstained": True},
+        "v2": {"validator": "v2", "done": True, "abstained": False},
+        "v3": {"validator": "v3", "done": True, "abstained": False, "payout_table": other},
+        "v4": {"validator": "v4", "done": True, "abstained": True, "payout_table": pay},
+        "v5": {"validator": "v5", "done": True, "payout_table": {"x": "not wei"}},
+    }
+    servers: dict[str, ThreadingHTTPServer] = {}
+    for name, report in reports.items():
+        body = json.dumps(report).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            payload = body
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("content-length", str(len(self.payload)))
+                self.end_headers()
+                self.wfile.write(self.payload)
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        servers[name] = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=servers[name].serve_forever, daemon=True).start()
+
+    class Peers:
+        def __init__(self, names: set[str]) -> None:
+            self.names = names
+
+        async def url(self, v: str) -> str | None:
+            if v not in self.names:
+                return None
+            return f"http://127.0.0.1:{servers[v].server_address[1]}"
+
+    from deai.job.spec import JobSpec
+
+    names = tuple(reports)
+    spec = JobSpec(parties=Parties(requester="r", providers=("p",), validators=names))
+
+    def pick(up: set[str], root: str | None = None) -> Any:
+        got = asyncio.run(committee_report(Peers(up), spec, 9, root))
+        return got.get("validator")
+
+    try:
+        assert pick({"v0", "v1", "v2"}) == "v2"
+        assert pick({"v0", "v1"}) == "v0"
+        assert pick({"v1"}) == "v1"
+        assert pick(set()) is None
+        # with the chain's root known, the table that has it comes first: an outvoted
+        # member's (v3) is not the chain's, an abstained one's may still be (v4)
+        root = "0x" + PayoutTree(9, pay).root.hex()
+        assert pick({"v3", "v4", "v5"}, root) == "v4"
+        assert pick({"v3", "v5"}, root) == "v3"  # none matches: done and not abstained
+        assert pick({"v5"}, root) is None  # a report whose table does not parse
+    finally:
+        for server in servers.values():
+            server.shutdown()
+            server.server_close()

@@ -95,11 +95,8 @@ def test_cli_command_paths_import_no_heavy_plane(argv: list[str]) -> None:
     script runs them, load neither torch nor web3 nor the node's server stack."""
     code = (
         "import sys\n"
-        "from deai.cli import app\n"
-        "try:\n"
-        f"    app({argv!r})\n"
-        "except SystemExit:\n"
-        "    pass\n"
+        "from deai.cli import main\n"
+        f"main({argv!r})\n"
         "heavy = ('torch', 'web3', 'fastapi', 'uvicorn', 'transformers', 'numpy')\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )

@@ -139,10 +139,8 @@ def _outcome(round_: int) -> RoundOutcome:
     )  # fmt: skip
 
 
-def _member(
-    ctx: Loop, chain: FakeJobs, cls: type[CommitteeMember] = CommitteeMember
-) -> CommitteeMember:
-    return cls(
+def _member(ctx: Loop, chain: FakeJobs) -> CommitteeMember:
+    return CommitteeMember(
         ctx,  # type: ignore[arg-type]
         chain,  # type: ignore[arg-type]
         1,
@@ -219,12 +217,10 @@ def test_an_abstaining_member_never_commits_and_still_follows_the_round() -> Non
     round when the chain moves on, then commits again for rounds it fully saw."""
     from dataclasses import replace
 
-    from deai.node.daemon import _Member
-
     ctx, chain = Loop(), FakeJobs()
-    m = _member(ctx, chain, _Member)
+    m = _member(ctx, chain)
     m.settle(replace(_outcome(1), abstain=True))
-    assert m.duties[0].member is False
+    assert m.duties[0].member is False and m.duties[0].abstained
     ctx.spin(lambda: False, 0.2)  # it polls; a member on the committee would commit now
     assert chain.committed == [] and m.duties[0].phase is Phase.WAITING
     chain.index = 1  # the others settled round 0
@@ -232,3 +228,117 @@ def test_an_abstaining_member_never_commits_and_still_follows_the_round() -> Non
     assert chain.committed == [] and m.duties[0].settled is True
     m.settle(_outcome(2))
     assert ctx.spin(lambda: chain.committed == [ME])
+
+
+def test_a_deployed_member_scans_events_from_the_jobs_block() -> None:
+    """Review leftover (#20): the daemon built its members without ``start_block``, so
+    every event scan of a round started at the contracts' deployment (slow on a long
+    chain). The chain job is found with the block it was created in, and the member the
+    node builds scans from there."""
+    import threading
+    from types import SimpleNamespace
+
+    from deai.job.spec import DataSchema, JobSpec, Parties, SettlementSpec
+    from deai.ledger.chain import EmbeddedChain
+    from deai.ledger.client import Ledger
+    from deai.node.chainlink import ChainLink, Prepared
+    from deai.node.node import Node
+
+    chain = EmbeddedChain()
+    ledger = Ledger.deploy(chain)
+    requester = chain.accounts[0]
+    for _ in range(3):
+        chain.advance_time(1)  # mines a block: blocks between the deployment and the job
+    spec = JobSpec(
+        parties=Parties(requester=requester, providers=(P1,), validators=(ME,)),
+        settlement=SettlementSpec(commit_period_s=300, reveal_period_s=300),
+        data=DataSchema(input_shape=(4,), num_classes=2),
+    )
+    link = ChainLink.__new__(ChainLink)  # on the embedded chain instead of JSON-RPC
+    link.ledger, link.address, link.tx_lock = ledger, requester, threading.Lock()
+    chain_id = link.create_job(spec)
+    found = link.find_job_block(spec)
+    assert found is not None and found[0] == chain_id == link.find_job(spec)
+    created = ledger.events("JobCreated")[-1]
+    assert found[1] == created.block > ledger.deployment.block
+    # the node's settlement factory hands that block to the member (a layer above
+    # CommitteeMember, so the node's own state is stood in for)
+    node: Any = SimpleNamespace(
+        prepared={spec.job_id: Prepared(chain_id, None, round_budget=1, start_block=found[1])},
+        link=link, config=SimpleNamespace(chain=None), _lanes={}, members={},
+        runtime=SimpleNamespace(node_id=ME), address=ME,
+        _write_journal=lambda *a: None, _read_journal=lambda *a: None,
+    )  # fmt: skip
+    from deai.learning.data import Dataset
+    from deai.node.base import model_for
+
+    data = Dataset(torch.zeros(4, 4), torch.tensor([0, 1, 0, 1]), 2, (4,), "tiny")
+    member = Node._settlement_for(node, spec, model_for(spec), data, None)  # type: ignore[arg-type]
+    assert member is not None and member.start_block == found[1]
+
+
+def test_a_draw_race_lost_to_another_member_leaves_no_error() -> None:
+    """Review leftover (#20): ``draw_round: reverted without reason`` (another member's
+    draw mined first) stayed in the duty's error for good. A lost race is no error, and
+    any step that succeeds clears the last step's failure."""
+    from deai.errors import ChainError
+
+    class Raced(FakeJobs):
+        drawn = False
+
+        def round(self, job_id: int) -> Any:
+            return replace_ns(super().round(job_id), drawn=self.drawn)
+
+        def draw_round(self, account: str, job_id: int) -> bool:
+            self.drawn = True  # another member's draw was mined first
+            raise ChainError("draw_round: reverted without reason")
+
+    def replace_ns(ns: Any, **kw: Any) -> Any:
+        return SimpleNamespace(**{**vars(ns), **kw})
+
+    ctx, chain = Loop(), Raced()
+    m = _member(ctx, chain)
+    m.settle(_outcome(1))
+    assert ctx.spin(lambda: m.duties[0].phase is Phase.COMMITTED)
+    assert m.duties[0].error is None
+
+    flaky = FakeJobs()
+    fails = [ChainError("commit: rpc timed out")]
+
+    def commit(*args: Any) -> None:
+        if fails:
+            raise fails.pop()
+        FakeJobs.commit(flaky, *args)
+
+    flaky.commit = commit  # type: ignore[method-assign]
+    m2 = _member(ctx, flaky)
+    seen: list[str | None] = []
+    m2.on_error = lambda text: seen.append(text)
+    m2.settle(_outcome(1))
+    assert ctx.spin(lambda: m2.duties[0].phase is Phase.COMMITTED)
+    assert seen and "timed out" in str(seen[0]) and m2.duties[0].error is None
+
+
+def test_one_duty_shape_for_reports_and_the_journal() -> None:
+    """Review leftover (#20): the journal wrote ``index`` (0-based), the report ``round``
+    (1-based). One shape now: the report never carries the salt or the committed result;
+    the journal is the report plus those, and reads back to the same duty (journals in
+    the old shape too)."""
+    from deai.ledger.types import RoundResult
+    from deai.node.settlement import RoundDuty, duty_from_json, duty_json, duty_record
+
+    d = RoundDuty(
+        index=2, model_hash="cd" * 32, paid={P1: 5}, contributions={P1: 0.5},
+        phase=Phase.COMMITTED, member=True, result=RoundResult(b"\1" * 32, b"\2" * 32, 5),
+        salt=b"\3" * 32, settled=None, from_block=7, committee=[ME, OTHER], incomplete=True,
+        hold_until=12.5,
+    )  # fmt: skip
+    public = duty_json(d)
+    assert public["round"] == 3 and "salt" not in public and "result" not in public
+    record = duty_record(d)
+    assert {k: v for k, v in record.items() if k not in ("salt", "result")} == public
+    assert duty_from_json(record) == d
+    old = {"index": 2, "model_hash": d.model_hash, "paid": {P1: 5}, "phase": "committed",
+           "member": True, "result": record["result"], "salt": record["salt"]}  # fmt: skip
+    back = duty_from_json(old)
+    assert (back.index, back.paid, back.result, back.salt) == (2, {P1: 5}, d.result, d.salt)

@@ -81,10 +81,16 @@ class ChainLink:
 
     def find_job(self, spec: JobSpec) -> int | None:
         """The chain job escrowed by ``spec.requester`` for exactly this spec's hash."""
+        found = self.find_job_block(spec)
+        return None if found is None else found[0]
+
+    def find_job_block(self, spec: JobSpec) -> tuple[int, int] | None:
+        """That chain job and the block it was created in: the floor of every event scan
+        of its settlement (nothing of the job happened before it)."""
         want = bytes.fromhex(spec.spec_hash())
         for e in self.ledger.events("JobCreated", filters={"requester": spec.requester}):
             if bytes(e.args["spec_hash"]) == want:
-                return int(e.args["job_id"])
+                return int(e.args["job_id"]), int(e.block)
         return None
 
 
@@ -96,6 +102,7 @@ class Prepared:
     validation: Dataset | None
     error: str | None = None  # why the job cannot be taken (the validator refuses it)
     round_budget: int = 0  # wei per round (read from the chain while preparing)
+    start_block: int | None = None  # the block the chain job was created in
 
 
 class Lane:
@@ -106,6 +113,9 @@ class Lane:
         self.ctx = ctx
         self.node_id = ctx.node_id
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"deai-settle-{name}")
+
+    def now(self) -> float:
+        return self.ctx.now()
 
     def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
         self.ctx.call_later(delay_s, fn)

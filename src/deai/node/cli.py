@@ -26,6 +26,9 @@ import httpx
 import typer
 
 from deai.errors import DeaiError
+from deai.node.status import HELP as STATUS_HELP
+from deai.node.status import eth as _eth
+from deai.node.status import render_status as _render_status
 
 node_app = typer.Typer(help="Run a deployed deai node.", no_args_is_help=True)
 job_app = typer.Typer(help="Submit and follow training jobs (requester).", no_args_is_help=True)
@@ -42,21 +45,16 @@ def _fail(e: Exception) -> typer.Exit:
 
 
 def _url(config: Path | None, url: str | None) -> str:
-    """The node URL: ``--url``, else read from node.toml's [node] table (without loading
-    the full config, which would import the job spec and torch)."""
-    import tomllib
+    """The node URL: ``--url``, else read from node.toml's [node] table."""
+    from deai.errors import ConfigError
+    from deai.node.status import node_url
 
-    if url:
-        return url
-    if config is None:
-        raise typer.BadParameter("give --url or --config")
     try:
-        node = tomllib.loads(config.read_text()).get("node", {})
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise _fail(RuntimeError(f"{config}: {e}")) from None
-    return str(
-        node.get("public_url") or f"http://{node.get('host', '127.0.0.1')}:{node.get('port', 8700)}"
-    )
+        return node_url(config, url)
+    except ConfigError as e:
+        if config is None:
+            raise typer.BadParameter(str(e)) from None
+        raise _fail(e) from None
 
 
 # ------------------------------------------------------------------------------ node
@@ -125,67 +123,23 @@ def job_submit(
     typer.echo(json.dumps(out, indent=2))
 
 
-def _eth(wei: int | None) -> str:
-    return "-" if wei is None else f"{int(wei) / 10**18:.6f} ETH"
-
-
-@job_app.command("status")
+@job_app.command("status", help=STATUS_HELP)
 def job_status(
     job_id: str,
-    config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="node.toml")] = None,
     url: UrlOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="raw JSON")] = False,
 ) -> None:
-    """A job's rounds (accuracy on the requester's validation data, settlement), chain
-    state and what each party can claim."""
-    from deai.node.client import NodeClient
+    # `deai job status` itself never comes here: deai.cli.main answers it without typer
+    # (deai.node.status); this is the same command for `deai job --help` and CliRunner
+    from deai.errors import ApiError, ConfigError
+    from deai.node.status import fetch_status
 
     try:
-        client = NodeClient(_url(config, url), timeout_s=15.0)
-        try:
-            out = client.job_status(job_id)
-        finally:
-            client.close()
-    except (DeaiError, httpx.HTTPError) as e:
+        out = fetch_status(_url(config, url), job_id)
+    except (ApiError, ConfigError, OSError) as e:
         raise _fail(e) from None
-    out.pop("spec_json", None)
-    if as_json:
-        typer.echo(json.dumps(out, indent=2))
-        return
-    typer.echo(_render_status(out))
-
-
-def _num(x: Any) -> str:
-    return "-" if x is None else f"{float(x):.4f}"
-
-
-def _render_status(out: dict[str, Any]) -> str:
-    lines = [f"job {out['job_id']}  done={out.get('done')}  model {out.get('model_hash')}"]
-    chain = out.get("chain") or {}
-    if chain:
-        lines.append(
-            f"chain job {out.get('chain_job_id')}: {chain.get('state', '?')}, round "
-            f"{chain.get('round', '?')}, deposit {_eth(chain.get('deposit'))}, payable "
-            f"{_eth(chain.get('payable_total'))}, claimed {_eth(chain.get('claimed_total'))}"
-            + (f"  [{chain['error']}]" if chain.get("error") else "")
-        )
-    lines.append("round  accuracy  loss     accepted  missing  settled  slashed")
-    for r in out.get("round_reports") or []:
-        st = r.get("settlement") or {}
-        acc, loss = _num(r.get("accuracy")), _num(r.get("loss"))
-        lines.append(
-            f"{r['round']:>5}  {acc:>8}  {loss:>7}  "
-            f"{len(r.get('accepted', [])):>8}  {len(r.get('missing', [])):>7}  "
-            f"{st.get('settled', '-')!s:>7}  {','.join(st.get('slashed', [])) or '-'}"
-        )
-    claim = out.get("claimable")
-    if claim:
-        lines.append(f"requester can withdraw {_eth(claim.get('requester_withdrawable'))}")
-        for p, wei in (claim.get("providers") or {}).items():
-            lines.append(f"provider {p} can claim {_eth(wei)}")
-        if claim.get("note"):
-            lines.append(claim["note"])
-    return "\n".join(lines)
+    typer.echo(json.dumps(out, indent=2) if as_json else _render_status(out))
 
 
 def _chain_account(config: Path) -> tuple[Any, str]:

@@ -1,7 +1,8 @@
 """The client side of the node API (blocking ``httpx``), for the CLI, tests and tools.
 
 Kept apart from :mod:`deai.node.http` so that a CLI call that only reads a node imports
-neither FastAPI nor torch (``deai job status`` answers in well under a second)."""
+neither FastAPI nor torch. ``deai job status`` does not even use it: it reads a node with
+the standard library alone (:mod:`deai.node.status`)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from deai.errors import DeaiError
+from deai.errors import ApiError
 from deai.node.store import check_fetched, sha256_hex
 
 if TYPE_CHECKING:
     from deai.node.signing import Signer
 
-
-class ApiError(DeaiError):
-    """A node answered a request with an error status."""
-
-    def __init__(self, status: int, body: str) -> None:
-        self.status = status
-        self.body = body
-        super().__init__(f"HTTP {status}: {body[:500]}")
+__all__ = ["ApiError", "NodeClient"]
 
 
 class NodeClient:

@@ -24,9 +24,9 @@ from deai.ledger.types import Deployment
 from deai.node.chainlink import ChainLink
 from deai.node.config import NodeConfig, load_node_config
 from deai.node.keystore import load_key
-from deai.node.node import Node, _Member, node_data
+from deai.node.node import Node, node_data
 
-__all__ = ["Node", "_Member", "build_node", "configure_logging", "main", "node_data", "serve"]
+__all__ = ["Node", "build_node", "configure_logging", "main", "node_data", "serve"]
 
 log = logging.getLogger("deai.node")
 

@@ -186,21 +186,24 @@ class JobDesk:
             "model_hash": job.role.result_hash,
             "spec_json": job.spec.to_json(),
         }
-        report = await committee_report(self.node.peers, job.spec)
-        out["round_reports"] = report.get("rounds", [])
-        out["reported_by"] = report.get("validator")
-        table: dict[str, int] = report.get("payout_table") or {}
-        out["payout_table"] = table
         link = self.node.link
+        view: dict[str, Any] | None = None
         if link is not None and job.chain_id is not None:
+            payees = list(job.spec.providers)  # a node id is its chain address
             view, why = await self.reader.read(
-                f"job/{job_id}", lambda: _chain_view(link.ledger, job, list(table))
+                f"job/{job_id}", lambda: _chain_view(link.ledger, job, payees)
             )
             out["chain"] = view if view is not None else {}
             if why is not None:
                 out["chain"] = {**out["chain"], "error": why}
-            if view is not None:
-                out["claimable"] = _claimable(job, view, table)
+        root = None if view is None else view.get("root")
+        report = await committee_report(self.node.peers, job.spec, job.chain_id, root)
+        out["round_reports"] = report.get("rounds", [])
+        out["reported_by"] = report.get("validator")
+        table: dict[str, int] = report.get("payout_table") or {}
+        out["payout_table"] = table
+        if view is not None:
+            out["claimable"] = _claimable(job, view, table)
         return out
 
 
@@ -215,10 +218,25 @@ async def _off_loop(fn: Callable[..., Any], *args: Any) -> Any:
         raise ChainError(f"chain: {type(e).__name__}: {e}") from e
 
 
-async def committee_report(peers: Any, spec: JobSpec) -> dict[str, Any]:
-    """The first of the job's validators that answers with its report of the job (one
-    that abstained after a restart only if no other answers: its table may differ)."""
-    fallback: dict[str, Any] = {}
+async def committee_report(
+    peers: Any, spec: JobSpec, chain_job: int | None = None, root: str | None = None
+) -> dict[str, Any]:
+    """A report of the job from its validators: the first, in the spec's order, whose
+    payout table has the chain's ``root`` (``0x`` hex; what a claim is checked against),
+    that is done and did not abstain; else the best by those three, in that order. A
+    validator that abstained (after a restart, or once its model diverged), one still
+    catching up after a restart, or one outvoted in a round (the chain settled another
+    committee member's result) holds a table a claim cannot be built from."""
+
+    def score(got: dict[str, Any]) -> tuple[bool, bool, bool]:
+        matches = root is None or chain_job is None
+        if not matches and chain_job is not None:
+            table = {str(k): int(v) for k, v in (got.get("payout_table") or {}).items()}
+            matches = bool(table) and "0x" + PayoutTree(chain_job, table).root.hex() == root
+        fine = not got.get("abstained")
+        return (matches, bool(got.get("done")) and fine, fine)
+
+    best: tuple[tuple[bool, bool, bool], dict[str, Any]] | None = None
     for v in spec.validators:
         url = await peers.url(v)
         if url is None:
@@ -226,14 +244,17 @@ async def committee_report(peers: Any, spec: JobSpec) -> dict[str, Any]:
         try:
             async with httpx.AsyncClient(timeout=PEER_READ_TIMEOUT_S, trust_env=False) as c:
                 r = await c.get(f"{url.rstrip('/')}/v1/jobs/{spec.job_id}/rounds")
-            if r.status_code == 200:
-                got: dict[str, Any] = r.json()
-                if not got.get("abstained"):
-                    return got
-                fallback = fallback or got
-        except (httpx.HTTPError, ValueError):
-            continue
-    return fallback
+            if r.status_code != 200:
+                continue
+            got: dict[str, Any] = r.json()
+            s = score(got)
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError, DeaiError):
+            continue  # unreachable, or a report that does not parse: not one to pay from
+        if all(s):
+            return got
+        if best is None or s > best[0]:
+            best = (s, got)
+    return {} if best is None else best[1]
 
 
 def _chain_view(ledger: Any, job: Submitted, payees: list[str]) -> dict[str, Any]:

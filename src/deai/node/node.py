@@ -44,15 +44,15 @@ from deai.node.chainlink import ChainLink, Lane, LockedWrites, Prepared
 from deai.node.config import NodeConfig, NodeRole
 from deai.node.desk import JobDesk
 from deai.node.faults import Fault, FaultyBehaviour
-from deai.node.hooks import Honest, RoundOutcome
+from deai.node.hooks import Honest
 from deai.node.journal import NodeJournal
 from deai.node.messages import Message, OpenJob
 from deai.node.payouts import RoundPayouts
-from deai.node.reports import RoundLog, duty_json, outcome_json
+from deai.node.reports import RoundLog, outcome_json
 from deai.node.roles import Provider, Role, Validator
 from deai.node.runtime import NodeRuntime, PeerDirectory, Poster, RuntimeConfig
 from deai.node.secagg import install as install_secagg
-from deai.node.settlement import CommitteeMember
+from deai.node.settlement import CommitteeMember, duty_json
 from deai.node.signing import Envelope, RejectCode, Rejected, Signer, crypto_backend
 from deai.node.store import ArtifactStore
 from deai.node.validator import JobPending
@@ -70,22 +70,6 @@ def node_data(cfg: NodeConfig) -> tuple[Dataset, Dataset]:
 
 
 # ----------------------------------------------------------------------------- node
-class _Member(CommitteeMember):
-    """A validator's settlement of one job, which abstains from a round whose inputs the
-    validator did not all see (after a restart): it never commits, so it cannot be
-    slashed for a result the rest of the committee did not compute."""
-
-    def settle(self, outcome: RoundOutcome) -> None:
-        super().settle(outcome)  # on the loop: no step can run before the mark below
-        if outcome.abstain:
-            duty = self.duties[-1]
-            duty.member = False  # an abstaining member takes the non-member path
-            duty.error = "abstained: this validator missed the round's inputs (restart)"
-            log.warning("job %s round %d: %s", outcome.job_id, outcome.round, duty.error)
-            if self.journal is not None:
-                self.journal(self.snapshot())
-
-
 class Node:
     """One deployed node (implements :class:`deai.node.http.NodeApi`)."""
 
@@ -193,7 +177,7 @@ class Node:
             return None
         poll = self.config.chain.poll_s if self.config.chain else 1.0
         lane = self._lanes.setdefault(spec.job_id, Lane(self.runtime, spec.job_id[:24]))
-        member = _Member(
+        member = CommitteeMember(
             lane,  # type: ignore[arg-type]  # the part of NodeContext settlement uses
             LockedWrites(self.link),
             prep.chain_id,
@@ -204,6 +188,8 @@ class Node:
             poll_s=poll,
             on_error=lambda text: log.warning("%s", text),
             journal=lambda duties: self._write_journal(spec, "settle", duties),
+            start_block=prep.start_block,  # event scans from the job's creation on
+            on_diverged=lambda: self._diverged(spec.job_id),
         )
         saved = self._read_journal(spec, "settle")
         if isinstance(saved, list) and saved:
@@ -213,6 +199,13 @@ class Node:
             )
         self.members[spec.job_id] = member
         return member
+
+    def _diverged(self, job_id: str) -> None:
+        """A round this validator closed incomplete settled with another model: it
+        abstains from the rest of the job (stops driving, delivers nothing)."""
+        validator = self.role(Validator)
+        if isinstance(validator, Validator):
+            validator.abstain(job_id)
 
     def _prepare(self, sender: str, msg: Message) -> None:
         """Runtime hook: before a validator takes a job, find its chain job and its
@@ -234,16 +227,20 @@ class Node:
     async def _prepare_job(self, sender: str, msg: OpenJob, spec: JobSpec) -> None:
         try:
             validation = await self._fetch_validation(spec)
-            chain_id = None
+            chain_id, start_block = None, None
             if spec.settlement is not None and self.link is not None:
-                chain_id = await asyncio.to_thread(self.link.find_job, spec)
-                if chain_id is None:
+                found = await asyncio.to_thread(self.link.find_job_block, spec)
+                if found is None:
                     log.warning("job %s: no escrow on chain for its spec hash", spec.job_id)
+                else:
+                    chain_id, start_block = found
             budget = 0
             if chain_id is not None and self.link is not None:
                 view = await asyncio.to_thread(self.link.ledger.job, chain_id)
                 budget = view.round_budget
-            self.prepared[spec.job_id] = Prepared(chain_id, validation, round_budget=budget)
+            self.prepared[spec.job_id] = Prepared(
+                chain_id, validation, round_budget=budget, start_block=start_block
+            )
         except DeaiError as e:
             log.warning("job %s: cannot take it: %s", spec.job_id, e)
             self.prepared[spec.job_id] = Prepared(None, None, str(e))

@@ -1,6 +1,7 @@
 """What a node reports about its jobs: every round's accuracy on the requester's
-validation data (:class:`RoundLog`, a validator observer) and JSON views of rounds and
-settlement duties for ``/v1/status`` and ``/v1/jobs/{id}``."""
+validation data (:class:`RoundLog`, a validator observer) and JSON views of rounds for
+``/v1/status`` and ``/v1/jobs/{id}`` (settlement duties: :func:`deai.node.settlement.duty_json`,
+one shape for reports and the journal)."""
 
 from __future__ import annotations
 
@@ -51,21 +52,6 @@ class RoundLog:
 
     def on_rejection(self, node_id: str, rejection: Any) -> None:
         return None
-
-
-def duty_json(d: Any) -> dict[str, Any]:
-    return {
-        "round": d.index + 1,
-        "phase": str(d.phase),
-        "member": d.member,
-        "settled": d.settled,
-        "round_payout": dict(d.paid),
-        "total": sum(d.paid.values()) if d.settled else 0,
-        "model_hash": d.model_hash,
-        "slashed": list(d.slashed),
-        "error": d.error,
-        "final_at": d.final_at,
-    }
 
 
 def outcome_json(o: RoundOutcome) -> dict[str, Any]:

@@ -21,11 +21,35 @@ every wait has the chain's own deadline as its way out. The same code runs in th
 simulator (embedded chain, virtual clock, ``offload`` inline) and in a deployed node (any
 JSON-RPC chain, a worker thread per call). A fault (a validator that lies) is injected
 through the ``tamper`` hook, never by copying this code.
+
+Abstaining. Only a member that committed can be slashed, so a member that cannot vouch
+for its result commits nothing: it takes the non-member path (it follows the round to its
+end and reads whether it settled) and says why in ``RoundDuty.abstained``. It abstains
+
+* from a round its validator marked ``abstain`` (restarted after missing the round's
+  inputs, :mod:`deai.node.validator`);
+* from a round it closed *incomplete* (at the deadline, some provider's update missing)
+  when its dissent would be slashable (the others' seats can reach the contract's 3/4)
+  and the members that committed promptly hold a strict majority of the seats: they
+  closed before the deadline, so they saw an update it did not, and its model would only
+  dissent. Members that closed complete commit at once; an incomplete one holds its
+  commit for ``hold_s``, looks for a prompt majority in the first half and commits at
+  the end (other incomplete members, a provider that crashed is missed by all alike,
+  commit at the end of theirs: they are no prompt majority, and the round must not wait
+  out its windows or abort for nothing). Where its dissent cannot be slashed (it holds
+  more than a quarter of the seats) it commits at once: abstaining would only hold the
+  round for the whole commit window;
+* from every later round of the job once a round it closed incomplete settled with a
+  model other than its own (``diverged``): its later models are built on that one. The
+  ``on_diverged`` hook tells the validator (stop driving, deliver nothing). A member that
+  closed a round *complete* never defers to a different settled model: that can only be
+  a lying majority, and honest members keep their own.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +64,9 @@ from deai.node.hooks import RoundOutcome
 
 PayoutFn = Callable[[RoundOutcome], dict[str, int]]
 Tamper = Callable[[RoundResult], RoundResult]
+log = logging.getLogger("deai.node")
+# Jobs.vy: a revealed dissenter is slashed only if the winner holds >= 3/4 of the seats
+DISSENT_NUM, DISSENT_DEN = 3, 4
 
 
 class JobsChain(Protocol):
@@ -48,6 +75,8 @@ class JobsChain(Protocol):
     def round(self, job_id: int) -> RoundView: ...
 
     def committee(self, job_id: int) -> list[str]: ...
+
+    def committee_seats(self, job_id: int) -> list[int]: ...
 
     def commit(self, account: str, job_id: int, round_index: int, commitment: bytes) -> None: ...
 
@@ -95,6 +124,20 @@ class RoundDuty:
     slashed: list[str] = field(default_factory=list)  # addresses the contract slashed
     committee: list[str] = field(default_factory=list)  # addresses drawn for the round
     final_at: float | None = None  # wall-clock time this member saw the round final
+    incomplete: bool = False  # closed at the deadline with some provider's update missing
+    abstained: str | None = None  # why this member commits nothing for the round
+    hold_until: float | None = None  # an incomplete member's commit waits until then
+    committee_model: str | None = None  # the model hash the round settled with
+
+    @property
+    def diverged(self) -> bool:
+        """This member missed an input and the committee settled another model."""
+        return (
+            self.incomplete
+            and bool(self.settled)
+            and self.committee_model is not None
+            and self.committee_model != self.model_hash
+        )
 
 
 class CommitteeMember:
@@ -115,6 +158,8 @@ class CommitteeMember:
         on_error: Callable[[str], None] | None = None,
         journal: Callable[[list[dict[str, Any]]], None] | None = None,
         start_block: int | None = None,
+        hold_s: float = 20.0,
+        on_diverged: Callable[[], None] | None = None,
     ) -> None:
         self.ctx = ctx
         # a block at or before the job's creation: the floor of every event scan (None:
@@ -130,6 +175,11 @@ class CommitteeMember:
         self.tamper = tamper
         self.on_error = on_error
         self.journal = journal  # called with every duty's state after each step
+        # how long a member that closed a round incomplete, where its dissent could be
+        # slashed, lets the others commit first (the first half: those that closed complete
+        # commit within seconds; fellow incomplete members at the end of theirs)
+        self.hold_s = hold_s
+        self.on_diverged = on_diverged  # called on the loop once this member diverged
         self.duties: list[RoundDuty] = []
         self.settled_table: dict[str, int] = {self.account_of(p): 0 for p in providers}
         self.contribution_totals: dict[str, float] = {}
@@ -142,10 +192,27 @@ class CommitteeMember:
         contributions = dict(getattr(self.payouts, "last_contributions", {}))
         for node, value in contributions.items():
             self.contribution_totals[node] = self.contribution_totals.get(node, 0.0) + value
-        self.duties.append(RoundDuty(outcome.round - 1, outcome.model_hash, paid, contributions))
+        duty = RoundDuty(outcome.round - 1, outcome.model_hash, paid, contributions)
+        duty.incomplete = bool(outcome.missing)
+        self.duties.append(duty)
+        if outcome.abstain:
+            self._abstain(duty, "this validator missed the round's inputs (restart)")
+        elif self.diverged:
+            self._abstain(duty, "an earlier round settled with a model this member lacks")
         if self.journal is not None:  # before any step: a crash now still resumes the duty
             self.journal(self.snapshot())
         self._kick(0.0)
+
+    @property
+    def diverged(self) -> bool:
+        """A round this member closed incomplete settled with another model: every later
+        model of this member is built on one the committee does not hold."""
+        return any(d.diverged for d in self.duties)
+
+    def _abstain(self, duty: RoundDuty, why: str) -> None:
+        duty.abstained = why
+        duty.member = False  # an abstaining member takes the non-member path
+        log.warning("chain job %d round %d: abstains: %s", self.chain_job, duty.index + 1, why)
 
     @property
     def finished(self) -> bool:
@@ -165,7 +232,7 @@ class CommitteeMember:
     def snapshot(self) -> list[dict[str, Any]]:
         """Every duty as JSON (the salt included: a member that committed must be able
         to reveal after a restart, or it is slashed for not revealing)."""
-        return [duty_json(d) for d in self.duties]
+        return [duty_record(d) for d in self.duties]
 
     def restore(self, saved: list[dict[str, Any]]) -> None:
         """Resume the duties of a previous run of this member (from its journal)."""
@@ -203,6 +270,7 @@ class CommitteeMember:
         duty = self._head()
         if duty is None:
             return None
+        duty.error = None  # the last step's failure, if any: this step retries it
         rv = self.chain.round(self.chain_job)
         if duty.from_block is None:
             duty.from_block = self._scan_floor(duty, rv)
@@ -213,8 +281,9 @@ class CommitteeMember:
             return 0.0
         if not rv.drawn and self.chain.now() < rv.commit_deadline:
             return self._draw()  # anyone draws a round from the block after it opened
-        if duty.member is None and rv.drawn:
+        if not duty.committee and rv.drawn:
             duty.committee = [str(a) for a in self.chain.committee(self.chain_job)]
+        if duty.member is None and rv.drawn:
             duty.member = self.me.lower() in [a.lower() for a in duty.committee]
         now = self.chain.now()
         if not duty.member:
@@ -227,6 +296,10 @@ class CommitteeMember:
                 return (
                     self._until(rv.reveal_deadline + 1, now) if now <= rv.reveal_deadline else 0.0
                 )
+            if duty.incomplete:
+                wait = self._hold(duty, rv)
+                if wait is not None:
+                    return wait
             self._commit(duty)
             return 0.0
         if duty.phase is Phase.COMMITTED:
@@ -251,13 +324,44 @@ class CommitteeMember:
         earlier = [d.from_block for d in self.duties if d.index < duty.index and d.from_block]
         return max(earlier) if earlier else self.start_block
 
+    def _hold(self, duty: RoundDuty, rv: Any) -> float | None:
+        """A round this member closed incomplete (see the module docstring): abstain if
+        its dissent would be slashable and the members that committed promptly hold a
+        strict majority of the seats; else commit (None), after ``hold_s`` if slashable."""
+        me = self.me.lower()
+        mine = {i for i, a in enumerate(duty.committee) if a.lower() == me}
+        seats = self.chain.committee_seats(self.chain_job)
+        total = int(rv.seats)
+        own = sum(seats[i] for i in mine if i < len(seats))
+        if (total - own) * DISSENT_DEN < total * DISSENT_NUM:
+            return None  # no winner can hold 3/4 of the seats without this member's
+        now = self.ctx.now()
+        if duty.hold_until is None:
+            duty.hold_until = now + self.hold_s
+        prompt_until = duty.hold_until - self.hold_s / 2  # who commits by then closed before
+        if now <= prompt_until:  # the deadline: it saw an update this member missed
+            others = sum(seats[i] for i in rv.committed if i not in mine and i < len(seats))
+            if 2 * others > total:
+                self._abstain(
+                    duty,
+                    f"closed incomplete (an update missing) while members holding {others} "
+                    f"of {total} seats committed: its model would only dissent, slashably",
+                )
+                return 0.0
+            return float(min(self.poll_s, prompt_until - now + 0.01))
+        if now < duty.hold_until:  # other incomplete members commit at their hold's end
+            return float(min(self.poll_s, duty.hold_until - now))
+        return None
+
     def _draw(self) -> float:
         try:
             drawn = self.chain.draw_round(self.me, self.chain_job)
         except ChainError as e:  # seed block not mined over yet, or drawn by another
-            if "seed not ready" not in str(e) and "already drawn" not in str(e):
-                raise
-            drawn = False
+            if "seed not ready" in str(e) or "already drawn" in str(e):
+                return self.poll_s
+            if self.chain.round(self.chain_job).drawn:
+                return 0.0  # another member's draw was mined first: a lost race, no error
+            raise
         return 0.0 if drawn else self.poll_s
 
     def _until(self, deadline: int, now: int) -> float:
@@ -313,6 +417,8 @@ class CommitteeMember:
             if _round(e) == duty.index
         ]
         duty.settled = bool(settled)
+        if settled and "model_hash" in settled[0].args:
+            duty.committee_model = bytes(settled[0].args["model_hash"]).hex()
         duty.slashed = [
             str(e.args["member"])
             for e in self.chain.events("MemberSlashed", from_block=start, filters=f)
@@ -324,34 +430,61 @@ class CommitteeMember:
                 self.settled_table[acct] = self.settled_table.get(acct, 0) + wei
         duty.final_at = time.time()  # a report, never an input to the protocol
         duty.phase = Phase.FINAL
+        if duty.diverged:
+            for later in self.duties:
+                if later.index > duty.index and later.abstained is None:
+                    self._abstain(later, "an earlier round settled with a model it lacks")
+            if self.on_diverged is not None:
+                self.ctx.call_later(0.0, self.on_diverged)  # on the loop
 
 
 def duty_json(d: RoundDuty) -> dict[str, Any]:
-    r = d.result
+    """A duty as JSON, in one shape for the reports (``/v1/status``, ``/v1/jobs/{id}``)
+    and the journal (:func:`duty_record`); rounds 1-based, as everywhere outside the
+    contract. Never the committed result or its salt (a public report would let another
+    member copy a result before the reveal)."""
     return {
-        "index": d.index,
-        "model_hash": d.model_hash,
-        "paid": dict(d.paid),
-        "contributions": dict(d.contributions),
+        "round": d.index + 1,
         "phase": str(d.phase),
         "member": d.member,
-        "result": None if r is None else [r.model_hash.hex(), r.root.hex(), r.total],
-        "salt": d.salt.hex(),
+        "abstained": d.abstained,
+        "incomplete": d.incomplete,
         "settled": d.settled,
-        "from_block": d.from_block,
-        "error": d.error,
-        "slashed": list(d.slashed),
+        "round_payout": dict(d.paid),  # provider -> wei by the payout rule
+        "total": sum(d.paid.values()) if d.settled else 0,  # what the chain pays for it
+        "contributions": dict(d.contributions),
+        "model_hash": d.model_hash,
+        "committee_model": d.committee_model,
         "committee": list(d.committee),
+        "slashed": list(d.slashed),
+        "error": d.error,
+        "from_block": d.from_block,
+        "hold_until": d.hold_until,
         "final_at": d.final_at,
     }
 
 
+def duty_record(d: RoundDuty) -> dict[str, Any]:
+    """What the journal keeps of a duty: :func:`duty_json` plus the committed result and
+    its salt (a member that committed must reveal after a restart, or it is slashed)."""
+    r = d.result
+    return {
+        **duty_json(d),
+        "result": None if r is None else [r.model_hash.hex(), r.root.hex(), r.total],
+        "salt": d.salt.hex(),
+    }
+
+
 def duty_from_json(j: dict[str, Any]) -> RoundDuty:
+    """A journaled duty (:func:`duty_record`; journals from before the one shape, with a
+    0-based ``index`` and ``paid``, are read too)."""
     r = j.get("result")
+    index = int(j["round"]) - 1 if "round" in j else int(j["index"])
+    paid = j["round_payout"] if "round_payout" in j else j["paid"]
     return RoundDuty(
-        index=int(j["index"]),
+        index=index,
         model_hash=str(j["model_hash"]),
-        paid={str(k): int(v) for k, v in j["paid"].items()},
+        paid={str(k): int(v) for k, v in paid.items()},
         contributions={str(k): float(v) for k, v in j.get("contributions", {}).items()},
         phase=Phase(j["phase"]),
         member=j.get("member"),
@@ -365,6 +498,10 @@ def duty_from_json(j: dict[str, Any]) -> RoundDuty:
         slashed=list(j.get("slashed", [])),
         committee=list(j.get("committee", [])),
         final_at=j.get("final_at"),
+        incomplete=bool(j.get("incomplete", False)),
+        abstained=j.get("abstained"),
+        hold_until=j.get("hold_until"),
+        committee_model=j.get("committee_model"),
     )
 
 

@@ -504,9 +504,16 @@ class Validator(Role):
         )
         return train_local(job.model, [req])[0].params - params
 
+    def abstain(self, job_id: str) -> None:
+        """Settlement found this member's model is not the committee's (a round it closed
+        incomplete settled with another model): abstain from the rest of the job."""
+        job = self.jobs.get(job_id)
+        if job is not None and not job.abstain:
+            self._abstain(job)
+
     def _abstain(self, job: ValidatorJob) -> None:
-        """This member missed a round's inputs after a restart: its model may differ from
-        the committee's from now on, so it commits nothing more and hands driving on."""
+        """This member's model may differ from the committee's from now on (it missed a
+        round's inputs): it commits nothing more and hands driving on."""
         job.abstain = True
         if self.coordinator(job):
             job.driver = (job.driver + 1) % len(job.spec.validators)
