@@ -14,7 +14,13 @@ from deai.compression.error_feedback import ErrorFeedback
 from deai.errors import CodecError, InvalidMessage, InvalidUpdate
 from deai.job.spec import JobSpec
 from deai.learning.data import Dataset
-from deai.learning.params import FlatModel, vector_bytes, vector_from_bytes, vector_hash
+from deai.learning.params import (
+    FlatModel,
+    bytes_hash,
+    vector_bytes,
+    vector_from_bytes,
+    vector_hash,
+)
 from deai.learning.train import TrainRequest, TrainResult
 from deai.node.base import (
     Encoder,
@@ -207,6 +213,7 @@ class Provider(Role):
             if msg.codec != "identity":
                 raise InvalidMessage(f"{self.node_id}: a whole model must be raw float32")
             params = vector_from_bytes(msg.model, dim)
+            digest = bytes_hash(msg.model)  # the bytes are params' canonical bytes
         else:
             held, held_round = self.held[spec.job_id]
             codec = self.decoders[spec.job_id]
@@ -223,7 +230,8 @@ class Provider(Role):
             if reason is not None:
                 self.refusals.append(ProviderRefusal(spec.job_id, msg.round, reason))
                 return None
-        if vector_hash(params) != msg.model_hash:
+            digest = vector_hash(params)
+        if digest != msg.model_hash:
             raise InvalidMessage(f"{self.node_id}: global model does not match its hash")
         self.held[spec.job_id] = (params, msg.round)
         return params
