@@ -111,7 +111,7 @@ def mlp_step(
         torch.bmm(g.transpose(1, 2), inputs[k], out=grads[:, ws_:we].view(n, o, i))
         torch.sum(g, dim=1, out=grads[:, bs_:be])  # [n, out]
         if k > 0:
-            g = torch.bmm(g, ws[k]) * (inputs[k] > 0)  # through ReLU: 0 where it was off
+            g = torch.bmm(g, ws[k]).mul_(inputs[k] > 0)  # through ReLU: 0 where it was off
     if mu > 0.0:
         diff = theta - anchor
         losses = losses + 0.5 * mu * (diff**2).sum(dim=1)
