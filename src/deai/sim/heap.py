@@ -25,6 +25,7 @@ from contextlib import contextmanager
 M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 64 << 20  # blocks up to 64 MB come from the heap
+MMAP_THRESHOLD_MAX = 32 << 20  # the documented maximum on 64-bit, if a glibc refuses 64 MB
 TRIM_THRESHOLD = 256 << 20  # up to 256 MB free at the heap top is kept
 DEFAULT_THRESHOLD = 128 << 10  # glibc's defaults for both, restored after the run
 
@@ -42,17 +43,21 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 @contextmanager
-def keep_freed_blocks() -> Iterator[None]:
-    """Raise glibc's mmap and trim thresholds for the ``with`` block, then restore the
-    defaults and return the kept free memory to the system."""
+def keep_freed_blocks() -> Iterator[int | None]:
+    """Raise glibc's mmap and trim thresholds for the ``with`` block (it gets the mmap
+    threshold set, None if none was), then restore the defaults and return the kept free
+    memory to the system."""
     libc = _glibc()
     if libc is None:
-        yield
+        yield None
         return
-    libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    threshold = MMAP_THRESHOLD
+    if not libc.mallopt(M_MMAP_THRESHOLD, threshold):  # 0: refused, nothing changed
+        threshold = MMAP_THRESHOLD_MAX
+        libc.mallopt(M_MMAP_THRESHOLD, threshold)
     libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     try:
-        yield
+        yield threshold
     finally:
         libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_THRESHOLD)
         libc.mallopt(M_MMAP_THRESHOLD, DEFAULT_THRESHOLD)
