@@ -250,7 +250,9 @@ def main() -> None:
     rounds_pfl = {10: 20, 100: 10, 1000: 5}
     rounds_flower = {10: 10, 100: 5, 1000: 3}
     sizes: dict[str, Any] = {}
+    loads: dict[str, list[float]] = {}  # the 1-minute load average before each size
     for n in args.sizes:
+        loads[str(n)] = [round(x, 2) for x in os.getloadavg()]
         d: list[dict[str, Any]] = []
         p: list[dict[str, Any]] = []
         for _ in range(args.repeats):  # interleaved: the same load on both
@@ -292,6 +294,10 @@ def main() -> None:
             "pfl": "pfl-research 0.6.0 (PyTorch), SimulatedBackend in one process on CPU, "
             "in-memory FederatedDataset.from_slices, cohort = every user, central "
             "evaluation every round (benchmarks/pfl_workload.py)",
+            "load_average_before_size": loads,
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            "allocator": "deai's runner raises glibc's mmap and trim thresholds while a "
+            "simulation runs (deai.sim.heap); pfl runs with the allocator's defaults",
         },
         "flower_version": "1.41 (flwr[simulation], Ray backend, 1 CPU per client actor)",
         "sizes": sizes,

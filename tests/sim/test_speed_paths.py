@@ -5,11 +5,15 @@
 - header lengths kept by value give the encoded length, floats and bools included;
 - the one-pass finiteness check of an aggregation stack equals ``isfinite().all()``;
 - canonical vector bytes are the same bytes for every dtype and layout;
-- the shared local-training config equals the one built afresh.
+- the shared local-training config equals the one built afresh;
+- a task's hash taken from its bytes is the hash of the vector they decode to;
+- the in-place SGD step and the MLP's in-place layer gradients compute what the
+  out-of-place formulas do.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,12 +23,13 @@ import torch
 from deai.aggregation.base import _all_finite
 from deai.job.spec import AlgorithmSpec
 from deai.learning.algorithms import AlgorithmName
-from deai.learning.params import vector_bytes
+from deai.learning.params import bytes_hash, vector_bytes, vector_from_bytes, vector_hash
 from deai.learning.train import (
     LocalTrainConfig,
     Optimizer,
     TrainRequest,
     _index_plan,
+    _StackedOptimizer,
     batch_schedule,
 )
 from deai.node.messages import Message, encode
@@ -135,3 +140,54 @@ def test_shared_local_config_equals_a_fresh_one() -> None:
         assert (cfg.batch_size, cfg.clip_norm) == (alg.batch_size, alg.clip_norm)
         assert alg.local() is alg.local()  # one shared frozen config
     assert AlgorithmSpec(lr=0.1).local() != AlgorithmSpec(lr=0.2).local()
+
+
+def test_a_task_hash_from_its_bytes_is_the_hash_of_the_decoded_vector() -> None:
+    g = torch.Generator().manual_seed(1)
+    blobs = [
+        vector_bytes(torch.randn(50, generator=g)),
+        vector_bytes(torch.tensor([float("nan"), float("inf"), -0.0, 0.0, 1e-45])),
+        bytes(range(256)) * 4,  # arbitrary peer bytes: NaN payloads, denormals
+        b"",
+    ]
+    for blob in blobs * 2:  # the second pass reads the kept digests
+        want = hashlib.sha256(vector_bytes(vector_from_bytes(blob, len(blob) // 4))).hexdigest()
+        assert bytes_hash(blob) == want == vector_hash(vector_from_bytes(blob, len(blob) // 4))
+    assert bytes_hash(blobs[0]) != bytes_hash(blobs[0][:-4] + b"\x00\x00\x80\x7f")
+
+
+def test_in_place_sgd_step_equals_the_out_of_place_formula() -> None:
+    g = torch.Generator().manual_seed(2)
+    cfg = LocalTrainConfig(lr=0.1)
+    theta = torch.randn(6, 40, generator=g)
+    grads = torch.randn(6, 40, generator=g) * 10.0 ** torch.arange(-3, 3)[:, None]
+    active = torch.tensor([[1.0], [0.0], [1.0], [1.0], [0.0], [1.0]])
+    want = theta - cfg.lr * active * grads
+    got = _StackedOptimizer(cfg, theta).step(theta.clone(), grads.clone(), active)
+    assert torch.equal(got, want)
+    assert torch.equal(got[1], theta[1]) and torch.equal(got[4], theta[4])  # inactive rows
+
+
+def test_mlp_layer_gradients_written_in_place_equal_concatenated_products() -> None:
+    from deai.learning.batched import mlp_layout, mlp_step
+    from deai.learning.models import ModelConfig, build_model
+    from deai.learning.params import FlatModel
+
+    model = FlatModel(build_model(ModelConfig("mlp", {"hidden": [16, 8]}), (1, 4, 4), 5, 0))
+    layout = mlp_layout(model)
+    assert layout is not None
+    g = torch.Generator().manual_seed(3)
+    n, b = 7, 5
+    theta = torch.randn(n, model.dim, generator=g) * 0.3
+    xb = torch.randn(n, b, 1, 4, 4, generator=g)
+    yb = torch.randint(0, 5, (n, b), generator=g)
+    mb = (torch.rand(n, b, generator=g) > 0.2).float()
+    grads, losses = mlp_step(layout, theta, xb, yb, mb, theta[:, :1], 0.0)
+    for i in range(n):  # each row against plain autograd on that row alone
+        flat = theta[i].clone().requires_grad_(True)
+        logits = model.forward(flat, xb[i])
+        per = torch.nn.functional.cross_entropy(logits, yb[i], reduction="none")
+        loss = (per * mb[i]).sum() / mb[i].sum().clamp_min(1.0)
+        (want,) = torch.autograd.grad(loss, flat)
+        torch.testing.assert_close(grads[i], want, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(losses[i], loss.detach(), rtol=1e-5, atol=1e-6)

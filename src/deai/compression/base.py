@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from deai.errors import CodecError
+from deai.learning.params import vector_bytes
 
 ParamValue = int | float | str  # a codec parameter as it appears on the wire
 MAX_WIRE_SPEC = 512  # characters; a longer codec description from a peer is refused
@@ -112,8 +113,7 @@ class IdentityCodec(Codec):
     name = "identity"
 
     def encode(self, vector: Tensor) -> Encoded:
-        v = vector.detach().to(torch.float32).contiguous().cpu().numpy()
-        return Encoded(self.name, int(v.shape[0]), v.astype("<f4").tobytes())
+        return Encoded(self.name, int(vector.shape[0]), vector_bytes(vector))
 
     def decode(self, encoded: Encoded) -> Tensor:
         if encoded.codec != self.name:

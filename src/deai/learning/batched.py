@@ -103,13 +103,15 @@ def mlp_step(
     g = logp.exp()
     g.scatter_add_(2, target, torch.full_like(per_example, -1.0).unsqueeze(2))
     g = g * (mb / denom[:, None]).unsqueeze(2)
-    parts: list[Tensor] = [torch.empty(0)] * (2 * len(ws))
+    # each layer's gradient written where its parameters sit in the flat vector (one
+    # [n, d] allocation, no concatenation: the same products, the same values)
+    grads = torch.empty_like(theta)  # [n, d]
     for k in range(last, -1, -1):
-        parts[2 * k] = torch.bmm(g.transpose(1, 2), inputs[k]).reshape(n, -1)  # [n, out*in]
-        parts[2 * k + 1] = g.sum(dim=1)  # [n, out]
+        (ws_, we, o, i), (bs_, be) = layout.weights[k], layout.biases[k]
+        torch.bmm(g.transpose(1, 2), inputs[k], out=grads[:, ws_:we].view(n, o, i))
+        torch.sum(g, dim=1, out=grads[:, bs_:be])  # [n, out]
         if k > 0:
-            g = torch.bmm(g, ws[k]) * (inputs[k] > 0)  # through ReLU: 0 where it was off
-    grads = torch.cat(parts, dim=1)
+            g = torch.bmm(g, ws[k]).mul_(inputs[k] > 0)  # through ReLU: 0 where it was off
     if mu > 0.0:
         diff = theta - anchor
         losses = losses + 0.5 * mu * (diff**2).sum(dim=1)

@@ -94,11 +94,16 @@ _HASHED_MAX_BYTES = 1 << 22  # larger vectors are hashed every time, never kept
 
 def vector_hash(flat: Tensor) -> str:
     """sha256 hex of the canonical bytes: the name of a model or update."""
-    data = vector_bytes(flat)
+    return bytes_hash(vector_bytes(flat))
+
+
+def bytes_hash(data: bytes) -> str:
+    """sha256 hex of canonical vector bytes: ``vector_hash(vector_from_bytes(data, d))``
+    without decoding them (float32 little-endian bytes round-trip bit for bit)."""
     if len(data) > _HASHED_MAX_BYTES:
         return hashlib.sha256(data).hexdigest()
     for blob, digest in _HASHED:
-        if blob == data:  # the same bytes: the same digest
+        if blob is data or blob == data:  # the same bytes: the same digest
             return digest
     digest = hashlib.sha256(data).hexdigest()
     _HASHED.insert(0, (data, digest))

@@ -14,7 +14,13 @@ from deai.compression.error_feedback import ErrorFeedback
 from deai.errors import CodecError, InvalidMessage, InvalidUpdate
 from deai.job.spec import JobSpec
 from deai.learning.data import Dataset
-from deai.learning.params import FlatModel, vector_bytes, vector_from_bytes, vector_hash
+from deai.learning.params import (
+    FlatModel,
+    bytes_hash,
+    vector_bytes,
+    vector_from_bytes,
+    vector_hash,
+)
 from deai.learning.train import TrainRequest, TrainResult
 from deai.node.base import (
     Encoder,
@@ -65,6 +71,25 @@ class ProviderRefusal:
     job_id: str
     round: int  # 0: the whole job
     reason: str
+
+
+# the last whole task model decoded: (its bytes object, the vector)
+_LAST_MODEL: list[tuple[bytes, Tensor]] = []
+
+
+def _decoded_model(data: bytes, dim: int) -> Tensor:
+    """``vector_from_bytes(data, dim)``, shared by every provider handed the same bytes
+    object: in a simulation one task object goes to all of a round's providers, and
+    decoding it for each was a copy of the model per provider. Sharing is safe because no
+    role writes into a global model: training stacks it (a copy), the delta and a
+    downstream delta are computed out of place. A deployed node decodes its own body."""
+    if _LAST_MODEL:
+        blob, vector = _LAST_MODEL[0]
+        if blob is data and vector.shape == (dim,):
+            return vector
+    vector = vector_from_bytes(data, dim)
+    _LAST_MODEL[:] = [(data, vector)]
+    return vector
 
 
 def encoder_for(spec: JobSpec, provider: str) -> Encoder:
@@ -179,23 +204,23 @@ class Provider(Role):
                         return
                     self.uploader.submit(spec.job_id, msg.round, delta, self.num_examples)
                     return
+            jid = msg.job_id  # the job's id: the job was looked up by it
             try:
-                enc = self.encoders[spec.job_id].encode(delta)
+                enc = self.encoders[jid].encode(delta)
             except CodecError:  # e.g. non-finite values: send raw, validators will judge
                 enc = IdentityCodec().encode(delta)
             update = Update(
-                spec.job_id,
+                jid,
                 msg.round,
-                self.wires[spec.job_id]
-                if enc.codec == self.decoders[spec.job_id].name
-                else enc.codec,
+                self.wires[jid] if enc.codec == self.decoders[jid].name else enc.codec,
                 enc.dim,
                 "float32",
                 enc.payload,
                 self.behaviour.claim(self.num_examples),
             )
+            ctx = self.ctx
             for v in spec.validators:
-                self.ctx.send(v, update)
+                ctx.send(v, update)
 
         self.ctx.train(model, self._request(spec, params, msg.round), done)
 
@@ -206,7 +231,8 @@ class Provider(Role):
         if msg.base_round < 0:
             if msg.codec != "identity":
                 raise InvalidMessage(f"{self.node_id}: a whole model must be raw float32")
-            params = vector_from_bytes(msg.model, dim)
+            params = _decoded_model(msg.model, dim)
+            digest = bytes_hash(msg.model)  # the bytes are params' canonical bytes
         else:
             held, held_round = self.held[spec.job_id]
             codec = self.decoders[spec.job_id]
@@ -223,7 +249,8 @@ class Provider(Role):
             if reason is not None:
                 self.refusals.append(ProviderRefusal(spec.job_id, msg.round, reason))
                 return None
-        if vector_hash(params) != msg.model_hash:
+            digest = vector_hash(params)
+        if digest != msg.model_hash:
             raise InvalidMessage(f"{self.node_id}: global model does not match its hash")
         self.held[spec.job_id] = (params, msg.round)
         return params

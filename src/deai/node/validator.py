@@ -125,6 +125,10 @@ class ValidatorJob:
     broadcast_round: int = 0  # the round x_hat was last sent in (0: the initial model)
     resumed_round: int = 0  # the round a restart resumed at (0: never restarted)
     abstain: bool = False  # missed inputs after a restart: settle and drive no more
+    codecs: dict[str, Codec] = field(default_factory=dict)  # wire spec -> the decoder
+
+    def __post_init__(self) -> None:
+        self.codecs = {self.decoder.spec.to_wire(): self.decoder}
 
     @property
     def secure(self) -> bool:
@@ -387,7 +391,7 @@ class Validator(Role):
                 round_=st.round,
                 dim=job.model.dim,
                 policy=self._policy(job, st),
-                codecs={job.decoder.spec.to_wire(): job.decoder},
+                codecs=job.codecs,
             )
         except (InvalidUpdate, InvalidMessage) as e:
             self._reject(st, msg.round, sender, e)
@@ -425,11 +429,15 @@ class Validator(Role):
         arrived = list(st.updates)  # arrival order
         if not arrived:
             return Updates((), torch.zeros((0, job.model.dim)), ())
-        stack = torch.stack([st.updates[s][0] for s in arrived])
+        # stacked in draw order, the order the strategy takes them in (one [n, d] copy)
+        senders = tuple(s for s in st.participants if s in st.updates)
+        stack = torch.stack([st.updates[s][0] for s in senders])
         # every update's values checked as one tensor operation (exactly check_vector's
-        # verdict per row); the failing are rejected as they would have been on arrival
-        verdicts = check_vectors(stack, self._policy(job, st))
-        for sender, bad in zip(arrived, verdicts, strict=True):
+        # verdict per row); the failing are rejected as they would have been on arrival,
+        # in arrival order
+        verdicts = dict(zip(senders, check_vectors(stack, self._policy(job, st)), strict=True))
+        for sender in arrived:
+            bad = verdicts[sender]
             if bad is not None:
                 del st.updates[sender]
                 st.rejected.add(sender)
@@ -437,10 +445,11 @@ class Validator(Role):
                 strike = getattr(self.ctx, "strike", None)  # deployed: an offence, as on
                 if strike is not None:  # arrival (the batched check runs at close)
                     strike(sender, f"{bad.reason}: {bad}")
-        order = {s: i for i, s in enumerate(arrived)}
-        senders = tuple(s for s in st.participants if s in st.updates)
-        rows = torch.tensor([order[s] for s in senders], dtype=torch.long)
-        return Updates(senders, stack[rows], tuple(st.updates[s][1] for s in senders))
+        if len(st.updates) < len(senders):
+            keep = [i for i, s in enumerate(senders) if s in st.updates]
+            senders = tuple(senders[i] for i in keep)
+            stack = stack[torch.tensor(keep, dtype=torch.long)]
+        return Updates(senders, stack, tuple(st.updates[s][1] for s in senders))
 
     def _close_round(self, job: ValidatorJob, secure_sum: SecureSum | None = None) -> None:
         st = job.round
@@ -562,5 +571,7 @@ class Validator(Role):
 def _rows(inputs: Updates | SecureSum, accepted: tuple[str, ...]) -> Tensor | None:
     if not isinstance(inputs, Updates) or not accepted:
         return None
+    if accepted == inputs.senders:  # every input accepted, in order: the stack itself
+        return inputs.stack
     index = {s: i for i, s in enumerate(inputs.senders)}
     return inputs.stack[[index[s] for s in accepted]]

@@ -44,6 +44,7 @@ from deai.sim.adversary import Adversary, AttackerGroup
 from deai.sim.behaviours import DataPoisoning
 from deai.sim.chain_job import ChainSetup, SimChain
 from deai.sim.engine import Simulation
+from deai.sim.heap import keep_freed_blocks
 from deai.sim.network import FaultModel, NetworkConfig, NetworkModel, draw_profiles
 from deai.sim.population import (
     CrossDeviceRequester,
@@ -632,7 +633,7 @@ def execute(
     def done() -> bool:
         return requester.result is not None and (chain is None or chain.finished)
 
-    with _few_collections():
+    with _few_collections(), keep_freed_blocks():
         sim.run(stop=done)
     metrics = _metrics(
         pl, sim, collector, requester, validator_roles, attackers, wall, provider_roles
