@@ -307,3 +307,58 @@ def test_a_complete_member_commits_at_once_whatever_the_others_did() -> None:
     _send_updates(v1, spec, 1, PROVIDERS)  # closes complete, before its deadline
     _run(ctx, 0.5)
     assert (A("v1"), 0) in chain.commits
+
+
+class TimedChain(SeatsChain):
+    """SeatsChain with windows that end and chain time that follows the test's clock."""
+
+    def __init__(self, members: list[str], seats: list[int], ctx: Ctx) -> None:
+        super().__init__(members, seats)
+        self.ctx, self.reads, self.finalized = ctx, 0, False
+
+    def round(self, job_id: int) -> Any:
+        self.reads += 1
+        rv = super().round(job_id)
+        rv.commit_deadline, rv.reveal_deadline = 3_600, 7_200
+        return rv
+
+    def now(self) -> int:
+        return int(self.ctx.t)
+
+    def finalize_round(self, account: str, job_id: int, round_index: int) -> None:
+        self.finalized = True
+        self.index += 1
+
+
+def test_a_member_waiting_out_a_long_window_reads_the_chain_a_logarithmic_number_of_times() -> None:
+    """An abstaining member (or one whose fellow member abstained) waits for the windows
+    to end before it may finalize: polling every second was 7,200 chain reads per round
+    (the demo once spent 390 s of its minute so); backing off to a quarter of the time
+    waited keeps it to tens, and the round is still finalized right after its window."""
+    spec = _settled_spec(("v0", "v1"))
+    v1_ctx = Ctx("v1")
+    chain = TimedChain([A("v0"), A("v1")], [3, 1], v1_ctx)
+    from deai.node.settlement import CommitteeMember
+
+    members: list[CommitteeMember] = []
+
+    def settlement(s: JobSpec, model: Any, data: Any, ctx: Any) -> CommitteeMember:
+        m = CommitteeMember(
+            ctx, chain, 1, A("v1"), lambda o: {p: 10 for p in o.accepted}, A,
+            s.providers, poll_s=1.0,
+        )  # fmt: skip
+        members.append(m)
+        return m
+
+    v1 = Validator("v1", lambda _s: SPLITS.validation, settlement=settlement)
+    v1.attach(v1_ctx)
+    v1.handle("req", OpenJob(spec.job_id, spec.to_json(), spec.spec_hash()))
+    chain.commit(A("v0"), 1, 0, b"")  # v0 committed: v1, incomplete, will abstain
+    _send_updates(v1, spec, 1, ("p0", "p1"))
+    _run(v1_ctx, spec.round_timeout_s)
+    _run(v1_ctx, 30.0)
+    assert members[0].duties[0].abstained
+    before = chain.reads
+    _run(v1_ctx, 7_300.0 - v1_ctx.t)
+    assert chain.finalized and members[0].duties[0].phase.name == "FINAL"
+    assert chain.reads - before < 80  # was ~7,200

@@ -185,6 +185,7 @@ class CommitteeMember:
         self.contribution_totals: dict[str, float] = {}
         self._busy = False
         self._round_count: int | None = None
+        self._waiting: tuple[int, int] | None = None  # (deadline, chain time we began)
 
     # ---------------------------------------------------------------- on the loop
     def settle(self, outcome: RoundOutcome) -> None:
@@ -292,10 +293,11 @@ class CommitteeMember:
                 return 0.0
             return self._until(rv.reveal_deadline + 1, now)
         if duty.phase is Phase.WAITING:
-            if now > rv.commit_deadline:
-                return (
-                    self._until(rv.reveal_deadline + 1, now) if now <= rv.reveal_deadline else 0.0
-                )
+            if now > rv.commit_deadline:  # too late to commit: wait the round out, then
+                if now <= rv.reveal_deadline:  # finalize it (returning 0.0 here spun)
+                    return self._until(rv.reveal_deadline + 1, now)
+                self._finalize(duty)
+                return 0.0
             if duty.incomplete:
                 wait = self._hold(duty, rv)
                 if wait is not None:
@@ -365,7 +367,15 @@ class CommitteeMember:
         return 0.0 if drawn else self.poll_s
 
     def _until(self, deadline: int, now: int) -> float:
-        return float(min(self.poll_s, max(deadline - now, 0) + 0.5))
+        """How long to wait for others to act before ``deadline`` (chain seconds): every
+        ``poll_s`` at first, then a quarter of the time already waited for that same
+        deadline (a long wait, e.g. a member that abstained holding a window open, costs
+        O(log window) chain reads instead of one per ``poll_s``; seeing an action late adds
+        at most a quarter to the wait)."""
+        if self._waiting is None or self._waiting[0] != deadline:
+            self._waiting = (deadline, now)
+        waited = max(now - self._waiting[1], 0)
+        return float(min(max(self.poll_s, waited / 4), max(deadline - now, 0) + 0.5))
 
     def _rounds(self) -> int:
         """The job's round count (fixed at creation: read once). A job is DONE only after

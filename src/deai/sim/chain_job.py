@@ -11,7 +11,7 @@ proofs; a failure anywhere is recorded in the report, never lost.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,7 +92,12 @@ class SimChain:
             self.chain.advance_time(behind)
 
     def member(
-        self, node_id: str, ctx: NodeContext, model: FlatModel, validation: Dataset
+        self,
+        node_id: str,
+        ctx: NodeContext,
+        model: FlatModel,
+        validation: Dataset,
+        on_diverged: Callable[[], None] | None = None,
     ) -> CommitteeMember:
         payouts = RoundPayouts(self.spec, model, validation, self.round_budget)
         m = CommitteeMember(
@@ -107,6 +112,7 @@ class SimChain:
             tamper=_lie if node_id in self.liars else None,
             on_error=self.errors.append,
             start_block=self.start_block,
+            on_diverged=on_diverged,
         )
         self.members[node_id] = m
         return m

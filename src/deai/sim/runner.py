@@ -597,10 +597,19 @@ def execute(
         chain = SimChain(ChainSetup(s.simulation.stake_eth, pl.stakes), spec, pl.liars)
         sim.before_offload.append(chain.sync_clock)
 
+    by_id: dict[str, Validator] = {}
+
     def settlement(
         spec_: JobSpec, model_: FlatModel, validation: Dataset, ctx: NodeContext
     ) -> Settlement | None:
-        return chain.member(ctx.node_id, ctx, model_, validation) if chain else None
+        if chain is None:
+            return None
+        # a round this validator closed incomplete settled with another model: it abstains
+        # from the rest of the job (stops driving, delivers nothing), as the daemon's does
+        role = by_id[ctx.node_id]
+        return chain.member(
+            ctx.node_id, ctx, model_, validation, on_diverged=lambda: role.abstain(spec_.job_id)
+        )
 
     validator_roles: list[Validator] = []
     for v in pl.validators:
@@ -612,6 +621,7 @@ def execute(
             keep_updates=keep_updates,
         )
         validator_roles.append(role)
+        by_id[v] = role
         sim.add_node(v, role, *(install_secagg(None, role) if secure else []))
     provider_roles: list[Provider] = []
     if lazy:
