@@ -9,6 +9,7 @@ code is the same on each; only test-chain controls (time travel, snapshots) diff
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
@@ -60,9 +61,13 @@ class Chain(ABC):
 class EmbeddedChain(Chain):
     """In-process EVM: eth-tester over py-evm, reached through web3's tester provider."""
 
-    def __init__(self, funded: Mapping[str, int] | None = None) -> None:
+    def __init__(self, funded: Mapping[str, int] | None = None, seed: int | None = None) -> None:
         """``funded``: extra addresses and their genesis balances in wei (the 10 default
-        accounts always get 1,000,000 ETH each)."""
+        accounts always get 1,000,000 ETH each). ``seed``: a reproducible chain (the
+        simulator's): the genesis time is fixed (far ahead of the wall clock, so every
+        block's time is its parent's + 1 unless advanced) and each block's prevrandao comes
+        from a generator seeded with ``seed`` instead of the OS (block hashes, and the round
+        seeds drawn from them, are then the same on every run)."""
         from eth_tester import EthereumTester, PyEVMBackend
 
         genesis = None
@@ -71,7 +76,12 @@ class EmbeddedChain(Chain):
             for address, balance in funded.items():
                 key = bytes.fromhex(Web3.to_checksum_address(address)[2:])
                 genesis[key] = {"balance": int(balance), "storage": {}, "code": b"", "nonce": 0}
-        self.tester = EthereumTester(PyEVMBackend(genesis_state=genesis))
+        if seed is None:
+            backend = PyEVMBackend(genesis_state=genesis)
+        else:
+            params = PyEVMBackend.generate_genesis_params({"timestamp": SEEDED_GENESIS_TIME})
+            backend = _SeededBackend(seed, genesis_parameters=params, genesis_state=genesis)
+        self.tester = EthereumTester(backend)
         self.w3 = Web3(EthereumTesterProvider(self.tester))
         # py-evm estimates gas by a binary search of ~13 executions; a fixed limit is 3x
         # faster and the receipt still reports the gas actually used
@@ -95,6 +105,43 @@ class EmbeddedChain(Chain):
 
     def revert(self, snapshot_id: Any) -> None:
         self.tester.revert_to_snapshot(snapshot_id)
+
+
+SEEDED_GENESIS_TIME = 4_000_000_000  # 2096: a seeded chain's clock never meets the wall's
+
+
+def _seeded_backend_class() -> type:
+    from eth_tester import PyEVMBackend
+    from eth_tester.backends.pyevm import main as pyevm
+
+    class SeededBackend(PyEVMBackend):
+        """py-evm with each post-merge block's mixHash (prevrandao) from a seeded
+        generator rather than ``os.urandom``; otherwise eth-tester's ``mine_blocks``."""
+
+        def __init__(self, seed: int, **kw: Any) -> None:
+            self._rng = random.Random(seed)
+            super().__init__(**kw)
+
+        def mine_blocks(
+            self, num_blocks: int = 1, coinbase: bytes = pyevm.ZERO_ADDRESS
+        ) -> tuple[bytes, ...]:
+            hashes = []
+            for _ in range(num_blocks):
+                kwargs: dict[str, Any] = {"coinbase": coinbase}
+                vm = self.chain.get_vm()
+                if isinstance(vm, pyevm.ParisVM):
+                    kwargs["mix_hash"] = self._rng.randbytes(32)
+                if isinstance(vm, pyevm.PragueVM):
+                    txs = self.chain.get_block().transactions
+                    kwargs["blob_gas_used"] = sum(pyevm.get_total_blob_gas(tx) for tx in txs)
+                hashes.append(self.chain.mine_block(**kwargs).hash)
+            return tuple(hashes)
+
+    return SeededBackend
+
+
+def _SeededBackend(seed: int, **kw: Any) -> Any:
+    return _seeded_backend_class()(seed, **kw)
 
 
 class RpcChain(Chain):

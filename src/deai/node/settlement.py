@@ -186,6 +186,7 @@ class CommitteeMember:
         self._busy = False
         self._round_count: int | None = None
         self._waiting: tuple[int, int] | None = None  # (deadline, chain time we began)
+        self._failures = 0  # steps failed in a row
 
     # ---------------------------------------------------------------- on the loop
     def settle(self, outcome: RoundOutcome) -> None:
@@ -257,7 +258,12 @@ class CommitteeMember:
                 head.error = text
             if self.on_error is not None:
                 self.on_error(text)
-            wait = self.poll_s
+            # a step that keeps failing (e.g. a commit the chain refuses) backs off: one
+            # retry a poll for a whole window was thousands of failing transactions
+            self._failures += 1
+            wait = min(self.poll_s * 2 ** min(self._failures - 1, 6), 60.0)
+        else:
+            self._failures = 0
         if wait is not None and self._head() is not None:
             self._kick(wait)
 

@@ -50,7 +50,9 @@ class SimChain:
         settle = spec.settlement
         if settle is None:
             raise ConfigError("SimChain needs a job with [settlement]")
-        self.chain = EmbeddedChain()
+        # reproducible blocks: the round seeds, and so the committees, are the same on
+        # every run of the same job (a seed derived from the job: the chain is public)
+        self.chain = EmbeddedChain(seed=int(spec.spec_hash()[:16], 16))
         self.ledger = Ledger.deploy(self.chain)
         accounts = self.chain.accounts
         validators, providers = list(spec.validators), list(spec.providers)
