@@ -69,6 +69,9 @@ log = logging.getLogger("deai.node")
 DISSENT_NUM, DISSENT_DEN = 3, 4
 
 
+MAX_WAIT_POLL_S = 300.0  # the longest gap between polls of a long wait (a window is >= 300 s)
+
+
 class JobsChain(Protocol):
     """The part of :class:`deai.ledger.client.Ledger` settlement uses."""
 
@@ -185,7 +188,7 @@ class CommitteeMember:
         self.contribution_totals: dict[str, float] = {}
         self._busy = False
         self._round_count: int | None = None
-        self._waiting: tuple[int, int] | None = None  # (deadline, chain time we began)
+        self._waiting: tuple[int, float] | None = None  # (deadline, when we began)
         self._failures = 0  # steps failed in a row
 
     # ---------------------------------------------------------------- on the loop
@@ -378,10 +381,14 @@ class CommitteeMember:
         deadline (a long wait, e.g. a member that abstained holding a window open, costs
         O(log window) chain reads instead of one per ``poll_s``; seeing an action late adds
         at most a quarter to the wait)."""
+        # time waited on this node's clock, not the chain's: a chain clock that jumps (a
+        # test skipping to a deadline, a stalled chain catching up) must not stretch polls
+        t = self.ctx.now()
         if self._waiting is None or self._waiting[0] != deadline:
-            self._waiting = (deadline, now)
-        waited = max(now - self._waiting[1], 0)
-        return float(min(max(self.poll_s, waited / 4), max(deadline - now, 0) + 0.5))
+            self._waiting = (deadline, t)
+        waited = max(t - self._waiting[1], 0.0)
+        back_off = min(waited / 4, MAX_WAIT_POLL_S)
+        return float(min(max(self.poll_s, back_off), max(deadline - now, 0) + 0.5))
 
     def _rounds(self) -> int:
         """The job's round count (fixed at creation: read once). A job is DONE only after
