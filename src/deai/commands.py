@@ -64,22 +64,12 @@ def _fail(e: DeaiError) -> None:
 
 
 def _run(scenario: Any, out: Path, quiet: bool) -> dict[str, Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from deai.sim.report import write_outputs
     from deai.sim.runner import execute, plan, torch_threads
     from deai.sim.sections import sections_for
 
     planned = plan(scenario)  # everything knowable from the file fails here, before work
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-        transient=False,
-    ) as bar:
+    with _progress(quiet) as bar:
         task = bar.add_task(f"{scenario.name}: rounds", total=scenario.rounds)
         with torch_threads(1):
             result = execute(planned, progress=lambda r, n: bar.update(task, completed=r))
@@ -114,6 +104,20 @@ def _summary(m: dict[str, Any], out: Path) -> None:
     console.print(f"wrote [bold]{out / 'metrics.json'}[/] and [bold]{out / 'report.html'}[/]")
 
 
+def _progress(quiet: bool) -> Any:
+    """The run commands' progress bars (one per job), off with ``--quiet``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+    )
+
+
 @app.command(short_help=COMMANDS["demo"])
 def demo(
     out: Annotated[Path, typer.Option(help="Directory for metrics.json and report.html.")] = Path(
@@ -126,21 +130,12 @@ def demo(
     faulty peers, compressed updates, rounds settled on an embedded chain (a lying
     validator is slashed, providers paid by contribution), a DP job with secure
     aggregation, and a compute market where a lazy worker is caught. Writes OUT."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from deai.api import check_out_dir
     from deai.sim.demo import run_demo
 
     try:
         check_out_dir(out)
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=quiet,
-        ) as bar:
+        with _progress(quiet) as bar:
             tasks: dict[str, Any] = {}
 
             def progress(stage: str, r: int, n: int) -> None:
