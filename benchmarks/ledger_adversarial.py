@@ -5,9 +5,11 @@
   serves), 13 Sybil identities at 1 ETH against 4 honest at 10 ETH voting a root that
   pays themselves in JOBS committees of 16, the escaper, and a liar with 1/3 of the
   stake voting a root paying itself in OUT_ROUNDS rounds of committees of 3, 5 and 7
-  seats (``outvoted``: honest members it outvotes are slashed only when it holds >= 3/4
-  of the seats; the old rule, every outvoted dissenter slashed, counted on the same
-  draws beside it, with the liar's own losses under both rules).
+  seats (``outvoted``: a split round escalates to 16 fresh seats and honest members it
+  outvotes are slashed only when it holds >= 3/4 of both committees' seats; the old
+  rule, every outvoted dissenter of the first committee slashed, counted on the same
+  draws beside it, with the liar's own losses under both rules; the binomial model of
+  both rules beside the measurement).
 - ``split_majority_ratio``: P(attacker seat majority) with the attacker's stake split into
   1-ETH identities (joined interleaved with the honest) over the same with one identity,
   worst over attacker shares 10-40 %, majorities pooled over committees of 3, 5, 9 and 15
@@ -81,10 +83,12 @@ def keys(tag: bytes, n: int) -> list[str]:
     return ["0x" + keccak(tag + i.to_bytes(2, "big")).hex() for i in range(n)]
 
 
-def arena(n_keys: int) -> tuple[Ledger, list[str]]:
+def arena(n_keys: int, seeded: bool = True) -> tuple[Ledger, list[str]]:
     ks = keys(b"adv", n_keys)
     addrs = [Account.from_key(k).address for k in ks]
-    chain = EmbeddedChain(dict.fromkeys(addrs, 200 * ETH))
+    # a seeded chain: block hashes, hence round seeds and committees, repeat run to run
+    # (the grinding replays seed their own blocks: seeded_prevrandao)
+    chain = EmbeddedChain(dict.fromkeys(addrs, 200 * ETH), seed=n_keys if seeded else None)
     led = Ledger.deploy(chain, CONFIG)
     for k in ks:
         led.add_key(k)
@@ -109,6 +113,38 @@ def play(led: Ledger, job_id: int, r: int, votes: dict[str, RoundResult]) -> Non
         led.chain.advance_time(PERIOD)
     for m in accepted:
         led.reveal(m, job_id, r, votes[m], SALT)
+    if len(accepted) < len(votes):  # finalize waits for the reveal window to close
+        led.chain.advance_time(PERIOD)
+
+
+def drawn_seats(led: Ledger, job_id: int, by: str) -> dict[str, int]:
+    led.ensure_drawn(by, job_id)
+    members, counts = led.committee(job_id), led.committee_seats(job_id)
+    return dict(zip(members, counts, strict=True))
+
+
+def play_round(
+    led: Ledger, job_id: int, r: int, vote_of: Any, by: str
+) -> tuple[dict[str, int], dict[str, int] | None]:
+    """Play round ``r`` as the real protocol runs it: draw, every member votes
+    ``vote_of(member)``, finalize; a split round escalates, and its second committee is
+    drawn and played the same way. Returns the seats of the first committee and of the
+    second (None when the round did not escalate)."""
+    first = drawn_seats(led, job_id, by)
+    play(led, job_id, r, {m: vote_of(m) for m in first})
+    led.finalize_round(by, job_id, r)
+    view = led.round(job_id)
+    if led.job(job_id).state.name != "OPEN" or view.index != r or view.level == 0:
+        return first, None
+    second = drawn_seats(led, job_id, by)
+    play(led, job_id, r, {m: vote_of(m) for m in second})
+    led.finalize_round(by, job_id, r)
+    return first, second
+
+
+def escalated_seat(first_seats: int, seats: int) -> int:
+    """Jobs._per_seat: the first committee's penalty spread over the second's seats."""
+    return -(-CONFIG.job_slash * first_seats // seats)
 
 
 def wilson(k: int, n: int) -> tuple[float, float]:
@@ -162,21 +198,18 @@ def scenario_griefing_and_headcount(out: dict[str, object]) -> int:
         led.chain.advance_time(2 * PERIOD)
         led.finalize_round(requester, job_id, r)
     grief_lost = sum(before[a] - led.node(a).stake for a in honest)
-    sybil_set, wins, seats = set(sybils), 0, 0
+    sybil_set, wins, seats, escalated = set(sybils), 0, 0, 0
     for _ in range(JOBS):
         job_id = new_job(led, requester, 16)
-        led.ensure_drawn(requester, job_id)
-        members, counts = led.committee(job_id), led.committee_seats(job_id)
-        mine = sum(c for m, c in zip(members, counts, strict=True) if m in sybil_set)
-        seats += mine
         good = PayoutTree(job_id, {addrs[19]: ETH})
         steal = PayoutTree(job_id, {sybils[0]: ETH})
-        votes = {
-            m: RoundResult(b"\x0b" * 32, (steal if m in sybil_set else good).root, ETH)
-            for m in members
-        }
-        play(led, job_id, 0, votes)
-        led.finalize_round(requester, job_id, 0)
+
+        def vote(m: str, good: PayoutTree = good, steal: PayoutTree = steal) -> RoundResult:
+            return RoundResult(b"\x0b" * 32, (steal if m in sybil_set else good).root, ETH)
+
+        first, second = play_round(led, job_id, 0, vote, requester)
+        seats += sum(c for m, c in first.items() if m in sybil_set)
+        escalated += second is not None
         wins += led.job(job_id).root == steal.root
     head_lost = sum(before[a] - led.node(a).stake for a in honest) - grief_lost
     share = len(sybils) / (len(sybils) + 40)
@@ -187,6 +220,7 @@ def scenario_griefing_and_headcount(out: dict[str, object]) -> int:
         "committee_seats": 16,
         "sybil_seat_share": round(seats / (16 * JOBS), 4),
         "sybil_roots_settled": wins,
+        "rounds_escalated": escalated,
         "model_p_sybil_majority": round(binom_tail(16, share), 5),
         "honest_stake_lost_wei": head_lost,
     }
@@ -225,26 +259,63 @@ def scenario_escape(out: dict[str, object]) -> tuple[int, float]:
 
 
 # ----------------------------------------------------------- honest members outvoted
-def outvoted_model(n: int, p: float, quorum: bool) -> tuple[float, float]:
-    """(P(an honest member is slashed in a round), E[honest seats slashed per round]) for
-    a liar holding X ~ Bin(n, p) seats, every member revealing: the liar's result wins
-    with X > n / 2; its outvoted honest seats are slashed under the old rule, and only
-    with X >= 3n/4 under the quorum rule."""
-    prob, seats = 0.0, 0.0
-    for x in range(n):  # x == n: no honest member seated
-        win = x * 2 > n and (not quorum or x * 4 >= n * 3)
-        if win:
-            w = math.comb(n, x) * p**x * (1 - p) ** (n - x)
-            prob += w
-            seats += w * (n - x)
-    return prob, seats
+ESCALATED = 16  # Jobs.ESCALATED_SEATS (the arena's stake backs far more seats)
+
+
+def pmf(n: int, p: float, x: int) -> float:
+    return math.comb(n, x) * p**x * (1 - p) ** (n - x)
+
+
+def outvoted_model(n: int, p: float, escalation: bool) -> tuple[float, float]:
+    """(P(an honest member is slashed in a round), E[honest wei slashed per round]) for a
+    liar holding X0 ~ Bin(n, p) of the first committee's seats, every member revealing.
+    Old rule: the liar wins with X0 > n / 2 and every outvoted honest seat is slashed.
+    Escalation: a split round (0 < X0 < n) is redrawn with m = 16 more seats,
+    X1 ~ Bin(m, p); honest members are slashed only if X0 + X1 >= 3/4 (n + m), each
+    first-committee seat for SLASH and each second-committee seat for
+    ceil(SLASH * n / m)."""
+    prob, wei = 0.0, 0.0
+    slash, m = CONFIG.job_slash, ESCALATED
+    for x0 in range(1, n):  # x0 == 0 or n: unanimous, nobody outvoted
+        w0 = pmf(n, p, x0)
+        if not escalation:
+            if x0 * 2 > n:
+                prob += w0
+                wei += w0 * (n - x0) * slash
+            continue
+        for x1 in range(m + 1):
+            if (x0 + x1) * 4 >= (n + m) * 3:
+                w = w0 * pmf(m, p, x1)
+                prob += w
+                wei += w * ((n - x0) * slash + (m - x1) * escalated_seat(n, m))
+    return prob, wei
+
+
+def outvoted_expect(
+    first: dict[str, int], second: dict[str, int] | None, liar: str
+) -> tuple[int, int]:
+    """(honest wei, liar wei) the contract must slash for these draws, every member
+    revealing its vote: a split round is decided over both committees' seats, and the
+    loser is slashed only when the winner holds >= 3/4 of them."""
+    if second is None:
+        return 0, 0  # unanimous: settled, nobody dissented
+    n, m = sum(first.values()), sum(second.values())
+    x0, x1 = first.get(liar, 0), second.get(liar, 0)
+    per = escalated_seat(n, m)
+    slash = CONFIG.job_slash
+    x, total = x0 + x1, n + m
+    if x * 4 >= total * 3:
+        return (n - x0) * slash + (m - x1) * per, 0
+    if (total - x) * 4 >= total * 3:
+        return 0, x0 * slash + x1 * per
+    return 0, 0
 
 
 def scenario_outvoted(out: dict[str, object]) -> int:
     """A liar with 1/3 of the stake votes a root paying itself in every round it sits
     in; four honest validators hold the rest. OUT_ROUNDS rounds per committee size on
-    the contract (the 3/4 dissent quorum); the old rule (every outvoted dissenter
-    slashed) is counted on the same draws."""
+    the contract (split rounds escalate); the old rule (every outvoted dissenter of the
+    first committee slashed) is counted on the same first draws."""
     led, addrs = arena(6)
     requester, liar, honest = addrs[0], addrs[1], addrs[2:6]
     led.register(liar, 20 * ETH, "liar", Role.VALIDATOR)
@@ -255,29 +326,28 @@ def scenario_outvoted(out: dict[str, object]) -> int:
     for size in OUT_SIZES:
         job_id = new_job(led, requester, size, rounds=OUT_ROUNDS)
         before_events, before_wei, after_events, after_wei, liar_wins = 0, 0, 0, 0, 0
-        liar_before, liar_after = 0, 0
+        liar_before, liar_after, escalated = 0, 0, 0
         for r in range(OUT_ROUNDS):
-            led.ensure_drawn(requester, job_id)
-            members, counts = led.committee(job_id), led.committee_seats(job_id)
-            x = sum(c for m, c in zip(members, counts, strict=True) if m == liar)
             pay = led.job(job_id).round_budget
             good = PayoutTree(job_id, {addrs[0]: pay * (r + 1)})
             steal = PayoutTree(job_id, {liar: pay * (r + 1)})
-            votes = {
-                m: RoundResult(b"\x0c" * 32, (steal if m == liar else good).root, pay)
-                for m in members
-            }
+
+            def vote(
+                m: str, good: PayoutTree = good, steal: PayoutTree = steal, pay: int = pay
+            ) -> RoundResult:
+                return RoundResult(b"\x0c" * 32, (steal if m == liar else good).root, pay)
+
             stake0 = {h: led.node(h).stake for h in [liar, *honest]}
-            play(led, job_id, r, votes)
-            led.finalize_round(requester, job_id, r)
+            first, second = play_round(led, job_id, r, vote, requester)
+            escalated += second is not None
+            x = first.get(liar, 0)
             lost = sum(stake0[h] - led.node(h).stake for h in honest)
-            liar_wins += x * 2 > size
-            old = (size - x) * CONFIG.job_slash if size > x and x * 2 > size else 0
-            new = old if x * 4 >= size * 3 else 0
-            assert lost == new, (size, r, x, lost, new)  # the contract applies the quorum
             liar_lost = stake0[liar] - led.node(liar).stake
+            want_honest, want_liar = outvoted_expect(first, second, liar)
+            assert (lost, liar_lost) == (want_honest, want_liar), (size, r, first, second)
+            liar_wins += led.job(job_id).root == steal.root
+            old = (size - x) * CONFIG.job_slash if size > x and x * 2 > size else 0
             liar_old = x * CONFIG.job_slash if x > 0 and x * 2 < size else 0
-            assert liar_lost == (liar_old if (size - x) * 4 >= size * 3 else 0)
             liar_before += liar_old
             liar_after += liar_lost
             before_events += old > 0
@@ -287,12 +357,13 @@ def scenario_outvoted(out: dict[str, object]) -> int:
             for a, stake in ((liar, 20 * ETH), *((h, 10 * ETH) for h in honest)):
                 if led.node(a).stake < stake:  # keep the 1/3 share (the draw re-arms)
                     led.add_stake(a, stake - led.node(a).stake)
-        m_before, s_before = outvoted_model(size, 1 / 3, quorum=False)
-        m_after, s_after = outvoted_model(size, 1 / 3, quorum=True)
+        m_before, w_before = outvoted_model(size, 1 / 3, escalation=False)
+        m_after, w_after = outvoted_model(size, 1 / 3, escalation=True)
         rows.append(
             {
                 "seats": size,
                 "rounds": OUT_ROUNDS,
+                "rounds_escalated": escalated,
                 "liar_result_won": liar_wins,
                 "rounds_honest_slashed_before": before_events,
                 "rounds_honest_slashed_after": after_events,
@@ -304,8 +375,8 @@ def scenario_outvoted(out: dict[str, object]) -> int:
                 "liar_wei_lost_after": liar_after,
                 "model_p_before": m_before,
                 "model_p_after": m_after,
-                "model_honest_wei_per_round_before": s_before * CONFIG.job_slash,
-                "model_honest_wei_per_round_after": s_after * CONFIG.job_slash,
+                "model_honest_wei_per_round_before": w_before,
+                "model_honest_wei_per_round_after": w_after,
             }
         )
         lost_after += after_wei
@@ -313,8 +384,12 @@ def scenario_outvoted(out: dict[str, object]) -> int:
     out["outvoted"] = {
         "liar_stake_share": 1 / 3,
         "slash_per_seat_wei": CONFIG.job_slash,
+        "escalated_seats": ESCALATED,
         "rule_before": "every revealed dissenter of a settled round slashed",
-        "rule_after": "revealed dissenters slashed only if the winner holds >= 3/4 of seats",
+        "rule_after": (
+            "a split round escalates to 16 fresh seats; a revealed dissenter is slashed "
+            "only if the winner holds >= 3/4 of both committees' seats"
+        ),
         "rows": rows,
     }
     return lost_after
@@ -432,7 +507,7 @@ def seeded_prevrandao(seed: int) -> Iterator[None]:
 def scenario_grind(out: dict[str, object]) -> float:
     """The same chain (snapshot, seeded prevrandao) played twice, without and with the
     grinders: every difference between the two replays is the grinders' doing."""
-    led, addrs = arena(8)
+    led, addrs = arena(8, seeded=False)
     requester, attacker, honest = addrs[0], addrs[1], addrs[2:7]
     led.register(attacker, GRIND_SHARE * ETH, "grinder", Role.VALIDATOR)
     for h in honest:
@@ -676,16 +751,17 @@ def write_docs(r: dict[str, object]) -> None:
     assert isinstance(outv, dict)
     eth = 10**18
     orows = [
-        "| seats | rounds | liar's root won | honest slashed: rounds before / after (95 % CI "
-        "after) | honest ETH lost before / after | model P before / after "
+        "| seats | rounds | escalated | liar's root won | honest slashed: rounds before / "
+        "after (95 % CI after) | honest ETH lost before / after | model P before / after "
         "| liar ETH lost before / after |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for x in outv["rows"]:
         lo, hi = x["p_honest_slashed_after_ci95"]
         lo = max(lo, 0.0)  # float rounding of a zero count
         orows.append(
-            f"| {x['seats']} | {x['rounds']} | {x['liar_result_won']} "
+            f"| {x['seats']} | {x['rounds']} | {x.get('rounds_escalated', '-')} "
+            f"| {x['liar_result_won']} "
             f"| {x['rounds_honest_slashed_before']} / {x['rounds_honest_slashed_after']} "
             f"({lo:.3f}-{hi:.3f}) "
             f"| {x['honest_wei_lost_before'] / eth:.2f} / {x['honest_wei_lost_after'] / eth:.2f} "
@@ -695,7 +771,8 @@ def write_docs(r: dict[str, object]) -> None:
     onote = (
         f"\n\nA liar with {outv['liar_stake_share']:.0%} of the stake against four honest "
         f"validators, {outv['slash_per_seat_wei'] / eth} ETH slashed per seat, every member "
-        "revealing. After: the contract's own slashes (\"" + outv["rule_after"] + '"), checked '
+        "revealing; a split round's second committee is drawn and votes the same way. "
+        "After: the contract's own slashes (\"" + outv["rule_after"] + '"), checked '
         'round by round against the rule. Before ("' + outv["rule_before"] + '"): counted '
         "on the same drawn seats. Stakes are topped up after each round so the share stays "
         "1/3."

@@ -145,7 +145,7 @@ class SeatsChain:
         return SimpleNamespace(
             index=self.index, commit_deadline=10**12, reveal_deadline=10**12,
             size=len(self.members), seats=sum(self.seats), drawn=True,
-            committed=frozenset(self.committed), revealed=frozenset(), seed_block=1,
+            committed=frozenset(self.committed), revealed=frozenset(), seed_block=1, level=0,
         )  # fmt: skip
 
     def committee(self, job_id: int) -> list[str]:
@@ -288,15 +288,31 @@ def test_members_that_all_missed_the_same_provider_still_commit() -> None:
 
 
 def test_an_incomplete_member_whose_dissent_cannot_be_slashed_commits_at_once() -> None:
-    """With 1 of 3 seats no winner can reach 3/4 without it (Jobs.vy slashes a revealed
-    dissenter only then): abstaining would only hold the round for its windows."""
+    """With 9 of 11 seats no winner can reach 3/4 without it, even over the 16 seats a
+    split adds when it escalates (Jobs.vy slashes a revealed dissenter only then):
+    abstaining would only hold the round for its windows."""
+    spec = _settled_spec(("v0", "v1"))
+    chain = SeatsChain([A("v0"), A("v1")], [2, 9])
+    chain.commit(A("v0"), 1, 0, b"")
+    v1, ctx, members = _member_validator(spec, "v1", chain)
+    _send_updates(v1, spec, 1, ("p0", "p1"))
+    _run(ctx, spec.round_timeout_s + 0.5)
+    assert (A("v1"), 0) in chain.commits and not members[0].duties[0].abstained
+
+
+def test_a_split_escalates_so_even_a_third_of_the_seats_is_slashable() -> None:
+    """1 of 3 seats was safe from a 3/4 winner under the old rule; a dissent now splits
+    the round, which is decided over 3 + 16 seats, where the others can reach 3/4: the
+    incomplete member holds, sees the prompt majority, and abstains."""
     spec = _settled_spec(("v0", "v1"))
     chain = SeatsChain([A("v0"), A("v1")], [2, 1])
     chain.commit(A("v0"), 1, 0, b"")
     v1, ctx, members = _member_validator(spec, "v1", chain)
     _send_updates(v1, spec, 1, ("p0", "p1"))
     _run(ctx, spec.round_timeout_s + 0.5)
-    assert (A("v1"), 0) in chain.commits and not members[0].duties[0].abstained
+    assert (A("v1"), 0) not in chain.commits  # held, not committed at once
+    _run(ctx, 30.0)
+    assert (A("v1"), 0) not in chain.commits and members[0].duties[0].abstained
 
 
 def test_a_complete_member_commits_at_once_whatever_the_others_did() -> None:

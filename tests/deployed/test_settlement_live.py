@@ -59,6 +59,7 @@ class FakeJobs:
             drawn=True,  # the committee is drawn (Jobs.draw_round) before anyone commits
             committed=frozenset(range(len(self.committed))),
             revealed=frozenset(),
+            level=0,  # never escalated: this fake's rounds never split
             seed_block=0,
         )
 

@@ -95,3 +95,37 @@ def play_round(
     commit_all(ledger, job_id, round_index, votes)
     reveal_all(ledger, job_id, round_index, votes)
     ledger.finalize_round(finalizer, job_id, round_index)
+
+
+def escalated_seat(first_seats: int, seats: int, slash: int = CONFIG.job_slash) -> int:
+    """An escalated seat's penalty, by the contract's rule: the first committee's
+    SLASH_AMOUNT * seats spread over the escalated committee's ``seats``, rounded up."""
+    return -(-slash * first_seats // seats)
+
+
+def play_escalation(
+    ledger: Ledger,
+    chain: Chain,
+    job_id: int,
+    round_index: int,
+    vote_of: Callable[[str], RoundResult],
+    finalizer: str,
+    first_seats: int,
+) -> dict[str, int]:
+    """Play an escalated round's second committee: draw it, every member commits
+    ``vote_of(member)`` (locking what is free of its seats' penalty), reveal, finalize.
+    Returns the seats of each member of the second committee."""
+    assert ledger.round(job_id).level == 1
+    ledger.ensure_drawn(finalizer, job_id)
+    members, seats = ledger.committee(job_id), ledger.committee_seats(job_id)
+    per_seat = escalated_seat(first_seats, ledger.round(job_id).seats)
+    for m, n in zip(members, seats, strict=True):
+        node = ledger.node(m)
+        free = max(node.stake - node.locked, 0)
+        commitment = result_commitment(job_id, round_index, m, vote_of(m), SALT)
+        ledger.commit(m, job_id, round_index, commitment)
+        assert ledger.node(m).locked == node.locked + min(per_seat * n, free)
+    for m in members:
+        ledger.reveal(m, job_id, round_index, vote_of(m), SALT)
+    ledger.finalize_round(finalizer, job_id, round_index)
+    return dict(zip(members, seats, strict=True))

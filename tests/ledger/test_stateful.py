@@ -18,8 +18,8 @@ After every step it checks that money is conserved:
   market holds and burns its own bonds: tests/ledger/test_tasks.py);
 - a claim succeeds only for more than was already claimed (no double claim).
 - no honest actor loses stake, except where a super-majority (>= 3/4) of drawn seats
-  outvoted its revealed honest result (the risk stake-weighted sampling leaves; counted
-  and reported);
+  (of both committees of an escalated round) outvoted its revealed honest result (the
+  risk stake-weighted sampling leaves; counted and reported);
   the honest validator is never slashed for silence, and locked stake never leaves;
 At teardown it lets every deadline pass, triggers every timeout, and checks nothing is
 stuck: all three contracts can be emptied by their rightful owners.
@@ -381,7 +381,8 @@ class LedgerMachine(RuleBasedStateMachine):
             vote = self.votes[(e.args["job_id"], e.args["round"], self.honest)]
             assert winner[0].args["model_hash"] != vote.model_hash
             drawn = self.led.events("RoundDrawn", filters={"job_id": e.args["job_id"]})
-            seats = sum(next(d for d in drawn if d.args["round"] == e.args["round"]).args["seats"])
+            # every seat drawn for the round: an escalated round is decided over both draws
+            seats = sum(sum(d.args["seats"]) for d in drawn if d.args["round"] == e.args["round"])
             assert winner[0].args["votes"] * 4 >= seats * 3, "slashed below the 3/4 quorum"
             outvoted += e.args["amount"]
         assert lost == outvoted, (lost, outvoted)

@@ -6,7 +6,7 @@ from scenario_kit import scenario as parse_scenario
 from deai.sim.runner import run_scenario
 
 ETH = 10**18
-SEATS = 5  # a revealed dissenter is slashed only by a >= 3/4 winner: 4 or 5 of 5 seats
+SEATS = 5  # first committee; a split round escalates to 16 more seats
 LIAR = "validator-4"  # after four honest validators, all five at equal stake
 
 
@@ -32,18 +32,29 @@ def test_rounds_settle_on_chain_and_the_liar_is_slashed() -> None:
     lost = dict.fromkeys([f"validator-{i}" for i in range(5)], 0)
     for r in led["rounds"]:
         # seats are drawn with replacement in proportion to stake (5 seats, 5 equal
-        # stakes): the liar's result wins with a seat majority (P = 0.058); the losing side is
-        # slashed only if the winner holds >= 3/4 of the seats (4 or 5 of 5), else it
-        # keeps its stake (the committee and seats come from the RoundDrawn events)
-        seats = r["seats"]
+        # stakes; the committee and seats come from the RoundDrawn events). A round the
+        # liar splits escalates to 16 fresh seats and is decided over all of them: the
+        # losing side is slashed only if the winner holds >= 3/4 of both draws' seats,
+        # each first seat for 1 ETH, each escalated seat for ceil(5 ETH / 16)
+        seats, second = r["seats"], r["escalated_seats"] or {}
         assert sorted(seats) == sorted(r["committee"]) and sum(seats.values()) == SEATS, r
-        liar = seats.get(LIAR, 0)
-        liar_wins = liar * 2 > SEATS
-        quorum = max(liar, SEATS - liar) * 4 >= SEATS * 3
-        expect = [v for v in seats if (v == LIAR) != liar_wins] if quorum else []
+        split = 0 < seats.get(LIAR, 0) < SEATS
+        assert bool(second) == split, r  # a split, and only a split, escalates
+        per = -(-SEATS * ETH // sum(second.values())) if second else 0
+        total = SEATS + sum(second.values())
+        liar = seats.get(LIAR, 0) + second.get(LIAR, 0)
+        lose: set[str] = set()
+        if split and liar * 4 >= total * 3:
+            lose = {v for v in [*seats, *second] if v != LIAR}
+        elif split and (total - liar) * 4 >= total * 3:
+            lose = {LIAR}
+        expect = [v for draw in (seats, second) for v in draw if v in lose]
         assert sorted(r["slashed"]) == sorted(expect), (r, led["errors"])
-        for v in expect:
-            lost[v] += seats[v] * ETH  # 1 ETH per seat, by the contract
+        assert r["settled"], r
+        for v in lose:
+            lost[v] += seats.get(v, 0) * ETH + second.get(v, 0) * per
+    # the liar sat in a first committee and split it: the members followed the escalation
+    assert any(r["escalated_seats"] for r in led["rounds"])
     stakes = {v["node"]: (v["stake_before_wei"], v["stake_after_wei"]) for v in led["validators"]}
     for v, wei in lost.items():
         assert stakes[v] == (5 * ETH, 5 * ETH - wei), (v, stakes, led["rounds"])

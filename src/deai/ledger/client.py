@@ -313,6 +313,7 @@ class Ledger:
             int(t[6]),
             int(t[7]),
             bool(t[8]),
+            int(t[9]),
         )
 
     def committee(self, job_id: int) -> list[str]:

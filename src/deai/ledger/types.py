@@ -190,6 +190,7 @@ class RoundView:
     seats: int = 0  # seats drawn (a member may hold several)
     seed_block: int = 0  # block whose hash seeds the draw
     drawn: bool = False
+    level: int = 0  # 1 once a split round escalated to a fresh, larger committee
 
 
 @dataclass(frozen=True)

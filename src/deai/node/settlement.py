@@ -14,7 +14,10 @@ calls go through ``NodeContext.offload``; waits are ``call_later`` polls):
 4. finalize once every member has revealed or the reveal window closed (anyone may; a
    revert because another member finalized first is fine);
 5. read whether round ``r`` settled or aborted: only settled rounds enter the cumulative
-   payout table, so the table always equals what the chain will pay.
+   payout table, so the table always equals what the chain will pay. A split round is
+   not final yet: the chain escalated it (``RoundView.level`` 1) to a fresh committee of
+   16 seats with new windows; the member follows it from step 2, like a new round (with
+   a new salt), and a member that closed the round incomplete abstains from it.
 
 Every wait is keyed to the round it waits for (a round that moved on ends the wait), and
 every wait has the chain's own deadline as its way out. The same code runs in the
@@ -37,8 +40,9 @@ end and reads whether it settled) and says why in ``RoundDuty.abstained``. It ab
   the end (other incomplete members, a provider that crashed is missed by all alike,
   commit at the end of theirs: they are no prompt majority, and the round must not wait
   out its windows or abort for nothing). Where its dissent cannot be slashed (it holds
-  more than a quarter of the seats) it commits at once: abstaining would only hold the
-  round for the whole commit window;
+  more than a quarter of the seats its dissent is decided over: its committee's plus
+  the 16 an escalation adds, since a dissent splits the round) it commits at once:
+  abstaining would only hold the round for the whole commit window;
 * from every later round of the job once a round it closed incomplete settled with a
   model other than its own (``diverged``): its later models are built on that one. The
   ``on_diverged`` hook tells the validator (stop driving, deliver nothing). A member that
@@ -66,7 +70,9 @@ PayoutFn = Callable[[RoundOutcome], dict[str, int]]
 Tamper = Callable[[RoundResult], RoundResult]
 log = logging.getLogger("deai.node")
 # Jobs.vy: a revealed dissenter is slashed only if the winner holds >= 3/4 of the seats
+# (a split round first escalates to at most ESCALATED_SEATS more: decided over both)
 DISSENT_NUM, DISSENT_DEN = 3, 4
+ESCALATED_SEATS = 16
 
 
 MAX_WAIT_POLL_S = 300.0  # the longest gap between polls of a long wait (a window is >= 300 s)
@@ -131,6 +137,8 @@ class RoundDuty:
     abstained: str | None = None  # why this member commits nothing for the round
     hold_until: float | None = None  # an incomplete member's commit waits until then
     committee_model: str | None = None  # the model hash the round settled with
+    committed: bool = False  # the chain took this member's commitment for the round
+    level: int = 0  # the round's level this duty follows (1: the round escalated)
 
     @property
     def diverged(self) -> bool:
@@ -289,6 +297,8 @@ class CommitteeMember:
         if rv.index > duty.index or (duty.index + 1 >= self._rounds() and self._job_done()):
             self._resolve(duty)
             return 0.0
+        if rv.level > duty.level:
+            self._escalated(duty, int(rv.level))
         if not rv.drawn and self.chain.now() < rv.commit_deadline:
             return self._draw()  # anyone draws a round from the block after it opened
         if not duty.committee and rv.drawn:
@@ -326,6 +336,20 @@ class CommitteeMember:
         self._finalize(duty)
         return 0.0
 
+    def _escalated(self, duty: RoundDuty, level: int) -> None:
+        """The round split and the chain redrew it with a larger committee: this member
+        takes the new draw like a fresh round (a first-committee member that revealed
+        stays locked by the chain, and its reveal counts in the final decision)."""
+        log.info("job %s round %d escalated to level %d", self.chain_job, duty.index + 1, level)
+        duty.level = level
+        duty.phase = Phase.WAITING
+        duty.committee = []
+        duty.hold_until = None
+        if duty.abstained is None:
+            duty.member = None
+        if duty.incomplete and duty.abstained is None:  # it cannot vouch for its model
+            self._abstain(duty, "closed incomplete, and the round split: it escalated")
+
     def _scan_floor(self, duty: RoundDuty, rv: Any) -> int | None:
         """A block before anything of the duty's round happened, where its events are
         scanned from: the block the round opened at when the chain is still on it, else
@@ -344,7 +368,10 @@ class CommitteeMember:
         seats = self.chain.committee_seats(self.chain_job)
         total = int(rv.seats)
         own = sum(seats[i] for i in mine if i < len(seats))
-        if (total - own) * DISSENT_DEN < total * DISSENT_NUM:
+        # its dissent splits the round, which escalates and is decided over both draws
+        # (it abstains from the second): the most seats a winner can hold without it
+        final = total + ESCALATED_SEATS
+        if (final - own) * DISSENT_DEN < final * DISSENT_NUM:
             return None  # no winner can hold 3/4 of the seats without this member's
         now = self.ctx.now()
         if duty.hold_until is None:
@@ -412,9 +439,11 @@ class CommitteeMember:
         if self.tamper is not None:
             result = self.tamper(result)
         duty.result = result
-        duty.salt = self.ctx.secret_bytes(f"settlement-salt/{self.chain_job}/{duty.index}")
+        name = f"settlement-salt/{self.chain_job}/{duty.index}"
+        duty.salt = self.ctx.secret_bytes(name if duty.level == 0 else f"{name}/{duty.level}")
         commitment = result_commitment(self.chain_job, duty.index, self.me, result, duty.salt)
         self.chain.commit(self.me, self.chain_job, duty.index, commitment)
+        duty.committed = True
         duty.phase = Phase.COMMITTED
 
     def _finalize(self, duty: RoundDuty) -> None:
@@ -423,7 +452,14 @@ class CommitteeMember:
         except ChainError as e:  # another member finalized first: the round moved on
             rv = self.chain.round(self.chain_job)
             if rv.index == duty.index and not self._job_done():
+                if rv.level > duty.level:  # it escalated first: follow the new draw
+                    self._escalated(duty, int(rv.level))
+                    return
                 raise e
+        rv = self.chain.round(self.chain_job)
+        if rv.index == duty.index and rv.level > duty.level and not self._job_done():
+            self._escalated(duty, int(rv.level))  # the round split: not final yet
+            return
         self._resolve(duty)
 
     def _resolve(self, duty: RoundDuty) -> None:
@@ -440,6 +476,16 @@ class CommitteeMember:
             if _round(e) == duty.index
         ]
         duty.settled = bool(settled)
+        if not duty.committee:  # the round moved on before this member saw it drawn
+            drawn = [
+                e
+                for e in self.chain.events("RoundDrawn", from_block=start, filters=f)
+                if _round(e) == duty.index
+            ]
+            if drawn:
+                duty.committee = [str(a) for a in drawn[-1].args["committee"]]
+        if duty.member is None and duty.committee:
+            duty.member = self.me.lower() in [a.lower() for a in duty.committee]
         if settled and "model_hash" in settled[0].args:
             duty.committee_model = bytes(settled[0].args["model_hash"]).hex()
         duty.slashed = [
@@ -470,6 +516,8 @@ def duty_json(d: RoundDuty) -> dict[str, Any]:
         "round": d.index + 1,
         "phase": str(d.phase),
         "member": d.member,
+        "committed": d.committed,
+        "level": d.level,
         "abstained": d.abstained,
         "incomplete": d.incomplete,
         "settled": d.settled,
@@ -525,6 +573,9 @@ def duty_from_json(j: dict[str, Any]) -> RoundDuty:
         abstained=j.get("abstained"),
         hold_until=j.get("hold_until"),
         committee_model=j.get("committee_model"),
+        # journals from before the flag: a result is kept only once it was committed
+        committed=bool(j.get("committed", r is not None and j["phase"] != "waiting")),
+        level=int(j.get("level", 0)),
     )
 
 

@@ -159,23 +159,28 @@ class SimChain:
         # committee and seats from the deployment's RoundDrawn events: the reporting
         # member's own duty knows the committee only if it looked at the round while it
         # was current (a member that reached it after it settled never did)
-        seats: dict[int, dict[str, int]] = {}  # round -> member -> seats drawn
+        # (a split round escalates to a second draw: both are reported)
+        draws: dict[int, list[dict[str, int]]] = {}  # round -> [member -> seats drawn]
         for e in self.ledger.events(
             "RoundDrawn", from_block=self.start_block, filters={"job_id": self.chain_job}
         ):
-            seats[int(e.args["round"])] = {
-                self._node(a): int(n)
-                for a, n in zip(e.args["committee"], e.args["seats"], strict=True)
-            }
+            draws.setdefault(int(e.args["round"]), []).append(
+                {
+                    self._node(a): int(n)
+                    for a, n in zip(e.args["committee"], e.args["seats"], strict=True)
+                }
+            )
         if honest is not None:
             for d in honest.duties:
+                drawn = draws.get(d.index, [])
                 rounds.append(
                     {
                         "round": d.index + 1,
                         "settled": d.settled,
                         "slashed": [self._node(a) for a in d.slashed],
-                        "committee": list(seats.get(d.index, {})),
-                        "seats": seats.get(d.index, {}),
+                        "committee": list(drawn[0]) if drawn else [],
+                        "seats": drawn[0] if drawn else {},
+                        "escalated_seats": drawn[1] if len(drawn) > 1 else None,
                         "total": sum(d.paid.values()) if d.settled else 0,
                         "error": d.error,
                         "results": {v: _result_hash(m, d.index) for v, m in self.members.items()},

@@ -12,11 +12,18 @@
         SLASH_AMOUNT per seat of its stake until the round is final; only accepted duties
         are punished: a member that committed and never revealed, or revealed against a
         super-majority result (below), is slashed; a drawn member that never committed
-        loses nothing but its share of the fee. A revealed dissenter is slashed only when the winning
-        result holds at least DISSENT_NUM / DISSENT_DEN (3/4) of the drawn seats: a
-        bare-majority split costs the losing side its fee, never its stake, so honest
-        members outvoted by a lucky seat majority keep their stake (binomial risk left:
-        P(attacker >= 3/4 of the seats)). Every window is at least MIN_PERIOD; a round
+        loses nothing but its share of the fee. A split round (two revealed results
+        differ) is never decided by its own committee: finalize escalates it once, to a
+        freshly drawn committee of ESCALATED_SEATS seats in the same round (new windows,
+        a new seed); the first committee's revealed members stay locked, and an
+        escalated seat risks the first committee's total penalty spread over its seats. The escalated
+        round is decided over the seats of both committees: a result wins with a strict
+        majority of all their drawn seats, and a revealed dissenter (of either
+        committee) is slashed only when the winner holds at least DISSENT_NUM /
+        DISSENT_DEN (3/4) of them; an escalated round nobody drew slashes no dissenter.
+        So an honest member is slashed only where an attacker holds 3/4 of the seats of
+        two independent draws together (the binomial risk left is stated in
+        docs/ledger.md). Every window is at least MIN_PERIOD; a round
         past its reveal deadline plus FINALIZE_GRACE may be finalized by anyone for a tip.
         Claims open when the job is done: each leaf is claimed once (a bitmap by leaf
         index) and the Merkle-sum proof must add up to the job's settled total, so claims
@@ -31,6 +38,7 @@ interface Registry:
     def last_change_block() -> uint256: view
     def MIN_STAKE() -> uint256: view
     def lock(node: address, amount: uint256): nonpayable
+    def lock_up_to(node: address, amount: uint256) -> uint256: nonpayable
     def release(node: address, amount: uint256, penalty: uint256) -> uint256: nonpayable
 
 MAX_COMMITTEE: constant(uint256) = 16
@@ -50,6 +58,8 @@ TIP_DIVISOR: public(constant(uint256)) = 100  # late-finalize tip: round budget 
 # a revealed dissenter is slashed only if the winner holds >= 3/4 of the drawn seats
 DISSENT_NUM: public(constant(uint256)) = 3
 DISSENT_DEN: public(constant(uint256)) = 4
+# seats drawn for a split round's escalation (the most a draw returns)
+ESCALATED_SEATS: public(constant(uint256)) = MAX_COMMITTEE
 
 flag JobState:
     OPEN
@@ -86,6 +96,7 @@ struct Round:
     seats: uint256  # seats drawn (members may hold several)
     seed_block: uint256
     drawn: bool
+    level: uint256  # 0; 1 once the round escalated
 
 struct Result:
     model_hash: bytes32
@@ -111,6 +122,13 @@ event SeedRearmed:
     job_id: indexed(uint256)
     round: uint256
     seed_block: uint256
+
+event RoundEscalated:
+    job_id: indexed(uint256)
+    round: uint256
+    seed_block: uint256
+    commit_deadline: uint256
+    reveal_deadline: uint256
 
 event RoundDrawn:
     job_id: indexed(uint256)
@@ -189,6 +207,13 @@ seats: HashMap[uint256, HashMap[uint256, uint256]]
 commitments: HashMap[uint256, HashMap[uint256, bytes32]]
 reveals: HashMap[uint256, HashMap[uint256, bytes32]]
 results: public(HashMap[bytes32, Result])
+# an escalated round's first committee, revealed members only (locked until final)
+appeal_members: HashMap[uint256, HashMap[uint256, address]]
+appeal_seats: HashMap[uint256, HashMap[uint256, uint256]]
+appeal_reveals: HashMap[uint256, HashMap[uint256, bytes32]]
+appeal_book: HashMap[uint256, uint256]  # size | drawn seats << 8 | revealed mask << 16
+# what an escalated committee's members locked (their free stake, up to their penalty)
+level_locks: HashMap[uint256, HashMap[uint256, uint256]]
 claimed_bits: HashMap[uint256, HashMap[uint256, uint256]]
 # while a job's claims are open (DONE, with a settled total above zero): payable_total
 # << 128 | claimed_total, one storage word a claim reads and writes; 0 before and after
@@ -304,7 +329,7 @@ def draw_round(job_id: uint256):
         log SeedRearmed(job_id=job_id, round=rnd.index, seed_block=block.number)
         return
     seed: bytes32 = keccak256(abi_encode(job_id, rnd.index, blockhash(rnd.seed_block)))
-    size: uint256 = self._seat_count(job_id)
+    size: uint256 = self._seat_count(job_id, rnd.level)
     drawn: DynArray[address, MAX_COMMITTEE] = staticcall Registry(REGISTRY).draw(seed, size)
     committee: DynArray[address, MAX_COMMITTEE] = []
     counts: DynArray[uint256, MAX_COMMITTEE] = []
@@ -332,7 +357,9 @@ def draw_round(job_id: uint256):
 def commit(job_id: uint256, round: uint256, index: uint256, commitment: bytes32):
     """
     @notice Accept the duty and commit to a round result as committee member `index`;
-            locks SLASH_AMOUNT per seat of the caller's stake until the round is final.
+            locks SLASH_AMOUNT per seat of the caller's stake until the round is final
+            (in an escalated round: the first committee's SLASH_AMOUNT * seats spread
+            over the new seats, rounded up, and at most the caller's free stake).
     @param job_id The job.
     @param round The job's current round.
     @param index The caller's position in the committee.
@@ -344,7 +371,16 @@ def commit(job_id: uint256, round: uint256, index: uint256, commitment: bytes32)
     masks: uint256 = self.rounds[job_id].masks
     bit: uint256 = 1 << index
     assert masks & bit == 0, "jobs: already committed"
-    extcall Registry(REGISTRY).lock(msg.sender, SLASH_AMOUNT * self.seats[job_id][index])
+    if self.rounds[job_id].level == 0:
+        extcall Registry(REGISTRY).lock(msg.sender, SLASH_AMOUNT * self.seats[job_id][index])
+    else:
+        rnd: Round = self.rounds[job_id]
+        # an escalated seat risks the first committee's stake spread over more seats;
+        # a member whose stake is locked by other duties locks what is free (its
+        # penalty is taken from its stake all the same)
+        want: uint256 = self._per_seat(job_id, rnd) * self.seats[job_id][index]
+        got: uint256 = extcall Registry(REGISTRY).lock_up_to(msg.sender, want)
+        self.level_locks[job_id][index] = got
     self.commitments[job_id][index] = commitment
     self.rounds[job_id].masks = masks | bit
     log Committed(job_id=job_id, round=round, member=msg.sender, commitment=commitment)
@@ -412,19 +448,26 @@ def finalize_round(job_id: uint256, round: uint256):
     rnd: Round = self.rounds[job_id]
     assert rnd.index == round, "jobs: wrong round"
     budget: uint256 = self.job_data[job_id].round_budget
-    if not rnd.drawn:
+    if not rnd.drawn and rnd.level == 0:
         assert block.timestamp >= rnd.commit_deadline, "jobs: round not over"
         self._close(job_id, round, budget, rnd.reveal_deadline)
         log RoundAborted(job_id=job_id, round=round, refund=budget)
         self._advance(job_id, round)
         return
-    all_in: uint256 = (1 << rnd.size) - 1
-    assert (
-        block.timestamp >= rnd.reveal_deadline or (rnd.masks >> 16) & all_in == all_in
-    ), "jobs: round not over"
+    if rnd.drawn:
+        all_in: uint256 = (1 << rnd.size) - 1
+        assert (
+            block.timestamp >= rnd.reveal_deadline or (rnd.masks >> 16) & all_in == all_in
+        ), "jobs: round not over"
+    else:
+        assert block.timestamp >= rnd.commit_deadline, "jobs: round not over"
+    if rnd.level == 0 and self._split(job_id, rnd):
+        self._escalate(job_id, round, rnd)
+        return
     winner: bytes32 = empty(bytes32)
     votes: uint256 = 0
-    winner, votes = self._tally(job_id, rnd)
+    seats: uint256 = rnd.seats
+    winner, votes, seats = self._tally(job_id, rnd)
     if winner != empty(bytes32):
         res: Result = self.results[winner]
         self.job_data[job_id].model_hash = res.model_hash
@@ -442,8 +485,11 @@ def finalize_round(job_id: uint256, round: uint256):
     else:
         self._close(job_id, round, budget, rnd.reveal_deadline)
         log RoundAborted(job_id=job_id, round=round, refund=budget)
-    punish: bool = votes * DISSENT_DEN >= rnd.seats * DISSENT_NUM
+    # an escalated round nobody drew punishes no dissent (nobody checked the split)
+    punish: bool = votes * DISSENT_DEN >= seats * DISSENT_NUM and rnd.drawn
     self._release_members(job_id, round, rnd, winner, punish)
+    if rnd.level > 0:
+        self._release_appeal(job_id, round, winner, punish)
     self._advance(job_id, round)
 
 
@@ -642,28 +688,136 @@ def _claimed(job_id: uint256) -> uint256:
 
 @view
 @internal
-def _seat_count(job_id: uint256) -> uint256:
+def _seat_count(job_id: uint256, level: uint256) -> uint256:
     # never more seats than eligible stake backs with MIN_STAKE each
     per: uint256 = staticcall Registry(REGISTRY).MIN_STAKE()
     cap: uint256 = (staticcall Registry(REGISTRY).total_weight()) // per
+    if level > 0:
+        return min(ESCALATED_SEATS, cap)
     return min(self.job_data[job_id].committee_size, cap)
 
 
 @view
 @internal
-def _tally(job_id: uint256, rnd: Round) -> (bytes32, uint256):
-    # the result holding a strict majority of all drawn seats, and its seats
+def _per_seat(job_id: uint256, rnd: Round) -> uint256:
+    # an escalated seat's penalty: the first committee's total, spread over the new seats
+    first_seats: uint256 = (self.appeal_book[job_id] >> 8) & 255
+    return (SLASH_AMOUNT * first_seats + rnd.seats - 1) // max(rnd.seats, 1)
+
+
+@view
+@internal
+def _tally(job_id: uint256, rnd: Round) -> (bytes32, uint256, uint256):
+    # the result holding a strict majority of all drawn seats (of both committees once
+    # escalated), its seats, and the drawn seats counted
+    book: uint256 = 0
+    if rnd.level > 0:
+        book = self.appeal_book[job_id]
+    first: uint256 = book & 255
+    seats: uint256 = rnd.seats + ((book >> 8) & 255)
+    shown: uint256 = book >> 16  # the first committee's revealed members
+    for k: uint256 in range(2 * MAX_COMMITTEE):
+        h: bytes32 = empty(bytes32)
+        if k < MAX_COMMITTEE:
+            if k >= rnd.size or rnd.masks & (1 << (k + 16)) == 0:
+                continue
+            h = self.reveals[job_id][k]
+        else:
+            if k - MAX_COMMITTEE >= first or shown & (1 << (k - MAX_COMMITTEE)) == 0:
+                continue
+            h = self.appeal_reveals[job_id][k - MAX_COMMITTEE]
+        count: uint256 = self._votes(job_id, rnd, h, first, shown)
+        if count * 2 > seats:
+            return h, count, seats
+    return empty(bytes32), 0, seats
+
+
+@view
+@internal
+def _votes(job_id: uint256, rnd: Round, h: bytes32, first: uint256, shown: uint256) -> uint256:
+    # seats revealed for result h, over the current committee and the first one's record
+    count: uint256 = 0
+    for j: uint256 in range(rnd.size, bound=MAX_COMMITTEE):
+        if rnd.masks & (1 << (j + 16)) != 0 and self.reveals[job_id][j] == h:
+            count += self.seats[job_id][j]
+    for j: uint256 in range(first, bound=MAX_COMMITTEE):
+        if shown & (1 << j) != 0 and self.appeal_reveals[job_id][j] == h:
+            count += self.appeal_seats[job_id][j]
+    return count
+
+
+@view
+@internal
+def _split(job_id: uint256, rnd: Round) -> bool:
+    # two revealed results differ
+    seen: bytes32 = empty(bytes32)
     for i: uint256 in range(rnd.size, bound=MAX_COMMITTEE):
         if rnd.masks & (1 << (i + 16)) == 0:
             continue
         h: bytes32 = self.reveals[job_id][i]
-        count: uint256 = 0
-        for j: uint256 in range(rnd.size, bound=MAX_COMMITTEE):
-            if rnd.masks & (1 << (j + 16)) != 0 and self.reveals[job_id][j] == h:
-                count += self.seats[job_id][j]
-        if count * 2 > rnd.seats:
-            return h, count
-    return empty(bytes32), 0
+        if seen == empty(bytes32):
+            seen = h
+        elif h != seen:
+            return True
+    return False
+
+
+@internal
+def _escalate(job_id: uint256, round: uint256, rnd: Round):
+    # keep the revealed members of the split committee (locked) and slash its silent
+    # ones now; redraw the round with ESCALATED_SEATS seats and fresh windows
+    shown: uint256 = 0
+    for i: uint256 in range(rnd.size, bound=MAX_COMMITTEE):
+        if rnd.masks & (1 << i) == 0:
+            continue  # never accepted: nothing locked
+        member: address = self.members[job_id][i]
+        if rnd.masks & (1 << (i + 16)) != 0:
+            self.appeal_members[job_id][i] = member
+            self.appeal_seats[job_id][i] = self.seats[job_id][i]
+            self.appeal_reveals[job_id][i] = self.reveals[job_id][i]
+            shown |= 1 << i
+            continue
+        amount: uint256 = SLASH_AMOUNT * self.seats[job_id][i]
+        taken: uint256 = extcall Registry(REGISTRY).release(member, amount, amount)
+        self.job_data[job_id].slashed += taken
+        log MemberSlashed(job_id=job_id, round=round, member=member, amount=taken, revealed=False)
+    self.appeal_book[job_id] = rnd.size | (rnd.seats << 8) | (shown << 16)
+    self._open_round(job_id, round)
+    self.rounds[job_id].level = 1
+    new: Round = self.rounds[job_id]
+    log RoundEscalated(
+        job_id=job_id,
+        round=round,
+        seed_block=new.seed_block,
+        commit_deadline=new.commit_deadline,
+        reveal_deadline=new.reveal_deadline,
+    )
+
+
+@internal
+def _release_appeal(job_id: uint256, round: uint256, winner: bytes32, punish_dissent: bool):
+    # the first committee of an escalated round: revealed against the winner is faulty
+    # only when the winner holds a super-majority of both committees' seats
+    book: uint256 = self.appeal_book[job_id]
+    shown: uint256 = book >> 16
+    for i: uint256 in range(book & 255, bound=MAX_COMMITTEE):
+        if shown & (1 << i) == 0:
+            continue
+        member: address = self.appeal_members[job_id][i]
+        amount: uint256 = SLASH_AMOUNT * self.appeal_seats[job_id][i]
+        faulty: bool = (
+            punish_dissent and winner != empty(bytes32) and self.appeal_reveals[job_id][i] != winner
+        )
+        penalty: uint256 = 0
+        if faulty:
+            penalty = amount
+        taken: uint256 = extcall Registry(REGISTRY).release(member, amount, penalty)
+        if faulty:
+            self.job_data[job_id].slashed += taken
+            log MemberSlashed(
+                job_id=job_id, round=round, member=member, amount=taken, revealed=True
+            )
+    self.appeal_book[job_id] = 0
 
 
 @internal
@@ -677,6 +831,10 @@ def _release_members(
             continue  # never accepted: nothing locked, nothing to slash
         member: address = self.members[job_id][i]
         amount: uint256 = SLASH_AMOUNT * self.seats[job_id][i]
+        held: uint256 = amount
+        if rnd.level > 0:
+            amount = self._per_seat(job_id, rnd) * self.seats[job_id][i]
+            held = self.level_locks[job_id][i]
         revealed: bool = rnd.masks & (1 << (i + 16)) != 0
         faulty: bool = not revealed or (
             punish_dissent and winner != empty(bytes32) and self.reveals[job_id][i] != winner
@@ -684,7 +842,7 @@ def _release_members(
         penalty: uint256 = 0
         if faulty:
             penalty = amount
-        taken: uint256 = extcall Registry(REGISTRY).release(member, amount, penalty)
+        taken: uint256 = extcall Registry(REGISTRY).release(member, held, penalty)
         if faulty:
             self.job_data[job_id].slashed += taken
             log MemberSlashed(
@@ -741,6 +899,7 @@ def _open_round(job_id: uint256, round: uint256):
         seats=0,
         seed_block=block.number,
         drawn=False,
+        level=0,
     )
     log RoundOpened(
         job_id=job_id,

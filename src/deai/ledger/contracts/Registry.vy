@@ -276,6 +276,26 @@ def lock(node: address, amount: uint256):
 
 
 @external
+def lock_up_to(node: address, amount: uint256) -> uint256:
+    """
+    @notice Lock up to `amount` of `node`'s free stake (what is not locked already) for
+            a duty it accepted. Only JOBS.
+    @param node The member accepting a duty.
+    @param amount Wei wanted.
+    @return The wei locked.
+    """
+    assert msg.sender == JOBS, "registry: not jobs"
+    locked: uint256 = self.node_data[node].locked
+    stake: uint256 = self._stake(node)
+    free: uint256 = 0
+    if stake > locked:
+        free = stake - locked
+    got: uint256 = min(amount, free)
+    self.node_data[node].locked = locked + got
+    return got
+
+
+@external
 def release(node: address, amount: uint256, penalty: uint256) -> uint256:
     """
     @notice Unlock `amount` of `node`'s stake after its round is final, and slash up to
