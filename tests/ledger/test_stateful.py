@@ -450,5 +450,8 @@ def test_ledger_state_machine(deployed: World, steps: int) -> None:
     deployed.chain.revert(LedgerMachine.base[0])
     seen = LedgerMachine.seen
     assert seen["RoundSettled"] and seen["claims"] and seen["refused claims"], seen
-    assert seen["griefing refused"] or steps < 30, seen
+    # the griefing rule's refusal is asserted whenever it runs (and directly in
+    # test_attacks.py::test_griefing_requester_cannot_set_windows_nobody_meets); the
+    # derandomized long run no longer draws it since split rounds escalate
+    assert seen["escape refused"] or steps < 30, seen
     print("stateful ledger run:", dict(seen))
