@@ -287,16 +287,23 @@ def test_members_that_all_missed_the_same_provider_still_commit() -> None:
     assert not members[0].diverged and not v1.jobs[spec.job_id].abstain
 
 
-def test_an_incomplete_member_whose_dissent_cannot_be_slashed_commits_at_once() -> None:
-    """With 9 of 11 seats no winner can reach 3/4 without it, even over the 16 seats a
-    split adds when it escalates (Jobs.vy slashes a revealed dissenter only then):
-    abstaining would only hold the round for its windows."""
+def _incomplete_beside_a_prompt_member(seats: int) -> tuple[SeatsChain, Any, list[Any]]:
+    """v1 (``seats`` seats) closes round 1 at its deadline without p2's update, after
+    v0 (2 seats) committed promptly; returns just past that deadline."""
     spec = _settled_spec(("v0", "v1"))
-    chain = SeatsChain([A("v0"), A("v1")], [2, 9])
+    chain = SeatsChain([A("v0"), A("v1")], [2, seats])
     chain.commit(A("v0"), 1, 0, b"")
     v1, ctx, members = _member_validator(spec, "v1", chain)
     _send_updates(v1, spec, 1, ("p0", "p1"))
     _run(ctx, spec.round_timeout_s + 0.5)
+    return chain, ctx, members
+
+
+def test_an_incomplete_member_whose_dissent_cannot_be_slashed_commits_at_once() -> None:
+    """With 9 of 11 seats no winner can reach 3/4 without it, even over the 16 seats a
+    split adds when it escalates (Jobs.vy slashes a revealed dissenter only then):
+    abstaining would only hold the round for its windows."""
+    chain, _, members = _incomplete_beside_a_prompt_member(9)
     assert (A("v1"), 0) in chain.commits and not members[0].duties[0].abstained
 
 
@@ -304,12 +311,7 @@ def test_a_split_escalates_so_even_a_third_of_the_seats_is_slashable() -> None:
     """1 of 3 seats was safe from a 3/4 winner under the old rule; a dissent now splits
     the round, which is decided over 3 + 16 seats, where the others can reach 3/4: the
     incomplete member holds, sees the prompt majority, and abstains."""
-    spec = _settled_spec(("v0", "v1"))
-    chain = SeatsChain([A("v0"), A("v1")], [2, 1])
-    chain.commit(A("v0"), 1, 0, b"")
-    v1, ctx, members = _member_validator(spec, "v1", chain)
-    _send_updates(v1, spec, 1, ("p0", "p1"))
-    _run(ctx, spec.round_timeout_s + 0.5)
+    chain, ctx, members = _incomplete_beside_a_prompt_member(1)
     assert (A("v1"), 0) not in chain.commits  # held, not committed at once
     _run(ctx, 30.0)
     assert (A("v1"), 0) not in chain.commits and members[0].duties[0].abstained

@@ -34,6 +34,20 @@ class World:
     others: list[str]  # not joined
 
 
+def create_job(world: World, budget: int, rounds: int, size: int, spec: bytes) -> int:
+    """A job with the protocol's minimum windows (claims open for 10 of them)."""
+    return world.ledger.create_job(
+        world.requester,
+        budget=budget,
+        spec_hash=spec,
+        rounds=rounds,
+        committee_size=size,
+        commit_period=PERIOD,
+        reveal_period=PERIOD,
+        claim_period=10 * PERIOD,
+    )
+
+
 def result_for(
     job_id: int, payouts: Mapping[str, int], tag: int = 1
 ) -> tuple[RoundResult, PayoutTree]:

@@ -17,6 +17,7 @@ from ledger_helpers import (
     SALT,
     World,
     commit_all,
+    create_job,
     drawn_job,
     escalated_seat,
     play_escalation,
@@ -33,16 +34,7 @@ SLASH = ETH // 2  # CONFIG.job_slash, per seat
 
 
 def _job(world: World, size: int, rounds: int = 1) -> int:
-    return world.ledger.create_job(
-        world.requester,
-        budget=10 * ETH,
-        spec_hash=SPEC,
-        rounds=rounds,
-        committee_size=size,
-        commit_period=PERIOD,
-        reveal_period=PERIOD,
-        claim_period=10 * PERIOD,
-    )
+    return create_job(world, 10 * ETH, rounds, size, SPEC)
 
 
 def _verdict(

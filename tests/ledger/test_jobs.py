@@ -10,6 +10,7 @@ from ledger_helpers import (
     SALT,
     World,
     commit_all,
+    create_job,
     distinct,
     drawn_job,
     play_round,
@@ -35,16 +36,7 @@ def shaped(world: World, rounds: int = 2, n: int = 3) -> int:
 
 
 def _create(world: World, budget: int, rounds: int, size: int) -> int:
-    return world.ledger.create_job(
-        world.requester,
-        budget=budget,
-        spec_hash=SPEC,
-        rounds=rounds,
-        committee_size=size,
-        commit_period=PERIOD,
-        reveal_period=PERIOD,
-        claim_period=10 * PERIOD,
-    )
+    return create_job(world, budget, rounds, size, SPEC)
 
 
 @pytest.mark.parametrize(

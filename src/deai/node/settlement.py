@@ -447,19 +447,18 @@ class CommitteeMember:
         duty.phase = Phase.COMMITTED
 
     def _finalize(self, duty: RoundDuty) -> None:
+        error: ChainError | None = None
         try:
             self.chain.finalize_round(self.me, self.chain_job, duty.index)
         except ChainError as e:  # another member finalized first: the round moved on
-            rv = self.chain.round(self.chain_job)
-            if rv.index == duty.index and not self._job_done():
-                if rv.level > duty.level:  # it escalated first: follow the new draw
-                    self._escalated(duty, int(rv.level))
-                    return
-                raise e
+            error = e
         rv = self.chain.round(self.chain_job)
-        if rv.index == duty.index and rv.level > duty.level and not self._job_done():
-            self._escalated(duty, int(rv.level))  # the round split: not final yet
-            return
+        if rv.index == duty.index and not self._job_done():
+            if rv.level > duty.level:  # the round split and escalated: not final yet
+                self._escalated(duty, int(rv.level))
+                return
+            if error is not None:
+                raise error
         self._resolve(duty)
 
     def _resolve(self, duty: RoundDuty) -> None:

@@ -826,14 +826,16 @@ def _release_members(
 ):
     # committed and silent: always faulty; revealed against the winner: faulty only when
     # the winner holds a super-majority of the seats (punish_dissent)
+    per: uint256 = SLASH_AMOUNT
+    if rnd.level > 0:
+        per = self._per_seat(job_id, rnd)
     for i: uint256 in range(rnd.size, bound=MAX_COMMITTEE):
         if rnd.masks & (1 << i) == 0:
             continue  # never accepted: nothing locked, nothing to slash
         member: address = self.members[job_id][i]
-        amount: uint256 = SLASH_AMOUNT * self.seats[job_id][i]
+        amount: uint256 = per * self.seats[job_id][i]
         held: uint256 = amount
         if rnd.level > 0:
-            amount = self._per_seat(job_id, rnd) * self.seats[job_id][i]
             held = self.level_locks[job_id][i]
         revealed: bool = rnd.masks & (1 << (i + 16)) != 0
         faulty: bool = not revealed or (
