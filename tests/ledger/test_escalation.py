@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import pytest
 from ledger_helpers import (
+    CONFIG,
     ETH,
     PERIOD,
     SALT,
@@ -200,41 +201,46 @@ def test_a_round_escalates_at_most_once(world: World) -> None:
 def test_an_escalated_member_locks_what_is_free_and_is_slashed_all_the_same(
     world: World,
 ) -> None:
-    """A second-committee member whose stake is mostly locked by other duties still
-    accepts (its seats were drawn by its stake) and locks only what is free; when it
-    then fails the duty (commits, never reveals) its full penalty is taken from its
-    stake all the same, so locking stake elsewhere first buys no cheap vote."""
+    """A second-committee member whose free stake is short of its escalated penalty (the
+    first committee's lock holds part of it, and it unstakes most of the rest after the
+    draw) still accepts and locks only what is free; when it then fails the duty
+    (commits, never reveals) its full penalty is taken all the same, pending stake
+    included, so shrinking free stake first buys no cheap vote."""
     led = world.ledger
-    short: list[tuple[str, int]] = []
-    for _ in range(6):  # each split round left behind keeps its liar's 3 seats locked
+    minimum = CONFIG.min_stake
+    short: list[tuple[str, int, int]] = []  # (member, seats, active stake it keeps)
+    for _ in range(3):  # the liar sits in the 16 seats with probability > 98 %
         try:
             job_id, liar, honest, good, _ = _outvoted(world)
-        except Reverted as e:  # a liar with too little free stake for 3 more seats
+        except Reverted as e:  # an earlier try's round still locks the liar's stake
             assert "not enough free stake" in e.reason
             continue
         led.finalize_round(world.others[1], job_id, 0)
         led.ensure_drawn(world.others[1], job_id)
         members, seats = led.committee(job_id), led.committee_seats(job_id)
         per_seat = escalated_seat(4, sum(seats))
-        before = {m: led.node(m) for m in members}
-        short = [
-            (m, n)
-            for m, n in zip(members, seats, strict=True)
-            if per_seat * n > before[m].stake - before[m].locked
-        ]
+        for m, n in zip(members, seats, strict=True):
+            node = led.node(m)
+            keep = max(minimum, node.locked + per_seat * n // 2)
+            if keep - node.locked < per_seat * n and keep < node.stake:
+                short.append((m, n, keep))
         if short:
             break
-    assert short, "the seeded draws give no member more penalty than free stake"
-    target, n = short[0]
+    assert short, "no second-committee member can be left short of its penalty"
+    short.sort(key=lambda t: t[0] != liar)  # the liar first: its lock is the largest
+    target, n, keep = short[0]
+    led.unstake(target, led.node(target).stake - keep)
+    before = {m: led.node(m) for m in members}
+    free = before[target].stake - before[target].locked
+    assert 0 < free < per_seat * n
     for m in members:
         led.commit(m, job_id, 0, result_commitment(job_id, 0, m, good, SALT))
-    free = before[target].stake - before[target].locked
     assert led.node(target).locked == before[target].locked + free  # all it had
     for m in members:  # everyone committed: reveals are open
         if m != target:
             led.reveal(m, job_id, 0, good, SALT)
     world.chain.advance_time(2 * PERIOD + 1)  # past the reveal deadline
-    stake = led.node(target).stake
+    held = before[target].stake + before[target].pending
     led.finalize_round(world.others[1], job_id, 0)
     (slash,) = [
         e
@@ -242,8 +248,8 @@ def test_an_escalated_member_locks_what_is_free_and_is_slashed_all_the_same(
         if e.args["member"] == target and not e.args["revealed"]
     ]
     assert int(slash.args["amount"]) == per_seat * n > free
-    lost = stake - led.node(target).stake
-    assert lost >= per_seat * n
-    # only the other jobs' locks stay (this round's first-committee lock is released too)
+    after = led.node(target)
+    assert held - (after.stake + after.pending) >= per_seat * n
+    # only other jobs' locks stay (this round's first-committee lock is released too)
     first = {liar: 3 * SLASH, honest: SLASH}.get(target, 0)
-    assert led.node(target).locked == before[target].locked - first
+    assert after.locked == before[target].locked - first
