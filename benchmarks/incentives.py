@@ -21,20 +21,22 @@ training on its share: total reward of the identities ÷ its reward as one ident
 Shapley), and a controlled sweep of size × label noise.
 
 Issue 16: every value is computed in the payout pipeline a validator runs
-(``deai.node.payouts``, rules 1-3): near-duplicate updates (cosine >= 0.99) are one player
-sharing its value, the utility is the class-balanced validation loss
-(``deai.incentives.valuation.balanced_utility``) and every player weighs the same in the game
-(claims are not evidence). Payouts additionally give nothing to the rows the default
-aggregator excludes (rule 4's exclusion half; the norm half and the multi-round rules 5-6 need
-a job's history and are not applied to this one round). Headline keys: ``sybil_gain_max``
-over three Sybil strategies (the same update from a second identity; the same with a 5x
-inflated claim; the data split in 2 and 3 parts, each trained), ``copier_pair_gain`` (a
-party trains on a copy of provider 0's data: the pair's pay / provider 0's pay alone),
-``rare_class_provider_paid`` (the only holder of class 9's training examples, class 9 absent
-from pre-training), ``estimator_spearman_vs_exact`` and ``estimator_cost_fraction`` of the
-spec's default evaluator, ``attacker_freerider_reward_share`` with 30% mixed attackers (a
-sign flipper, a boosted sign flipper, a noise free-rider). 95% Student-t intervals over
-data seeds.
+(``deai.node.payouts``, rules 1-3, through ``deai.incentives.valuation.applied_values``):
+the game is the applied aggregate (rows the default aggregator excludes are no players; the
+rest weigh their claims capped at its ``weight_cap`` times the median), near-duplicate
+updates (cosine >= 0.99) are one player valued as its first member and sharing that value,
+and the utility is the class-balanced validation loss
+(``deai.incentives.valuation.balanced_utility``). Payouts additionally give nothing to the
+rows the default aggregator excludes (rule 4's exclusion half; the norm half and the multi-
+round rules 5-7 need a job's history and are not applied to this one round). Headline keys:
+``sybil_gain_max`` over three Sybil strategies (the same update from a second identity; the
+same with a 5x inflated claim; the data split in 2 and 3 parts, each trained),
+``copier_pair_gain`` (a party trains on a copy of provider 0's data: the pair's pay /
+provider 0's pay alone), ``rare_class_provider_paid`` (the only holder of class 9's training
+examples, class 9 absent from pre-training), ``estimator_spearman_vs_exact`` and
+``estimator_cost_fraction`` of the spec's default evaluator,
+``attacker_freerider_reward_share`` with 30% mixed attackers (a sign flipper, a boosted sign
+flipper, a noise free-rider). 95% Student-t intervals over data seeds.
 
 Run: ``python benchmarks/incentives.py`` → ``benchmarks/results/incentives.json``.
 """
@@ -58,6 +60,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from deai.aggregation import AggregatorName, build_aggregator
 from deai.aggregation.base import RoundContext
+from deai.aggregation.default import DefaultConfig
 from deai.incentives import (
     CoalitionUtility,
     EvaluatorConfig,
@@ -65,7 +68,7 @@ from deai.incentives import (
     evaluate_contributions,
     split_budget,
 )
-from deai.incentives.valuation import balanced_utility, duplicate_groups, grouped_values
+from deai.incentives.valuation import applied_values, balanced_utility
 
 RESULTS = Path(__file__).parent / "results" / "incentives.json"
 DATA_SEEDS = (0, 1, 2)  # scenario repetitions (data split, training, noise)
@@ -271,18 +274,26 @@ def utility(data: Data) -> Callable[[Tensor], float]:
 
 
 def pipeline_values(
-    data: Data, updates: Tensor, evaluate: Callable[[CoalitionUtility], Tensor]
+    data: Data,
+    updates: Tensor,
+    claims: Tensor,
+    excluded: tuple[int, ...],
+    evaluate: Callable[[CoalitionUtility], Tensor],
 ) -> tuple[Tensor, int]:
-    """Per-row values under rules 1-3: near-duplicates are one player, balanced utility,
-    equal game weights; and the utility evaluations spent."""
+    """Per-row values under the payout pipeline's rules 1-3 (``deai.incentives.valuation.
+    applied_values``, the function ``deai.node.payouts`` calls): the game of the applied
+    aggregate (excluded rows are no players and get 0; the rest weigh their claims capped
+    as the default aggregator caps them), near-duplicates one player, balanced utility;
+    and the utility evaluations spent."""
     u = utility(data)
 
     def game_for(ups: Tensor, w: Tensor) -> CoalitionUtility:
         return CoalitionUtility(data.global_params, ups, w, u)
 
-    groups = duplicate_groups(updates, DUPLICATE_COSINE)
-    ones = torch.ones(updates.shape[0])
-    return grouped_values(game_for, updates, ones, groups, evaluate)
+    values, evals, _ = applied_values(
+        game_for, updates, claims, excluded, evaluate, DUPLICATE_COSINE, DefaultConfig.weight_cap
+    )
+    return values, evals
 
 
 def excluded_by_default(updates: Tensor, claims: Tensor) -> tuple[int, ...]:
@@ -334,7 +345,7 @@ def main_scenario(seed: int) -> dict[str, object]:
     n = updates.shape[0]
     excluded = excluded_by_default(updates, claims)
     t0 = time.perf_counter()
-    ref, _ = pipeline_values(data, updates, exact)
+    ref, _ = pipeline_values(data, updates, claims, excluded, exact)
     exact_s = time.perf_counter() - t0
     bad = [i for i, p in enumerate(MAIN) if p.kind in BAD_KINDS]
     rows: dict[str, dict[str, list[float]]] = {}
@@ -344,7 +355,7 @@ def main_scenario(seed: int) -> dict[str, object]:
         for s in SAMPLER_SEEDS if sampled else (0,):
             c = EvaluatorConfig(**{**cfg.__dict__, "seed": s})
             vals, evals = pipeline_values(
-                data, updates, lambda g, c=c: evaluate_contributions(g, c).values
+                data, updates, claims, excluded, lambda g, c=c: evaluate_contributions(g, c).values
             )
             row = rows.setdefault(label, {"spearman": [], "cost": [], "bad_share": []})
             row["spearman"].append(spearman(vals.numpy(), ref.numpy()))
@@ -353,7 +364,9 @@ def main_scenario(seed: int) -> dict[str, object]:
     pay = shares(ref, excluded)
     rows["exact"] = {"spearman": [1.0], "cost": [1.0], "bad_share": [float(pay[bad].sum())]}
     # finding 7: the largest single share in an all-honest round (the 7 honest providers)
-    honest = updates[[i for i in range(n) if i not in bad]]
+    keep = [i for i in range(n) if i not in bad]
+    honest, honest_claims = updates[keep], claims[keep]
+    honest_excluded = excluded_by_default(honest, honest_claims)
     top: dict[str, float] = {}
     for label, cfg in (
         ("exact", EvaluatorConfig(EvaluatorName.EXACT)),
@@ -362,9 +375,13 @@ def main_scenario(seed: int) -> dict[str, object]:
         ("tmc", EvaluatorConfig(EvaluatorName.TMC, seed=0)),
     ):
         vals, _ = pipeline_values(
-            data, honest, lambda g, c=cfg: evaluate_contributions(g, c).values
+            data,
+            honest,
+            honest_claims,
+            honest_excluded,
+            lambda g, c=cfg: evaluate_contributions(g, c).values,
         )
-        top[label] = float(shares(vals).max())
+        top[label] = float(shares(vals, honest_excluded).max())
     return {
         "exact_values": ref.tolist(),
         "exact_payout_share": pay.tolist(),
@@ -377,8 +394,9 @@ def main_scenario(seed: int) -> dict[str, object]:
 
 
 def _pay_of(data: Data, updates: Tensor, claims: Tensor, idx: list[int]) -> float:
-    vals, _ = pipeline_values(data, updates, exact)
-    return float(shares(vals, excluded_by_default(updates, claims))[idx].sum())
+    excluded = excluded_by_default(updates, claims)
+    vals, _ = pipeline_values(data, updates, claims, excluded, exact)
+    return float(shares(vals, excluded)[idx].sum())
 
 
 def sybil(seed: int) -> dict[str, float]:
@@ -437,11 +455,14 @@ def rare_class(seed: int) -> dict[str, float]:
     updates = torch.stack(ups)
     claims = torch.tensor([float(s) for s in (*sizes, len(rare))])
     excluded = excluded_by_default(updates, claims)
-    vals, _ = pipeline_values(data, updates, exact)
+    vals, _ = pipeline_values(data, updates, claims, excluded, exact)
+    kept_all, _ = pipeline_values(data, updates, claims, (), exact)
     _, cfg = spec_default_evaluator()
     dvals, _ = pipeline_values(
         data,
         updates,
+        claims,
+        excluded,
         lambda g: evaluate_contributions(g, EvaluatorConfig(**{**cfg.__dict__, "seed": 0})).values,
     )
     mask = data.y_test == RARE_CLASS
@@ -456,7 +477,7 @@ def rare_class(seed: int) -> dict[str, float]:
     without = data.global_params + updates[:-1].mean(dim=0)
     return {
         "share_exact": float(shares(vals, excluded)[-1]),
-        "share_exact_if_not_excluded": float(shares(vals)[-1]),
+        "share_exact_if_not_excluded": float(shares(kept_all)[-1]),
         "share_default_evaluator": float(shares(dvals, excluded)[-1]),
         "excluded_by_default_rule": float(len(updates) - 1 in excluded),
         "class_accuracy_with": class_acc(with_all),
@@ -489,8 +510,8 @@ def markdown(r: dict[str, object]) -> str:
         "",
         f"Mean ± 95% Student-t half-width over data seeds {list(DATA_SEEDS)} (Monte-Carlo"
         f" estimators also over sampler seeds {list(SAMPLER_SEEDS)}). Every value is computed in"
-        " the payout pipeline (near-duplicates one player, class-balanced utility, equal game"
-        " weights, rows the default aggregator excludes earn nothing).",
+        " the payout pipeline (the game of the applied aggregate: excluded rows no players,"
+        " capped claims as weights; near-duplicates one player; class-balanced utility)."
         "",
         "| key | value | goal | |",
         "|---|---|---|---|",
@@ -614,7 +635,8 @@ def main() -> None:
             "sampler_seeds": list(SAMPLER_SEEDS),
             "budget_fractions": list(BUDGET_FRACTIONS),
             "utility": "class-balanced cross-entropy on the requester's 150 validation digits",
-            "game": "near-duplicates (cosine >= 0.99) one player; equal weights",
+            "game": "the applied aggregate: excluded rows no players, capped claims as weights;"
+            " near-duplicates (cosine >= 0.99) one player valued as its first member",
             "payout": "positive values, default aggregator's excluded rows earn nothing",
             "model": f"MLP 64-{HIDDEN}-10, pre-trained {PRE_EPOCHS} epochs on {N_PRE} digits",
             "local_training": f"SGD lr={LR}, batch {BATCH}, {LOCAL_EPOCHS} epochs",

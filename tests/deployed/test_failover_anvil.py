@@ -184,7 +184,18 @@ def _run(cluster: Cluster, restart: bool) -> None:
     view = ledger.job(chain_id)
     assert view.state == JobState.DONE
 
-    report = follower.job_status(job_id)  # a validator's report: rounds and the table
+    def final_everywhere() -> dict[str, Any] | None:
+        """The follower's report once it saw every round final: a member that is not
+        seated learns finality by polling the chain, backing off up to a quarter of the
+        time it waited, so its report may trail the chain's DONE by some seconds."""
+        rep: dict[str, Any] = follower.job_status(job_id)
+        ok = all(r["settlement"] and r["settlement"]["phase"] == "final" for r in rep["rounds"])
+        return rep if ok and len(rep["rounds"]) == 3 else None
+
+    try:  # a validator's report: rounds and the table
+        report = _poll(final_everywhere, 120, 1.0)
+    except AssertionError:
+        report = follower.job_status(job_id)  # the assertions below say what is missing
     rounds = report["rounds"]
     assert [r["round"] for r in rounds] == [1, 2, 3]
     settled = [r["settlement"] for r in rounds]

@@ -5,9 +5,19 @@ utility credits class coverage.
   one player (transitively). A Sybil that submits its update from a second identity, with
   an inflated example claim or not, and a copier whose update repeats another's, then
   share the value one player would earn instead of each earning it: copying gains nothing.
-* :func:`grouped_values`: run any evaluator on the game whose players are the groups (the
-  group's update is its members' mean, its weight the largest member weight: a copy adds
-  no data) and split each group's value equally among its members.
+* :func:`grouped_values`: run any evaluator on the game whose players are the groups (a
+  group plays as its first member, in draw order, alone: its update and its weight; a
+  copy adds no data, and neither does a larger claim on the copy or the mean of two
+  training orders) and split each group's value equally among its members. A copier
+  therefore takes half of its victim's value and the pair earns what the victim alone
+  would (issue 16, finding 6).
+* :func:`applied_values`: the game of the aggregate that was applied: the rows the
+  aggregator excluded are not players (the model never saw them; their presence let a
+  noise free-rider "dilute" an excluded sign flipper into a positive value) and get 0,
+  the rest play with the weights the aggregator gave them (claims capped at its
+  ``weight_cap`` times the median: :func:`capped_claims`, the median over the players).
+  Splitting one dataset across identities then splits its weight too, instead of
+  multiplying its vote.
 * :func:`balanced_utility`: ``-(1/K) sum_c CE_c``, the mean over the validation classes
   present of each class's mean cross-entropy. Plain accuracy or loss weights a class by its
   share of the validation data, so a provider holding the only examples of a rare class
@@ -65,11 +75,16 @@ def grouped_values(
     weights: Tensor,
     groups: Sequence[Sequence[int]],
     evaluate: Callable[[CoalitionUtility], Tensor],
+    cap: float | None = None,
 ) -> tuple[Tensor, int]:
-    """Per-row values (float64 ``[n]``) from the game over the groups, each group's value
-    split equally among its members; and the evaluations spent."""
-    reps = torch.stack([updates[list(g)].mean(dim=0) for g in groups])  # [G, d]
-    w = torch.stack([weights[list(g)].max() for g in groups])  # [G]
+    """Per-row values (float64 ``[n]``) from the game over the groups (each playing as its
+    first member alone), each group's value split equally among its members; and the
+    evaluations spent. ``cap``: the players' weights are capped at ``cap`` times their
+    median (:func:`capped_claims`), taken over the players, so a copy's claim cannot lift
+    the median and with it the cap of its victim."""
+    first = [g[0] for g in groups]
+    reps = updates[first]  # [G, d]
+    w = weights[first] if cap is None else capped_claims(weights[first], cap)  # [G]
     game = game_for(reps, w)
     per_group = evaluate(game)
     out = torch.zeros(updates.shape[0], dtype=torch.float64)
@@ -94,3 +109,38 @@ def balanced_utility(
             return -float((sums / counts.to(per.dtype)).mean())
 
     return utility
+
+
+def capped_claims(weights: Tensor, cap: float) -> Tensor:
+    """Claimed weights capped at ``cap`` times their median (float64), as the default
+    aggregator weighs rows: an inflated claim buys at most that factor."""
+    if not cap >= 1.0:
+        raise ConfigError(f"weight cap must be >= 1, got {cap}")
+    w = weights.to(torch.float64)
+    return w.clamp(max=cap * float(w.median())) if w.numel() else w
+
+
+def applied_values(
+    game_for: Callable[[Tensor, Tensor], CoalitionUtility],
+    updates: Tensor,
+    weights: Tensor,
+    excluded: Sequence[int],
+    evaluate: Callable[[CoalitionUtility], Tensor],
+    threshold: float = 0.99,
+    cap: float | None = None,
+) -> tuple[Tensor, int, int]:
+    """Per-row values (float64 ``[n]``) in the game of the rows the aggregate applied:
+    rows in ``excluded`` are no players and get 0; near-duplicates among the rest are one
+    player (:func:`grouped_values`, its weights capped at ``cap`` times the players'
+    median). Also the evaluations spent and how many rows were merged as near-duplicates."""
+    out = torch.zeros(updates.shape[0], dtype=torch.float64)
+    gone = set(excluded)
+    keep = [i for i in range(updates.shape[0]) if i not in gone]
+    if not keep:
+        return out, 0, 0
+    index = torch.tensor(keep, dtype=torch.long)
+    sub = updates[index]
+    groups = duplicate_groups(sub, threshold)
+    values, evaluations = grouped_values(game_for, sub, weights[index], groups, evaluate, cap)
+    out[index] = values
+    return out, evaluations, sum(len(g) for g in groups if len(g) > 1)

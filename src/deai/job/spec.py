@@ -232,9 +232,9 @@ class ContributionSpec(_Strict):
     """How a round's budget is split among its providers (``deai.node.payouts``)."""
 
     payout: PayoutRule = PayoutRule.CONTRIBUTION
-    evaluator: EvaluatorName = EvaluatorName.LOO  # for payout = contribution
+    evaluator: EvaluatorName = EvaluatorName.GTG  # for payout = contribution
     max_permutations: Annotated[PositiveInt, Field(le=100_000)] = 200  # Monte Carlo estimators
-    max_evaluations: Annotated[PositiveInt, Field(le=1_000_000)] = 2_000
+    max_evaluations: Annotated[PositiveInt, Field(le=1_000_000)] = 50
 
 
 class SettlementSpec(_Strict):

@@ -8,10 +8,12 @@
      player whose value is split among them (a Sybil copy or a copier gains nothing);
   2. *coverage counts*: the utility is the class-balanced validation loss, so a provider
      that adds a class the others lack is paid when the model learns it;
-  3. *claims are not evidence*: under the default rule every player weighs the same in the
-     game (an example count is a claim nobody can check; the aggregator caps it at
-     ``weight_cap`` times the median, the payout game ignores it), so inflating a claim
-     buys no value;
+  3. *the game is the applied aggregate*: the rows the aggregator excluded are not players
+     (the model never saw them) and are valued 0; the rest weigh in the game as the
+     aggregator weighed them (under the default rule claimed example counts capped at
+     ``weight_cap`` times the median, as it caps them), so splitting one dataset across
+     identities splits its weight instead of multiplying its vote, and an inflated claim
+     buys at most the cap, as it does in the model;
   4. *excluded or oversized*: updates the aggregator excluded, and updates whose norm
      exceeds the default rule's clipping bound (``norm_multiplier`` times the median norm:
      only a boosted, model-replacing update needs to), earn nothing that round;
@@ -46,10 +48,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from deai.aggregation.default import DefaultConfig
 from deai.incentives.evaluators import EvaluatorConfig, evaluate_contributions
 from deai.incentives.game import CoalitionUtility
 from deai.incentives.rewards import split_budget
-from deai.incentives.valuation import balanced_utility, duplicate_groups, grouped_values
+from deai.incentives.valuation import applied_values, balanced_utility
 from deai.job.spec import JobSpec, PayoutRule, derive_seed
 from deai.learning.data import Dataset
 from deai.learning.params import FlatModel
@@ -61,8 +64,10 @@ DUPLICATE_COSINE = 0.99  # updates at least this alike are one player (rule 1)
 PAYOUT_RULES = {
     PayoutRule.CONTRIBUTION: "split by measured contribution (the job's evaluator) to the "
     "class-balanced validation loss; near-duplicate updates (cosine >= 0.99) are one player "
-    "sharing its value; claimed example counts do not weigh in the game; updates the "
-    "aggregator excluded or whose norm exceeds its clipping bound earn nothing that round; "
+    "sharing its value (valued as its first member alone); the game is the applied "
+    "aggregate: excluded updates are no players, the rest weigh as the aggregator weighed "
+    "them (capped claimed example counts); updates the aggregator excluded or whose norm "
+    "exceeds its clipping bound earn nothing that round; "
     "updates pointing against the round's applied step (cosine <= 0) earn nothing that round; "
     "a provider whose summed contribution over the job is not positive, or that was "
     "excluded, oversized or against the step in at least half of its rounds, is not paid; "
@@ -103,7 +108,7 @@ class RoundPayouts:
         excluded = [i for i, s in enumerate(outcome.accepted) if s in set(outcome.excluded)]
         rule = self.spec.contribution.payout
         if rule is PayoutRule.CONTRIBUTION:
-            values = self._contributions(outcome)
+            values = self._contributions(outcome, excluded)
             excluded = self._forfeits(outcome, values, excluded)
         elif rule is PayoutRule.WEIGHT and outcome.weights:
             values = [float(w) for w in outcome.weights]
@@ -147,11 +152,18 @@ class RoundPayouts:
         return sorted(out | broke | record)
 
     def _weights(self, outcome: RoundOutcome) -> Tensor:
-        """Rule 3: equal weights under the default rule, the aggregation weights otherwise."""
-        w = torch.tensor(outcome.weights, dtype=torch.float64)
-        return torch.ones_like(w) if self.spec.aggregation.rule == "default" else w
+        """Rule 3: the weights the aggregator used (the claims; under the default rule
+        :meth:`_cap` caps them in the game)."""
+        return torch.tensor(outcome.weights, dtype=torch.float64)
 
-    def _contributions(self, outcome: RoundOutcome) -> list[float]:
+    def _cap(self) -> float | None:
+        """The default rule's ``weight_cap``: the game caps the players' claims at it times
+        their median, as the aggregator caps the rows' (None for other rules)."""
+        if self.spec.aggregation.rule != "default":
+            return None
+        return float(self.spec.aggregation.params.get("weight_cap", DefaultConfig.weight_cap))
+
+    def _contributions(self, outcome: RoundOutcome, excluded: list[int]) -> list[float]:
         if outcome.updates is None or outcome.start_params is None:
             raise ValueError("contribution payouts need the round's individual updates")
         start = outcome.start_params
@@ -167,17 +179,16 @@ class RoundPayouts:
             max_permutations=c.max_permutations,
             max_evaluations=c.max_evaluations,
         )
-        groups = duplicate_groups(outcome.updates, DUPLICATE_COSINE)
-        self._count(
-            "near-duplicates valued as one player", sum(len(g) for g in groups if len(g) > 1)
-        )
-        tensor, _ = grouped_values(
+        tensor, _, merged = applied_values(
             game_for,
             outcome.updates,
             self._weights(outcome),
-            groups,
+            excluded,
             lambda game: evaluate_contributions(game, config).values,
+            DUPLICATE_COSINE,
+            self._cap(),
         )
+        self._count("near-duplicates valued as one player", merged)
         values: list[float] = tensor.tolist()
         self.last_contributions = dict(zip(outcome.accepted, values, strict=True))
         return values
