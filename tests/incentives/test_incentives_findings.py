@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from deai.aggregation.default import capped_claims
 from deai.incentives import CoalitionUtility, exact_shapley, gtg_shapley, leave_one_out
 from deai.incentives.valuation import (
     applied_values,
     balanced_utility,
-    capped_claims,
     duplicate_groups,
     grouped_values,
 )

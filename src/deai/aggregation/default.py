@@ -133,6 +133,16 @@ class DefaultConfig:
             raise ConfigError(f"worker_momentum must be in [0, 1), got {self.worker_momentum}")
 
 
+def capped_claims(weights: Tensor, cap: float) -> Tensor:
+    """Claimed weights capped at ``cap`` times their median (float64): a provider that
+    inflates its example count gains at most that factor over an honest median one. The
+    payout game caps the same way (``deai.incentives.valuation``)."""
+    if not cap >= 1.0:
+        raise ConfigError(f"weight cap must be >= 1, got {cap}")
+    w = as64(weights)
+    return w.clamp(max=cap * float(w.median())) if w.numel() else w
+
+
 def sybil_damping(history: Tensor, threshold: float) -> Tensor:
     """Weights ``clip((1 - s_i) / (1 - threshold), 0, 1)`` with ``s_i`` the largest pardoned
     cosine similarity of row ``i``'s history to another's (float64 ``[n]``)."""
@@ -213,10 +223,8 @@ class DefaultAggregator:
         return self._center(x, w)
 
     def _claims(self, weights: Tensor) -> Tensor:
-        """Claimed weights capped at ``weight_cap`` times their median: a provider that
-        inflates its example count gains at most that factor over an honest median one."""
-        w = as64(weights)
-        return w.clamp(max=self.config.weight_cap * float(w.median()))
+        """Claimed weights capped at ``weight_cap`` times their median."""
+        return capped_claims(weights, self.config.weight_cap)
 
     def _momentum(self, x: Tensor, ctx: RoundContext | None) -> Tensor:
         """Per-sender momentum ``m_s <- beta m_s + (1 - beta) x_s`` of the clipped rows

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from deai.aggregation.default import capped_claims
 from deai.errors import ConfigError
 from deai.incentives.game import CoalitionUtility
 
@@ -109,15 +110,6 @@ def balanced_utility(
             return -float((sums / counts.to(per.dtype)).mean())
 
     return utility
-
-
-def capped_claims(weights: Tensor, cap: float) -> Tensor:
-    """Claimed weights capped at ``cap`` times their median (float64), as the default
-    aggregator weighs rows: an inflated claim buys at most that factor."""
-    if not cap >= 1.0:
-        raise ConfigError(f"weight cap must be >= 1, got {cap}")
-    w = weights.to(torch.float64)
-    return w.clamp(max=cap * float(w.median())) if w.numel() else w
 
 
 def applied_values(
