@@ -123,6 +123,26 @@ def test_copier_pair_earns_no_more_than_the_victim_alone() -> None:
     assert _share(vals, [0, 4]) <= solo * 1.01
 
 
+def test_a_copy_cannot_lift_its_victims_cap() -> None:
+    """A copier's claim added to the rows raises their median and with it the cap its
+    victim is held to (measured: pair gain 1.07 on digits); the game caps the players'
+    claims against the players' median, so the pair earns exactly the victim's solo pay."""
+    h = _honest(seed=7)
+    h[0] = torch.ones(6)  # the victim's update is the best: its weight matters
+    claims = torch.tensor([6.0, 1.0, 2.0, 3.0])  # the victim (6) is capped at 2 x 2.5
+    solo = _share(exact_shapley(_target_game(h, capped_claims(claims, 2.0))), [0])
+    both = torch.cat([h, h[:1]])
+    with_copy = torch.cat([claims, claims[:1]])
+    groups = duplicate_groups(both)
+    assert [0, 4] in groups
+    by_rows, _ = grouped_values(
+        _target_game, both, capped_claims(with_copy, 2.0), groups, exact_shapley
+    )
+    assert _share(by_rows, [0, 4]) > solo * 1.01  # the attack: the median rose to 3
+    by_players, _ = grouped_values(_target_game, both, with_copy, groups, exact_shapley, 2.0)
+    assert _share(by_players, [0, 4]) == pytest.approx(solo, abs=1e-12)
+
+
 def test_distinct_honest_updates_stay_separate_players() -> None:
     assert duplicate_groups(_honest(8, 20, seed=1)) == [[i] for i in range(8)]
 
