@@ -20,7 +20,7 @@ from deai.ledger.types import Role
 @pytest.fixture(scope="module", params=BACKENDS)
 def chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
     if request.param == "embedded":
-        yield EmbeddedChain()
+        yield EmbeddedChain(seed=0)  # reproducible draws (block hashes, round seeds)
         return
     if find_anvil() is None:
         pytest.skip("anvil binary not found: npm install --prefix .tools @foundry-rs/anvil")

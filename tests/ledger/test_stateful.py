@@ -225,8 +225,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule()
     def escaper(self) -> None:
-        """A member with locked (accepted) stake tries to unstake all of it."""
-        for who in self.accounts[1:3]:
+        """Every member with locked (accepted) stake tries to unstake all of it."""
+        for who in self.accounts[1:]:
             node = self.led.node(who)
             if node.locked:
                 assert not self._try(self.led.unstake, who, node.stake)
@@ -452,6 +452,10 @@ def test_ledger_state_machine(deployed: World, steps: int) -> None:
     assert seen["RoundSettled"] and seen["claims"] and seen["refused claims"], seen
     # the griefing rule's refusal is asserted whenever it runs (and directly in
     # test_attacks.py::test_griefing_requester_cannot_set_windows_nobody_meets); the
-    # derandomized long run no longer draws it since split rounds escalate
-    assert seen["escape refused"] or steps < 30, seen
+    # derandomized long run no longer draws it since split rounds escalate. The escape is
+    # required on the seeded embedded chain, where the run is the same every time; on
+    # anvil block hashes follow the wall clock, so whether a member holds a lock when the
+    # escaper runs varies (it is refused whenever it does, and in test_attacks.py)
+    seeded = not isinstance(deployed.chain, RpcChain)
+    assert seen["escape refused"] or steps < 30 or not seeded, seen
     print("stateful ledger run:", dict(seen))
