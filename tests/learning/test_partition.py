@@ -88,3 +88,12 @@ def test_test_split_is_held_out_and_stratified() -> None:
     assert overlap <= 5  # digits has a handful of exact duplicate images, nothing more
     syn = load_dataset(DatasetName.SYNTHETIC, seed=1, n_samples=400, n_classes=3)
     assert syn.train.num_classes == 3 and syn.train.input_shape == (20,)
+
+
+def test_rare_class_has_one_holder_that_also_holds_the_rest_iid() -> None:
+    parts = partition(LABELS, 7, PartitionConfig(PartitionName.RARE_CLASS), seed=0)
+    hist = label_histograms(LABELS, parts, 10)
+    assert hist[:-1, 9].sum() == 0 and hist[-1, 9] == 100  # only the last holds class 9
+    assert hist[-1, :9].sum() > 0  # and an IID share of the others
+    with pytest.raises(ConfigError, match="at least 2 providers"):
+        partition(LABELS, 1, PartitionConfig(PartitionName.RARE_CLASS), seed=0)

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deai.aggregation.default import capped_claims
+from deai.aggregation.norm_bounding import clip_norms, median_norm
 from deai.errors import ConfigError
 from deai.incentives.game import CoalitionUtility
 
@@ -77,14 +78,19 @@ def grouped_values(
     groups: Sequence[Sequence[int]],
     evaluate: Callable[[CoalitionUtility], Tensor],
     cap: float | None = None,
+    clip: float | None = None,
 ) -> tuple[Tensor, int]:
     """Per-row values (float64 ``[n]``) from the game over the groups (each playing as its
     first member alone), each group's value split equally among its members; and the
     evaluations spent. ``cap``: the players' weights are capped at ``cap`` times their
     median (:func:`capped_claims`), taken over the players, so a copy's claim cannot lift
-    the median and with it the cap of its victim."""
+    the median and with it the cap of its victim. ``clip``: the players' updates are
+    clipped to ``clip`` times their median norm (the default rule's norm bound, taken over
+    the players for the same reason: a copy's norm would lift its victim's bound)."""
     first = [g[0] for g in groups]
     reps = updates[first]  # [G, d]
+    if clip is not None:
+        reps = clip_norms(reps, clip * median_norm(reps)).to(updates.dtype)
     w = weights[first] if cap is None else capped_claims(weights[first], cap)  # [G]
     game = game_for(reps, w)
     per_group = evaluate(game)
@@ -120,11 +126,15 @@ def applied_values(
     evaluate: Callable[[CoalitionUtility], Tensor],
     threshold: float = 0.99,
     cap: float | None = None,
+    clip: float | None = None,
 ) -> tuple[Tensor, int, int]:
     """Per-row values (float64 ``[n]``) in the game of the rows the aggregate applied:
     rows in ``excluded`` are no players and get 0; near-duplicates among the rest are one
     player (:func:`grouped_values`, its weights capped at ``cap`` times the players'
-    median). Also the evaluations spent and how many rows were merged as near-duplicates."""
+    median); with ``clip`` every player plays clipped to ``clip`` times the players' median
+    norm, as the default rule's norm bound applies it (a boosted update is valued as its
+    clipped self). Also the evaluations spent and how many rows were merged as
+    near-duplicates."""
     out = torch.zeros(updates.shape[0], dtype=torch.float64)
     gone = set(excluded)
     keep = [i for i in range(updates.shape[0]) if i not in gone]
@@ -133,6 +143,6 @@ def applied_values(
     index = torch.tensor(keep, dtype=torch.long)
     sub = updates[index]
     groups = duplicate_groups(sub, threshold)
-    values, evaluations = grouped_values(game_for, sub, weights[index], groups, evaluate, cap)
+    values, evaluations = grouped_values(game_for, sub, weights[index], groups, evaluate, cap, clip)
     out[index] = values
     return out, evaluations, sum(len(g) for g in groups if len(g) > 1)

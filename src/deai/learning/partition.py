@@ -20,6 +20,7 @@ class PartitionName(StrEnum):
     DIRICHLET = "dirichlet"  # label skew: class proportions per provider ~ Dir(alpha)
     SHARDS = "shards"  # sort by label, deal out shards (McMahan et al. 2017)
     QUANTITY = "quantity"  # IID labels, sizes ~ Dir(alpha) (quantity skew)
+    RARE_CLASS = "rare_class"  # the last provider alone holds the highest class; rest IID
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ def partition(
         parts = _dirichlet(labels, n_providers, config.alpha, rng)
     elif config.name is PartitionName.SHARDS:
         parts = _shards(labels, n_providers, config.shards_per_provider, rng)
+    elif config.name is PartitionName.RARE_CLASS:
+        parts = _rare_class(labels, n_providers, config.min_size, rng)
     else:
         sizes = _quantity_sizes(n, n_providers, config.alpha, config.min_size, rng)
         parts = np.split(rng.permutation(n), np.cumsum(sizes)[:-1])
@@ -80,6 +83,25 @@ def _shards(labels: np.ndarray, m: int, per: int, rng: np.random.Generator) -> l
     return [
         np.concatenate([shards[s] for s in assignment[j * per : (j + 1) * per]]) for j in range(m)
     ]
+
+
+def _rare_class(
+    labels: np.ndarray, m: int, min_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Every example of the highest label goes to the last provider (the only holder of a
+    class the others lack); the other examples are split IID among all ``m``."""
+    if m < 2:
+        raise ConfigError(f"partition rare_class needs at least 2 providers, got {m}")
+    rare = np.flatnonzero(labels == labels.max())
+    common = np.flatnonzero(labels != labels.max())
+    if len(common) < m * min_size:
+        raise ConfigError(
+            f"partition rare_class: {len(rare)} examples of the rare class and {len(common)}"
+            f" others cannot give {m} providers at least {min_size} each"
+        )
+    parts = np.array_split(rng.permutation(common), m)
+    parts[-1] = np.concatenate([parts[-1], rare])
+    return parts
 
 
 def _quantity_sizes(

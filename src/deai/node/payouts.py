@@ -14,9 +14,13 @@
      ``weight_cap`` times the median, as it caps them), so splitting one dataset across
      identities splits its weight instead of multiplying its vote, and an inflated claim
      buys at most the cap, as it does in the model;
-  4. *excluded or oversized*: updates the aggregator excluded, and updates whose norm
-     exceeds the default rule's clipping bound (``norm_multiplier`` times the median norm:
-     only a boosted, model-replacing update needs to), earn nothing that round;
+  4. *excluded or boosted*: under the default rule every player plays in the game clipped
+     to the rule's norm bound (``norm_multiplier`` times the players' median norm), as the
+     model applied it, so a boost buys no value; updates the aggregator excluded, and updates
+     whose norm exceeds ``OVERSIZE`` times that bound (a model-replacement boost is
+     ``n / eta``, far above; an honest update with more or newer data than the median one
+     is not, and until this rule was changed every update above the median norm, half of
+     the honest ones, earned nothing), earn nothing that round;
   5. *no pay on a negative balance*: a provider is paid for a round only while the sum of
      its measured contributions over the job so far is positive, so a harmful provider
      cannot earn on a lucky round (values are still clipped at 0 per round: a payout is
@@ -49,6 +53,7 @@ import torch
 from torch import Tensor
 
 from deai.aggregation.default import DefaultConfig
+from deai.aggregation.norm_bounding import median_norm
 from deai.incentives.evaluators import EvaluatorConfig, evaluate_contributions
 from deai.incentives.game import CoalitionUtility
 from deai.incentives.rewards import split_budget
@@ -60,14 +65,15 @@ from deai.learning.train import evaluate
 from deai.node.hooks import RoundOutcome
 
 DUPLICATE_COSINE = 0.99  # updates at least this alike are one player (rule 1)
+OVERSIZE = 3.0  # rule 4: above this many times the default rule's norm bound earns nothing
 
 PAYOUT_RULES = {
     PayoutRule.CONTRIBUTION: "split by measured contribution (the job's evaluator) to the "
     "class-balanced validation loss; near-duplicate updates (cosine >= 0.99) are one player "
     "sharing its value (valued as its first member alone); the game is the applied "
     "aggregate: excluded updates are no players, the rest weigh as the aggregator weighed "
-    "them (capped claimed example counts); updates the aggregator excluded or whose norm "
-    "exceeds its clipping bound earn nothing that round; "
+    "them (capped claimed example counts), each clipped to its norm bound; updates the "
+    "aggregator excluded or whose norm exceeds 3x its norm bound earn nothing that round; "
     "updates pointing against the round's applied step (cosine <= 0) earn nothing that round; "
     "a provider whose summed contribution over the job is not positive, or that was "
     "excluded, oversized or against the step in at least half of its rounds, is not paid; "
@@ -129,11 +135,11 @@ class RoundPayouts:
         self._count("excluded by the aggregator", len(out))
         assert outcome.updates is not None
         norms = torch.linalg.vector_norm(outcome.updates.to(torch.float64), dim=1)
-        params = self.spec.aggregation.params
-        if self.spec.aggregation.rule == "default":
-            bound = float(params.get("norm_multiplier", 1.0)) * float(norms.median())
-            big = {i for i in range(len(values)) if float(norms[i]) > bound * (1 + 1e-9)}
-            self._count("norm above the clipping bound", len(big - out))
+        bound = self._bound(outcome.updates)
+        if bound is not None:
+            top = OVERSIZE * bound * (1 + 1e-9)
+            big = {i for i in range(len(values)) if float(norms[i]) > top}
+            self._count(f"norm above {OVERSIZE:g}x the clipping bound", len(big - out))
             out |= big
         if outcome.start_params is not None:  # rule 6: against the applied step
             step = (outcome.params - outcome.start_params).to(torch.float64)
@@ -155,6 +161,20 @@ class RoundPayouts:
         """Rule 3: the weights the aggregator used (the claims; under the default rule
         :meth:`_cap` caps them in the game)."""
         return torch.tensor(outcome.weights, dtype=torch.float64)
+
+    def _clip(self) -> float | None:
+        """The default rule's ``norm_multiplier``: it clips every row to that times the
+        median row norm (None for other rules)."""
+        if self.spec.aggregation.rule != "default":
+            return None
+        params = self.spec.aggregation.params
+        return float(params.get("norm_multiplier", DefaultConfig.norm_multiplier))
+
+    def _bound(self, updates: Tensor) -> float | None:
+        """The default rule's norm bound this round, as the aggregator clips (None for
+        other rules)."""
+        clip = self._clip()
+        return None if clip is None else clip * median_norm(updates)
 
     def _cap(self) -> float | None:
         """The default rule's ``weight_cap``: the game caps the players' claims at it times
@@ -187,6 +207,7 @@ class RoundPayouts:
             lambda game: evaluate_contributions(game, config).values,
             DUPLICATE_COSINE,
             self._cap(),
+            self._clip(),
         )
         self._count("near-duplicates valued as one player", merged)
         values: list[float] = tensor.tolist()
