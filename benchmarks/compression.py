@@ -56,6 +56,15 @@ VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {
     "topk_quantize_0.5pct_4bit": ({"name": "topk_quantize", "ratio": 0.005, "bits": 4}, True),
     "topk_quantize_0.3pct_4bit": ({"name": "topk_quantize", "ratio": 0.003, "bits": 4}, True),
     "topk_quantize_0.2pct_4bit": ({"name": "topk_quantize", "ratio": 0.002, "bits": 4}, True),
+    # the same top-k with Elias-Fano coded indices (k (2 + log2(d/k)) bits, not k ceil(log2 d))
+    "topk_eliasfano_0.5pct_4bit": (
+        {"name": "topk_eliasfano_quantize", "ratio": 0.005, "bits": 4},
+        True,
+    ),
+    "topk_eliasfano_1pct_2bit": (
+        {"name": "topk_eliasfano_quantize", "ratio": 0.01, "bits": 2},
+        True,
+    ),
 }
 
 
