@@ -23,12 +23,13 @@ Shapley), and a controlled sweep of size × label noise.
 Issue 16: every value is computed in the payout pipeline a validator runs
 (``deai.node.payouts``, rules 1-3, through ``deai.incentives.valuation.applied_values``):
 the game is the applied aggregate (rows the default aggregator excludes are no players; the
-rest weigh their claims capped at its ``weight_cap`` times the median), near-duplicate
-updates (cosine >= 0.99) are one player valued as its first member and sharing that value,
-and the utility is the class-balanced validation loss
-(``deai.incentives.valuation.balanced_utility``). Payouts additionally give nothing to the
-rows the default aggregator excludes (rule 4's exclusion half; the norm half and the multi-
-round rules 5-7 need a job's history and are not applied to this one round). Headline keys:
+rest weigh their claims capped at its ``weight_cap`` times the median and play clipped to
+its norm bound, rule 4), near-duplicate updates (cosine >= 0.99) are one player valued as
+its first member and sharing that value, and the utility is the class-balanced validation
+loss (``deai.incentives.valuation.balanced_utility``). Payouts additionally give nothing to
+the rows the default aggregator excludes (rule 4's exclusion half; its forfeit above 3x the
+bound and the multi-round rules 5-7 are not applied to this one round: the rare-class run
+through the roles applies them all). Headline keys:
 ``sybil_gain_max`` over three Sybil strategies (the same update from a second identity; the
 same with a 5x inflated claim; the data split in 2 and 3 parts, each trained),
 ``copier_pair_gain`` (a party trains on a copy of provider 0's data: the pair's pay /
@@ -286,8 +287,8 @@ def pipeline_values(
     """Per-row values under the payout pipeline's rules 1-3 (``deai.incentives.valuation.
     applied_values``, the function ``deai.node.payouts`` calls): the game of the applied
     aggregate (excluded rows are no players and get 0; the rest weigh their claims capped
-    as the default aggregator caps them), near-duplicates one player, balanced utility;
-    and the utility evaluations spent."""
+    and play clipped as the default aggregator caps and clips them), near-duplicates one
+    player, balanced utility; and the utility evaluations spent."""
     u = utility(data)
 
     def game_for(ups: Tensor, w: Tensor) -> CoalitionUtility:

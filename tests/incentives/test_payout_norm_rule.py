@@ -89,7 +89,7 @@ def test_every_honest_provider_is_paid_whatever_its_norm() -> None:
 
 
 def test_boosting_below_the_forfeit_bound_buys_nothing_and_above_it_earns_nothing() -> None:
-    pay0, model, x = _payouts()
+    _, model, x = _payouts()
     start = model.initial_vector()
     for seed in range(3):
         ups = _honest(model, x, start, seed)
@@ -104,4 +104,3 @@ def test_boosting_below_the_forfeit_bound_buys_nothing_and_above_it_earns_nothin
                 assert got["p0"] == 0
             else:  # plays clipped to the bound: no more than the largest honest update
                 assert got["p0"] <= max(fair.values()) * 1.05, (got, fair)
-    del pay0
