@@ -27,8 +27,8 @@ rest weigh their claims capped at its ``weight_cap`` times the median and play c
 its norm bound, rule 4), near-duplicate updates (cosine >= 0.99) are one player valued as
 its first member and sharing that value, and the utility is the class-balanced validation
 loss (``deai.incentives.valuation.balanced_utility``). Payouts additionally give nothing to
-the rows the default aggregator excludes (rule 4's exclusion half; its forfeit above 3x the
-bound and the multi-round rules 5-7 are not applied to this one round: the rare-class run
+the rows the default aggregator excludes (rule 4's exclusion half; its forfeit of boosted
+updates and the multi-round rules 5-7 are not applied to this one round: the rare-class run
 through the roles applies them all). Headline keys:
 ``sybil_gain_max`` over three Sybil strategies (the same update from a second identity; the
 same with a 5x inflated claim; the data split in 2 and 3 parts, each trained),

@@ -22,7 +22,7 @@ BUDGET = 10**18
 NAMES = tuple(f"p{i}" for i in range(6))
 
 
-def _payouts() -> tuple[RoundPayouts, FlatModel, torch.Tensor]:
+def _payouts(norm_multiplier: float = 1.0) -> tuple[RoundPayouts, FlatModel, torch.Tensor]:
     torch.manual_seed(0)
     model = FlatModel(nn.Linear(2, 3))
     g = torch.Generator().manual_seed(1)
@@ -33,7 +33,7 @@ def _payouts() -> tuple[RoundPayouts, FlatModel, torch.Tensor]:
         name="rule4",
         rounds=4,
         model=ModelSpec(name="mlp", hidden=[8]),
-        aggregation=AggregationSpec(rule="default"),
+        aggregation=AggregationSpec(rule="default", norm_multiplier=norm_multiplier),
         contribution=ContributionSpec(evaluator="exact"),
     )
     return RoundPayouts(spec, model, from_arrays(x, y), BUDGET), model, x
@@ -104,3 +104,18 @@ def test_boosting_below_the_forfeit_bound_buys_nothing_and_above_it_earns_nothin
                 assert got["p0"] == 0
             else:  # plays clipped to the bound: no more than the largest honest update
                 assert got["p0"] <= max(fair.values()) * 1.05, (got, fair)
+
+
+def test_a_boost_is_forfeited_against_the_median_whatever_the_clipping_bound() -> None:
+    """With a lenient bound (``norm_multiplier = 2``, as the demo sets) a forfeit at 3x the
+    bound only caught updates above 6x the median: the demo's model-replacement boost
+    (n / eta = 6.5x) slipped under it in one round and that backdoor trainer was paid. The
+    forfeit is now at 3x the median norm or the bound, whichever is larger."""
+    _, model, x = _payouts(2.0)
+    start = model.initial_vector()
+    ups = _honest(model, x, start, 0)
+    assert sum(_round(_payouts(2.0)[0], start, ups, 0).values()) > 0
+    boosted = ups.clone()
+    median = float(ups.norm(dim=1).median())
+    boosted[0] = ups[0] * (5.0 * median / float(ups[0].norm()))  # 5x the median, 2.5x the bound
+    assert _round(_payouts(2.0)[0], start, boosted, 0)["p0"] == 0

@@ -17,10 +17,11 @@
   4. *excluded or boosted*: under the default rule every player plays in the game clipped
      to the rule's norm bound (``norm_multiplier`` times the players' median norm), as the
      model applied it, so a boost buys no value; updates the aggregator excluded, and updates
-     whose norm exceeds ``OVERSIZE`` times that bound (a model-replacement boost is
-     ``n / eta``, far above; an honest update with more or newer data than the median one
-     is not, and until this rule was changed every update above the median norm, half of
-     the honest ones, earned nothing), earn nothing that round;
+     whose norm exceeds both the bound and ``OVERSIZE`` times the median norm (a
+     model-replacement boost is ``n / eta``, far above; an honest update with more or newer
+     data than the median one is not, and until this rule was changed every update above
+     the bound, with the default ``norm_multiplier = 1`` half of the honest ones, earned
+     nothing), earn nothing that round;
   5. *no pay on a negative balance*: a provider is paid for a round only while the sum of
      its measured contributions over the job so far is positive, so a harmful provider
      cannot earn on a lucky round (values are still clipped at 0 per round: a payout is
@@ -65,7 +66,7 @@ from deai.learning.train import evaluate
 from deai.node.hooks import RoundOutcome
 
 DUPLICATE_COSINE = 0.99  # updates at least this alike are one player (rule 1)
-OVERSIZE = 3.0  # rule 4: above this many times the default rule's norm bound earns nothing
+OVERSIZE = 3.0  # rule 4: above the norm bound and this many times the median norm: nothing
 
 PAYOUT_RULES = {
     PayoutRule.CONTRIBUTION: "split by measured contribution (the job's evaluator) to the "
@@ -73,8 +74,8 @@ PAYOUT_RULES = {
     "sharing its value (valued as its first member alone); the game is the applied "
     "aggregate: excluded updates are no players, the rest weigh as the aggregator weighed "
     "them (capped claimed example counts), each clipped to its norm bound; updates the "
-    f"aggregator excluded or whose norm exceeds {OVERSIZE:g}x its norm bound earn nothing "
-    "that round; "
+    f"aggregator excluded or whose norm exceeds its norm bound and {OVERSIZE:g}x the median "
+    "norm earn nothing that round; "
     "updates pointing against the round's applied step (cosine <= 0) earn nothing that round; "
     "a provider whose summed contribution over the job is not positive, or that was "
     "excluded, oversized or against the step in at least half of its rounds, is not paid; "
@@ -138,9 +139,9 @@ class RoundPayouts:
         norms = torch.linalg.vector_norm(outcome.updates.to(torch.float64), dim=1)
         bound = self._bound(outcome.updates)
         if bound is not None:
-            top = OVERSIZE * bound * (1 + 1e-9)
+            top = max(bound, OVERSIZE * median_norm(outcome.updates)) * (1 + 1e-9)
             big = {i for i in range(len(values)) if float(norms[i]) > top}
-            self._count(f"norm above {OVERSIZE:g}x the clipping bound", len(big - out))
+            self._count(f"norm above the bound and {OVERSIZE:g}x the median", len(big - out))
             out |= big
         if outcome.start_params is not None:  # rule 6: against the applied step
             step = (outcome.params - outcome.start_params).to(torch.float64)
