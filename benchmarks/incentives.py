@@ -52,7 +52,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -343,10 +343,20 @@ def spec_default_evaluator() -> tuple[str, EvaluatorConfig]:
     from deai.job.spec import ContributionSpec
 
     c = ContributionSpec()
-    cfg = EvaluatorConfig(
-        c.evaluator, max_permutations=c.max_permutations, max_evaluations=c.max_evaluations
-    )
+    cfg = EvaluatorConfig(c.evaluator, max_permutations=c.max_permutations)
     return f"{c.evaluator.value} (spec default)", cfg
+
+
+def spec_values(cfg: EvaluatorConfig) -> Callable[[CoalitionUtility], Tensor]:
+    """``cfg`` under the spec's default budget for each game (``ContributionSpec.
+    evaluations_for`` its players, as ``deai.node.payouts`` runs it)."""
+    from deai.job.spec import ContributionSpec
+
+    def values(game: CoalitionUtility) -> Tensor:
+        budget = ContributionSpec().evaluations_for(game.n)
+        return evaluate_contributions(game, replace(cfg, max_evaluations=budget)).values
+
+    return values
 
 
 def main_scenario(seed: int) -> dict[str, object]:
@@ -364,10 +374,13 @@ def main_scenario(seed: int) -> dict[str, object]:
     configs = [*estimator_configs(n), (label_d, cfg_d, cfg_d.name in ("tmc", "gtg"))]
     for label, cfg, sampled in configs:
         for s in SAMPLER_SEEDS if sampled else (0,):
-            c = EvaluatorConfig(**{**cfg.__dict__, "seed": s})
-            vals, evals = pipeline_values(
-                data, updates, claims, excluded, lambda g, c=c: evaluate_contributions(g, c).values
+            c = replace(cfg, seed=s)
+            values = (
+                spec_values(c)
+                if label == label_d
+                else lambda g, c=c: evaluate_contributions(g, c).values
             )
+            vals, evals = pipeline_values(data, updates, claims, excluded, values)
             row = rows.setdefault(label, {"spearman": [], "cost": [], "bad_share": []})
             row["spearman"].append(spearman(vals.numpy(), ref.numpy()))
             row["cost"].append(evals / 2**n)
@@ -474,7 +487,7 @@ def rare_class(seed: int) -> dict[str, float]:
         updates,
         claims,
         excluded,
-        lambda g: evaluate_contributions(g, EvaluatorConfig(**{**cfg.__dict__, "seed": 0})).values,
+        spec_values(replace(cfg, seed=0)),
     )
     mask = data.y_test == RARE_CLASS
 

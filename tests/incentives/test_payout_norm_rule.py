@@ -119,3 +119,28 @@ def test_a_boost_is_forfeited_against_the_median_whatever_the_clipping_bound() -
     median = float(ups.norm(dim=1).median())
     boosted[0] = ups[0] * (5.0 * median / float(ups[0].norm()))  # 5x the median, 2.5x the bound
     assert _round(_payouts(2.0)[0], start, boosted, 0)["p0"] == 0
+
+
+def test_the_default_evaluation_budget_grows_with_the_players(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A fixed 50 evaluations at n = 26 (the demo) bought GTG one permutation after the 26
+    singletons; 9 of 20 honest providers had a value <= 0 in a round that gained 0.79. The
+    spec's default is now 5 per player of the round's game (50 at n = 10, as measured)."""
+    import deai.node.payouts as payouts
+    from deai.job.spec import ContributionSpec
+
+    assert ContributionSpec().evaluations_for(10) == 50
+    assert ContributionSpec(max_evaluations=60).evaluations_for(26) == 60
+    seen: list[tuple[int, int | None]] = []
+    real = payouts.evaluate_contributions
+
+    def spy(game, config):  # type: ignore[no-untyped-def]
+        seen.append((game.n, config.max_evaluations))
+        return real(game, config)
+
+    monkeypatch.setattr(payouts, "evaluate_contributions", spy)
+    pay, model, x = _payouts()
+    pay.spec = pay.spec.model_copy(update={"contribution": ContributionSpec()})
+    start = model.initial_vector()
+    _round(pay, start, _honest(model, x, start, 0), 0)
+    ((players, budget),) = seen  # near-duplicates merged: the game's players, not the rows
+    assert players < 6 and budget == 5 * players

@@ -50,6 +50,8 @@ evaluation runs on the same validation data with deterministic kernels.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
@@ -199,14 +201,18 @@ class RoundPayouts:
             name=c.evaluator,
             seed=derive_seed(outcome.job_id, outcome.round, "contributions") % 2**31,
             max_permutations=c.max_permutations,
-            max_evaluations=c.max_evaluations,
         )
+
+        def values_of(game: CoalitionUtility) -> Tensor:
+            budget = c.evaluations_for(game.n)  # the players left after rules 1 and 3
+            return evaluate_contributions(game, replace(config, max_evaluations=budget)).values
+
         tensor, _, merged = applied_values(
             game_for,
             outcome.updates,
             self._weights(outcome),
             excluded,
-            lambda game: evaluate_contributions(game, config).values,
+            values_of,
             DUPLICATE_COSINE,
             self._cap(),
             self._clip(),
