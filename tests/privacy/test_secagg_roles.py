@@ -150,7 +150,7 @@ def _run(
     sim.add_node("req", requester)
     net = Net(sim, [], [], [], requester, {}, wire)
     for v in spec.validators:
-        validator = Validator(v, lambda _spec: splits.validation)
+        validator = Validator(v, lambda _spec: splits.validation, keep_updates=True)
         roles = install(None, validator)
         sim.add_node(v, validator, *roles)
         net.validators.append(validator)

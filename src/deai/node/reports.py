@@ -33,6 +33,8 @@ class RoundLog:
         job = validator.jobs.get(outcome.job_id)
         if job is None:
             return
+        if outcome.params is None:
+            raise ValueError("a round report needs the round's parameters (a lean outcome)")
         self.node.journal_round(job.spec, outcome.round, outcome.params)
         model, params, data = job.model, outcome.params, prep.validation
         from deai.learning.train import evaluate

@@ -165,10 +165,11 @@ class Validator(Role):
         resume: ResumeFn | None = None,
         keep_updates: bool = False,
     ) -> None:
-        """``keep_updates``: keep each round's accepted updates in :attr:`outcomes` after
-        the round (research: the privacy attacks read what the validator saw). Off, the
-        settlement and the observer still get them during the round and memory does not
-        grow with the rounds (an update stack is providers x parameters x 4 bytes)."""
+        """``keep_updates``: keep each round's accepted updates and its parameters before
+        and after in :attr:`outcomes` after the round (research: the privacy attacks read
+        what the validator saw). Off, the settlement and the observer still get them
+        during the round and memory does not grow with the rounds (an update stack is
+        providers x parameters x 4 bytes, each parameter vector parameters x 4)."""
         super().__init__(node_id)
         self.data = data
         self.keep_updates = keep_updates

@@ -307,6 +307,9 @@ class MetricsCollector:
     def on_round(self, outcome: RoundOutcome) -> None:
         if outcome.validator != self.coordinator:
             return
+        if outcome.params is None:
+            raise ValueError("the metrics collector needs the round's parameters (a lean outcome)")
+        params = outcome.params
         self.outcomes.append(outcome if self.keep_updates else lean(outcome))
         extra: dict[str, Any] = {}
         if outcome.privacy is not None:
@@ -315,7 +318,7 @@ class MetricsCollector:
             extra["noise_multiplier"] = outcome.privacy.noise_multiplier
         self._record(
             outcome.round,
-            outcome.params,
+            params,
             outcome.closed_s,
             round_time_s=outcome.closed_s - outcome.started_s,
             accepted=len(outcome.accepted),
@@ -552,8 +555,9 @@ def execute(
     """Run a plan. ``lookahead`` lets providers' message handlers run ahead of pending
     training (more requests per batch, same events: see ``Simulation``); off, it is the
     reference the lookahead is tested against. ``backend``: where training runs.
-    ``keep_updates``: keep every round's accepted updates in the result's outcomes (what
-    the coordinator saw, for privacy attacks; memory grows by one update stack a round)."""
+    ``keep_updates``: keep every round's accepted updates and parameters in the result's
+    outcomes (what the coordinator saw, for privacy attacks; memory grows by one update
+    stack and two parameter vectors a round); off, stored outcomes are lean."""
     wall = time.perf_counter()
     s, spec, splits = pl.scenario, pl.spec, pl.splits
     torch.manual_seed(spec.seed)
