@@ -95,6 +95,7 @@ class CoalitionUtility:
         self.weights = weights
         self.server_lr = server_lr
         self.normalize = normalize  # mean_update: divide by all players' weight or S's
+        self._round_weight = float(weights.sum())  # W of normalize="round"
         self._evaluate = evaluate
         self._aggregate = aggregate
         self._memo: dict[int, float] = {}
@@ -145,7 +146,7 @@ class CoalitionUtility:
             if float(w.sum()) <= 0.0:
                 self.failed_aggregations += 1
                 return self.global_params
-            total = float(self.weights.sum() if self.normalize == "round" else w.sum())
+            total = self._round_weight if self.normalize == "round" else float(w.sum())
             vector = (w / total).to(self.updates.dtype) @ self.updates
             return self.global_params + self.server_lr * vector.to(self.global_params.dtype)
         index = torch.tensor([i for i in range(self.n) if mask >> i & 1], dtype=torch.long)

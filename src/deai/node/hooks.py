@@ -72,6 +72,15 @@ class RoundOutcome:
         """The worst provider's epsilon against the public model so far (DP jobs)."""
         return None if self.privacy is None else self.privacy.epsilon_public_max
 
+    def require_params(self) -> Tensor:
+        """The round's parameters; an error for a stored lean outcome (:func:`lean`)."""
+        if self.params is None:
+            raise ValueError(
+                f"round {self.round} of {self.job_id}: a lean outcome keeps no parameters "
+                "(only the live outcome or keep_updates does)"
+            )
+        return self.params
+
 
 def lean(outcome: RoundOutcome) -> RoundOutcome:
     """``outcome`` without its tensors (the update stack, the parameters before and after

@@ -146,8 +146,8 @@ class RoundPayouts:
             big = {i for i in range(len(values)) if float(norms[i]) > top}
             self._count(f"norm above the bound and {OVERSIZE:g}x the median", len(big - out))
             out |= big
-        if outcome.start_params is not None and outcome.params is not None:  # rule 6
-            step = (outcome.params - outcome.start_params).to(torch.float64)  # applied step
+        if outcome.start_params is not None:  # rule 6: against the applied step
+            step = (outcome.require_params() - outcome.start_params).to(torch.float64)
             dots = outcome.updates.to(torch.float64) @ step
             against = {i for i in range(len(values)) if float(dots[i]) <= 0.0}
             self._count("against the applied step", len(against - out))

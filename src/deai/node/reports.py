@@ -33,10 +33,9 @@ class RoundLog:
         job = validator.jobs.get(outcome.job_id)
         if job is None:
             return
-        if outcome.params is None:
-            raise ValueError("a round report needs the round's parameters (a lean outcome)")
-        self.node.journal_round(job.spec, outcome.round, outcome.params)
-        model, params, data = job.model, outcome.params, prep.validation
+        params = outcome.require_params()
+        self.node.journal_round(job.spec, outcome.round, params)
+        model, data = job.model, prep.validation
         from deai.learning.train import evaluate
 
         def done(result: tuple[float, float]) -> None:

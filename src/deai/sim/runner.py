@@ -307,9 +307,7 @@ class MetricsCollector:
     def on_round(self, outcome: RoundOutcome) -> None:
         if outcome.validator != self.coordinator:
             return
-        if outcome.params is None:
-            raise ValueError("the metrics collector needs the round's parameters (a lean outcome)")
-        params = outcome.params
+        params = outcome.require_params()
         self.outcomes.append(outcome if self.keep_updates else lean(outcome))
         extra: dict[str, Any] = {}
         if outcome.privacy is not None:
