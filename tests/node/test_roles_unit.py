@@ -29,7 +29,7 @@ from deai.node.base import model_for
 from deai.node.faults import Fault, FaultyBehaviour
 from deai.node.messages import FinalModel, Message, OpenJob, TrainTask, Update
 from deai.node.provider import Provider
-from deai.node.validator import Validator
+from deai.node.validator import JobPending, Validator
 
 SPLITS = load_dataset("synthetic", seed=0, n_samples=400, n_features=6, n_classes=3)
 PROVIDERS = ("p0", "p1", "p2", "p3", "p4")
@@ -128,6 +128,35 @@ def test_validator_sends_tasks_to_the_drawn_and_closes_when_all_answered() -> No
     (out,) = v.outcomes
     assert out.accepted == PROVIDERS and out.applied and out.missing == ()
     assert v.jobs[spec.job_id].round.round == 2  # type: ignore[union-attr]
+
+
+def test_an_update_that_overtakes_the_nodes_preparation_is_held_not_dropped() -> None:
+    """Found on a deployed cluster (benchmarks/deployed_round.py, 1 of 20 jobs): a
+    provider's update reached a validator while it was still looking up the job's chain
+    escrow (``JobPending``); it was dropped, the round closed incomplete at the deadline and
+    the member abstained, holding the round for its whole commit window."""
+    spec = _spec()
+    ready = False
+
+    def data(_spec: JobSpec) -> Dataset:
+        if not ready:
+            raise JobPending(_spec.job_id)
+        return SPLITS.validation
+
+    v = Validator("v0", data)
+    ctx = Ctx("v0")
+    v.attach(ctx)
+    v.handle("req", _open(spec))  # pending: the node is still preparing the job
+    assert spec.job_id not in v.jobs
+    dim = model_for(spec).dim
+    for p in PROVIDERS:  # the tasks came from a faster member; the updates come here
+        v.handle(p, _update(spec, 1, torch.full((dim,), 0.01)))
+    v.handle("stranger", _update(spec, 1, torch.full((dim,), 9.0)))  # not a provider
+    ready = True
+    v.handle("req", _open(spec))  # the node's preparation hands the OpenJob over again
+    (out,) = v.outcomes
+    assert out.accepted == PROVIDERS and out.missing == ()
+    assert v.pending == {}
 
 
 class _Seen:

@@ -177,6 +177,11 @@ class Validator(Role):
         self.settlement_for = settlement
         self.observer = observer or NullObserver()
         self.jobs: dict[str, ValidatorJob] = {}
+        # jobs whose OpenJob arrived before this node could take them (JobPending: the
+        # chain job or the validation data still being looked up): the spec, and the
+        # first update each of its providers sent meanwhile (a task from a faster member
+        # can overtake this node's preparation; dropping it closed the round incomplete)
+        self.pending: dict[str, tuple[JobSpec, dict[str, Update]]] = {}
         self.rejections: list[Rejection] = []
         self.refusals: list[JobRefusal] = []
         self.outcomes: list[RoundOutcome] = []
@@ -191,11 +196,19 @@ class Validator(Role):
         try:
             job = self._build(spec)
         except JobPending:
+            self.pending.setdefault(spec.job_id, (spec, {}))
             return
         except DeaiError as e:
+            self.pending.pop(spec.job_id, None)
             self.refusals.append(JobRefusal(spec.job_id, str(e)))
             return
         self.jobs[spec.job_id] = job
+        self._start(job, spec)
+        _, held = self.pending.pop(spec.job_id, (spec, {}))
+        for sender, msg in held.items():  # in arrival order, as if they came now
+            self.on_update(sender, msg)
+
+    def _start(self, job: ValidatorJob, spec: JobSpec) -> None:
         resumed = self.resume(spec) if self.resume is not None else None
         if resumed is not None and not spec.algorithm.gossip:
             done, params = resumed  # a restart: go on after the last round it closed
@@ -349,7 +362,12 @@ class Validator(Role):
 
     def on_update(self, sender: str, msg: Update) -> None:
         job = self.jobs.get(msg.job_id)
-        if job is None or job.done or job.round is None:
+        if job is None:
+            pending = self.pending.get(msg.job_id)
+            if pending is not None and sender in provider_set(pending[0]):
+                pending[1].setdefault(sender, msg)  # one per provider: bounded by the spec
+            return
+        if job.done or job.round is None:
             return
         st = job.round
         is_provider = sender in provider_set(job.spec)
