@@ -205,8 +205,8 @@ class Validator(Role):
         self.jobs[spec.job_id] = job
         self._start(job, spec)
         _, held = self.pending.pop(spec.job_id, (spec, {}))
-        for sender, msg in held.items():  # in arrival order, as if they came now
-            self.on_update(sender, msg)
+        for provider, update in held.items():  # in arrival order, as if they came now
+            self.on_update(provider, update)
 
     def _start(self, job: ValidatorJob, spec: JobSpec) -> None:
         resumed = self.resume(spec) if self.resume is not None else None
