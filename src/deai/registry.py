@@ -47,6 +47,10 @@ class Entry:
 
 def _import(target: str) -> Any:
     module, _, attr = target.partition(":")
+    # the job package first: its spec validates its defaults through these registries when
+    # it is imported, so an entry module that imports deai.job's types must not be the one
+    # that starts that import (a circular import otherwise)
+    importlib.import_module("deai.job")
     obj: Any = importlib.import_module(module)
     for part in attr.split("."):
         obj = getattr(obj, part)

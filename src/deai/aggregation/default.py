@@ -29,6 +29,18 @@
    al. 2021's robust learning rate).
 5. **Opposed rows** (``drop_opposed``): rows whose cosine to the centre is ``<= 0`` are
    dropped and the centre recomputed; sign flipping and IPM rows point away from it.
+6. **Spectral exclusion** (``spectral``, opt-in; off by default): Divide and Conquer
+   (Shejwalkar & Houmansadr, NDSS 2021) in stages, once per round before the mixing. Each
+   stage ``(fraction, scale)`` centres the live rows on their weighted coordinate median,
+   optionally divides each coordinate by ``max(MAD_j, scale * median_j MAD_j)`` (so
+   coordinates honest rows barely move, like a trigger's pixels, count), and excludes the
+   ``fraction`` of the rows live before the first stage with the largest squared
+   projections on the top principal direction; the opposed-row recomputation keeps them
+   out. ``((0.1, None), (0.1, 0.1))`` stops the benchmark's backdoor at alpha = 0.5 and
+   <= 20 % attackers, not at alpha = 0.1, IID or 30-40 %, and excludes that share of honest
+   rows every round (``benchmarks/results/robustness_spectral.json``; docs/robustness.md).
+   An attacker that spreads its push over several principal directions, or hides it in the
+   honest rows' spread, is not caught.
 
 Claimed example counts weight the rows (``use_weights``), each capped at ``weight_cap``
 times the median claim: the trim is a share of weight, and an uncapped row claiming a huge
@@ -95,6 +107,10 @@ class DefaultConfig:
     min_norm_fraction: float = 0.1  # rows below this share of the median norm carry no
     # signal (free-riders sending zero or noise-only updates): weight 0, so they neither
     # dilute the centre nor earn a share of it
+    spectral: tuple[tuple[float, float | None], ...] = ()  # DnC stages (fraction, scale):
+    # each excludes that share of the live rows with the largest projections on the top
+    # principal direction of the rows left, the coordinates divided by max(MAD_j, scale x
+    # the median MAD) first (scale None: unscaled); (): off
 
     def __post_init__(self) -> None:
         try:  # a spec's JSON dump hands the centre over as a plain string
@@ -129,6 +145,15 @@ class DefaultConfig:
             raise ConfigError(f"bucket_size must be >= 1, got {self.bucket_size}")
         if self.sign_gate is not None and not 0.0 <= self.sign_gate <= 1.0:
             raise ConfigError(f"sign_gate must be in [0, 1] or None, got {self.sign_gate}")
+        object.__setattr__(self, "spectral", tuple(tuple(st) for st in self.spectral))
+        for st in self.spectral:
+            if len(st) != 2:
+                raise ConfigError(f"each spectral stage is (fraction, scale), got {st!r}")
+            frac, scale = st
+            if not 0.0 <= frac < 0.5:
+                raise ConfigError(f"a spectral stage's fraction must be in [0, 0.5), got {frac}")
+            if scale is not None and not scale > 0.0:
+                raise ConfigError(f"a spectral stage's scale must be > 0 or None, got {scale}")
         if not 0.0 <= self.worker_momentum < 1.0:
             raise ConfigError(f"worker_momentum must be in [0, 1), got {self.worker_momentum}")
 
@@ -150,6 +175,30 @@ def sybil_damping(history: Tensor, threshold: float) -> Tensor:
         return torch.ones(1, dtype=torch.float64)
     s = pardoned_similarity(history).max(dim=1).values
     return ((1.0 - s) / (1.0 - threshold)).clamp(0.0, 1.0)
+
+
+def spectral_outliers(x: Tensor, w: Tensor, m: int, scale: float | None = None) -> Tensor:
+    """The ``m`` live rows (``w > 0``) with the largest squared projection on the top
+    principal direction of the rows centred on their weighted coordinate median (Divide and
+    Conquer, Shejwalkar & Houmansadr, NDSS 2021), as a bool mask ``[n]``. ``scale``: divide
+    each centred coordinate by ``max(MAD_j, scale * median_j MAD_j)`` first."""
+    n = x.shape[0]
+    out = torch.zeros(n, dtype=torch.bool)
+    live = torch.nonzero(w > 0).flatten()
+    if m <= 0 or live.numel() <= m + 1:
+        return out
+    xl = as64(x[live])
+    c = weighted_coordinate_median(xl, w[live])
+    z = xl - c
+    if scale is not None:
+        mad = weighted_coordinate_median(z.abs(), w[live])
+        floor = scale * float(mad.median())
+        if floor > 0.0:
+            z = z / mad.clamp(min=floor)
+    _, vecs = torch.linalg.eigh(z @ z.T)  # top eigenvector of the Gram matrix = top left
+    score = vecs[:, -1] ** 2  # singular vector: squared projections up to sigma_1^2
+    out[live[torch.argsort(score, descending=True, stable=True)[:m]]] = True
+    return out
 
 
 class DefaultAggregator:
@@ -255,6 +304,9 @@ class DefaultAggregator:
         w = torch.where(norms < floor, 0.0, w)  # no signal: free-riders
         scores = {"norm": norms.tolist(), "sybil": damping.tolist()}
         seed = 0 if ctx is None else ctx.round
+        live = int((w > 0).sum())  # each stage's share is of the rows live before any stage
+        for frac, spread in self.config.spectral:
+            w = torch.where(spectral_outliers(x, w, int(frac * live), spread), 0.0, w)
         v, scale = self._center_or_zero(x, w, seed)
         if self.config.drop_opposed and float(v.norm()) > 0.0:
             opposed = (x @ v) <= 0.0  # [n] rows with cosine <= 0 to the centre

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Annotated, Any, get_args, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from deai.aggregation.base import Aggregator
 from deai.aggregation.default import DefaultConfig
 from deai.aggregation.registry import AggregatorConfig, AggregatorName, build_aggregator
+from deai.errors import ConfigError
 from deai.job.types import Float, NonNegativeInt, PositiveFloat, PositiveInt
 
 
@@ -65,6 +66,21 @@ def _strict_numbers(t: Any) -> Any:
     return t
 
 
+class _DefaultParamsBase(BaseModel):
+    """The default rule's parameters also pass :class:`DefaultConfig`'s own range checks
+    when the spec is read, not only when a validator builds the rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> _DefaultParamsBase:
+        try:
+            DefaultConfig(**dict(self))
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+
 def _rule_params(name: AggregatorName) -> type[BaseModel]:
     """The parameter model of one rule: its own fields only, so a misplaced parameter
     (``trim_fraction`` for krum) is an error, not silently ignored."""
@@ -75,9 +91,7 @@ def _rule_params(name: AggregatorName) -> type[BaseModel]:
             t = hints[f.name]
             t = _strict_numbers(t)
             fields_[f.name] = (t, f.default)
-        return create_model(
-            "DefaultParams", __config__=ConfigDict(extra="forbid", frozen=True), **fields_
-        )
+        return create_model("DefaultParams", __base__=_DefaultParamsBase, **fields_)
     keep = _RULE_FIELDS[name]
     all_fields = _AllParams.model_fields
     return create_model(  # type: ignore[call-overload]
