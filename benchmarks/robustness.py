@@ -45,11 +45,12 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -57,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "robustness.json"
 DOC = ROOT / "docs" / "robustness.md"
 START, END = "<!-- robustness-table:start -->", "<!-- robustness-table:end -->"
+T = TypeVar("T")
 
 N_PROVIDERS = 50
 ALPHAS = ("0.05", "0.1", "0.5", "iid")  # Dirichlet label skew, or an IID split
@@ -300,29 +302,31 @@ def plan(seeds: int) -> list[RunKey]:
     return out
 
 
-def execute(
-    keys: list[RunKey], rounds: int, jobs: int, deadline: float
+def run_pool(
+    fn: Callable[[T], dict[str, Any]], items: Iterable[T], jobs: int, deadline: float = math.inf
 ) -> Iterator[dict[str, Any]]:
-    """Run the keys in order; no new run starts after ``deadline`` (perf_counter)."""
+    """``fn`` over ``items`` in order of completion, at most ``jobs`` in flight (in this
+    process when ``jobs <= 1``); no new item starts after ``deadline`` (perf_counter)."""
     if jobs <= 1:
         _worker_init()
-        for k in keys:
+        for item in items:
             if time.perf_counter() >= deadline:
                 return
-            yield run_one(k, rounds)
+            yield fn(item)
         return
     # fresh workers every few runs: a worker's memory grew to 9-11 GB over ~180 runs
-    # (the machine has 24 GB) and the run stalled in swap
+    # (the machine has 24 GB) and the run stalled in swap; a bounded number in flight, since
+    # `map` with worker replacement hangs (CPython 3.11)
     with ProcessPoolExecutor(
         max_workers=jobs,
         initializer=_worker_init,
         mp_context=multiprocessing.get_context("forkserver"),
         max_tasks_per_child=RUNS_PER_WORKER,
     ) as pool:
-        todo = iter(keys)
+        todo = iter(items)
         running: set[Future[dict[str, Any]]] = set()
-        for k in todo:
-            running.add(pool.submit(run_one, k, rounds))
+        for item in todo:
+            running.add(pool.submit(fn, item))
             if len(running) >= jobs:
                 break
         while running:
@@ -331,7 +335,14 @@ def execute(
                 yield fut.result()
                 nxt = next(todo, None) if time.perf_counter() < deadline else None
                 if nxt is not None:
-                    running.add(pool.submit(run_one, nxt, rounds))
+                    running.add(pool.submit(fn, nxt))
+
+
+def execute(
+    keys: list[RunKey], rounds: int, jobs: int, deadline: float
+) -> Iterator[dict[str, Any]]:
+    """Run the keys in order; no new run starts after ``deadline`` (perf_counter)."""
+    return run_pool(partial(run_one, rounds=rounds), keys, jobs, deadline)
 
 
 # ---------------------------------------------------------------- summary
@@ -578,16 +589,21 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def write_between(path: Path, start: str, end: str, table: str, heading: str = "") -> None:
+    """Replace the text from ``start`` to ``end`` with ``table`` (which carries both
+    markers); append ``heading`` and the table when the markers are missing."""
+    text = path.read_text()
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + table + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + heading + table + "\n"
+    path.write_text(text)
+
+
 def write_docs(doc: dict[str, Any], path: Path = DOC) -> None:
     """Replace the text between the markers (append the section when they are missing)."""
-    text = path.read_text()
-    table = markdown(doc)
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + table + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Benchmark results\n\n" + table + "\n"
-    path.write_text(text)
+    write_between(path, START, END, markdown(doc), "## Benchmark results\n\n")
 
 
 # ---------------------------------------------------------------- main

@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import statistics
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -224,14 +221,7 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 def write_docs(doc: dict[str, Any], path: Path = R.DOC) -> None:
-    text = path.read_text()
-    table = markdown(doc)
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + table + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + table + "\n"
-    path.write_text(text)
+    R.write_between(path, START, END, markdown(doc))
 
 
 def main() -> None:
@@ -250,30 +240,15 @@ def main() -> None:
     print(f"{len(todo)} runs, {args.jobs} workers -> {args.out}", flush=True)
     runs: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(
-        max_workers=max(1, args.jobs),
-        initializer=R._worker_init,
-        mp_context=multiprocessing.get_context("forkserver"),
-        max_tasks_per_child=R.RUNS_PER_WORKER,
-    ) as pool:
-        # a bounded number in flight: `map` with worker replacement hangs (CPython 3.11)
-        pending = iter(todo)
-        running = {pool.submit(run_one, j) for j in islice(pending, max(1, args.jobs))}
-        i = 0
-        while running:
-            done, running = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                running |= {pool.submit(run_one, j) for j in islice(pending, 1)}
-                rec = fut.result()
-                runs.append(rec)
-                i += 1
-                bd = rec["backdoor_success"]
-                print(
-                    f"[{i}/{len(todo)} {time.perf_counter() - t0:5.0f}s] {rec['aggregator']} "
-                    f"{rec['alpha']}/{rec['share']}/{rec['setting']}/{rec['seed']}: "
-                    f"{rec['final_accuracy']:.3f}" + ("" if bd is None else f" backdoor {bd:.3f}"),
-                    flush=True,
-                )
+    for i, rec in enumerate(R.run_pool(run_one, todo, max(1, args.jobs)), 1):
+        runs.append(rec)
+        bd = rec["backdoor_success"]
+        print(
+            f"[{i}/{len(todo)} {time.perf_counter() - t0:5.0f}s] {rec['aggregator']} "
+            f"{rec['alpha']}/{rec['share']}/{rec['setting']}/{rec['seed']}: "
+            f"{rec['final_accuracy']:.3f}" + ("" if bd is None else f" backdoor {bd:.3f}"),
+            flush=True,
+        )
     doc = build(runs, args.seeds, args.rounds, done=len(runs) == len(todo))
     R.dump(args.out, doc)
     skip = ("accuracy_drop_vs_clean_fedavg", "backdoor_success_default")

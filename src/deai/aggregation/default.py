@@ -181,7 +181,9 @@ def spectral_outliers(x: Tensor, w: Tensor, m: int, scale: float | None = None) 
     """The ``m`` live rows (``w > 0``) with the largest squared projection on the top
     principal direction of the rows centred on their weighted coordinate median (Divide and
     Conquer, Shejwalkar & Houmansadr, NDSS 2021), as a bool mask ``[n]``. ``scale``: divide
-    each centred coordinate by ``max(MAD_j, scale * median_j MAD_j)`` first."""
+    each centred coordinate by ``max(MAD_j, scale * median_j MAD_j)`` first. Flags no row
+    when ``m`` is 0 (a share of few rows rounds down) or fewer than ``m + 2`` rows are live:
+    the stage then excludes nobody, which the round's ``excluded`` shows."""
     n = x.shape[0]
     out = torch.zeros(n, dtype=torch.bool)
     live = torch.nonzero(w > 0).flatten()
