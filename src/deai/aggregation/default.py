@@ -42,6 +42,16 @@
    An attacker that spreads its push over several principal directions, or hides it in the
    honest rows' spread, is not caught.
 
+7. **The backdoor sentinel** (``sentinel``; validator side, not in this class): the job's
+   :class:`~deai.node.strategy.ServerStrategy` runs :class:`~deai.aggregation.sentinel.
+   BackdoorSentinel` around this rule on image classification: a Neural Cleanse trigger
+   scan of the start model on the requester's validation data, and once a class is
+   reached by an anomalously small trigger, the senders whose own models learn it get
+   weight 0 and each new model is unlearned. ``None`` (the default) runs it where it can,
+   ``True`` requires it (a job it cannot run on is refused), ``False`` turns it off. It
+   takes the benchmark's backdoor from 98-100 % to the figures in
+   ``benchmarks/results/robustness.json`` (docs/robustness.md).
+
 Claimed example counts weight the rows (``use_weights``), each capped at ``weight_cap``
 times the median claim: the trim is a share of weight, and an uncapped row claiming a huge
 count would escape it. ``worker_momentum`` (Karimireddy, He, Jaggi, ICML 2021) keeps a
@@ -111,6 +121,9 @@ class DefaultConfig:
     # each excludes that share of the live rows with the largest projections on the top
     # principal direction of the rows left, the coordinates divided by max(MAD_j, scale x
     # the median MAD) first (scale None: unscaled); (): off
+    sentinel: bool | None = None  # the validator's backdoor sentinel (trigger scan and
+    # unlearning on the requester's validation data, deai.aggregation.sentinel); None: on
+    # where it can run (image classification, plain server strategy), True: required
 
     def __post_init__(self) -> None:
         try:  # a spec's JSON dump hands the centre over as a plain string

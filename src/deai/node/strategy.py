@@ -31,6 +31,7 @@ from deai.node.base import participants
 from deai.node.hooks import RoundPrivacy
 
 if TYPE_CHECKING:
+    from deai.aggregation.sentinel import BackdoorSentinel
     from deai.llm.outer import OuterAdamW, OuterNesterov
 
 
@@ -92,11 +93,16 @@ class ServerStrategy(Strategy):
     example counts or uniformly, as the algorithm says)."""
 
     def __init__(
-        self, spec: JobSpec, aggregator: Aggregator, reference: Reference | None = None
+        self,
+        spec: JobSpec,
+        aggregator: Aggregator,
+        reference: Reference | None = None,
+        sentinel: BackdoorSentinel | None = None,
     ) -> None:
         super().__init__(spec)
         self.aggregator = aggregator
         self.reference = reference  # FLTrust's root update, computed by the validator
+        self.sentinel = sentinel  # the default rule's backdoor sentinel, when it runs
         self.velocity: Tensor | None = None
         self.outer: OuterNesterov | OuterAdamW | None = None  # a stateful outer optimizer
 
@@ -132,6 +138,15 @@ class ServerStrategy(Strategy):
         if not inputs.senders:
             return RoundResult(params, False, (), note="no valid update arrived: no update")
         w = self.weights(inputs)
+        notes: list[str] = []
+        if self.sentinel is not None:
+            notes.append(self.sentinel.scan(round_, params))
+            out, _ = self.sentinel.suspects(inputs.stack, inputs.senders)
+            left = [i for i, s in enumerate(inputs.senders) if s in out]
+            if left:
+                w = w.clone()
+                w[left] = 0.0
+                notes.append(f"backdoor sentinel left out {len(left)} update(s)")
         rule = self.spec.aggregation.rule
         ref = self.reference(round_, params) if self.reference is not None else None
         ctx = RoundContext(senders=inputs.senders, round=round_, reference=ref)
@@ -146,6 +161,8 @@ class ServerStrategy(Strategy):
                 note=f"{rule} could not run on {len(inputs.senders)} updates ({e}): no update",
             )
         excluded = tuple(inputs.senders[i] for i in agg.excluded)
-        return RoundResult(
-            self.step(params, agg.vector), True, inputs.senders, excluded, tuple(w.tolist())
-        )
+        new = self.step(params, agg.vector)
+        if self.sentinel is not None:
+            new = self.sentinel.unlearn_round(new)
+        note = "; ".join(n for n in notes if n)
+        return RoundResult(new, True, inputs.senders, excluded, tuple(w.tolist()), note=note)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -63,6 +64,9 @@ from deai.node.hooks import (
 )
 from deai.node.messages import FinalModel, JobResult, OpenJob, TrainTask, Update
 from deai.node.strategy import SecureSum, ServerStrategy, Strategy, Updates
+
+if TYPE_CHECKING:
+    from deai.aggregation.sentinel import BackdoorSentinel
 from deai.node.validation import RejectReason, check_vector, check_vectors, decode_unchecked
 
 DataSource = Callable[[JobSpec], Dataset]  # the requester's validation data for a job
@@ -141,13 +145,40 @@ def downstream_seed(spec: JobSpec) -> int:
     return derive_seed(spec.seed, "downstream", "codec") % 2**31
 
 
+def sentinel_for(
+    spec: JobSpec, aggregator: Aggregator, model: FlatModel, validation: Dataset
+) -> BackdoorSentinel | None:
+    """The default rule's backdoor sentinel for this job (``sentinel``: None runs it where
+    it can, True requires it, False turns it off), or None. Refuses the job, with the
+    reason, when the spec requires it and it cannot run."""
+    from deai.aggregation.default import DefaultAggregator
+    from deai.aggregation.sentinel import BackdoorSentinel, SentinelConfig, applicable
+
+    if not isinstance(aggregator, DefaultAggregator) or aggregator.config.sentinel is False:
+        return None
+    why = applicable(model, validation)
+    if why is None and spec.privacy is not None:
+        why = "the job is differentially private (its DP strategy has no sentinel step)"
+    if why is None and spec.algorithm.gossip:
+        why = "the job is decentralised (gossip has no server step)"
+    if why is not None:
+        if aggregator.config.sentinel:
+            raise ConfigError(f"job {spec.job_id}: the backdoor sentinel cannot run: {why}")
+        return None
+    seed = derive_seed(spec.seed, spec.job_id, "sentinel") % 2**31
+    return BackdoorSentinel(model, validation, SentinelConfig(), seed)
+
+
 def build_strategy(
-    spec: JobSpec, aggregator: Aggregator, reference: Callable[[int, Tensor], Tensor | None]
+    spec: JobSpec,
+    aggregator: Aggregator,
+    reference: Callable[[int, Tensor], Tensor | None],
+    sentinel: BackdoorSentinel | None = None,
 ) -> Strategy:
-    """The job's strategy, from the spec alone: the registered rule and server step,
-    wrapped in DP when the spec asks for privacy."""
+    """The job's strategy, from the spec alone: the registered rule and server step (and
+    the default rule's backdoor sentinel), wrapped in DP when the spec asks for privacy."""
     inner = ServerStrategy(
-        spec, aggregator, reference if spec.aggregation.rule == "fltrust" else None
+        spec, aggregator, reference if spec.aggregation.rule == "fltrust" else None, sentinel
     )
     return DPStrategy(spec, inner) if spec.privacy is not None else inner
 
@@ -245,7 +276,10 @@ class Validator(Role):
         aggregator = aggregators.build(spec.aggregation.rule, spec.aggregation.params)
         holder: list[ValidatorJob] = []
         strategy = build_strategy(
-            spec, aggregator, lambda r, params: self._reference(holder[0], r, params)
+            spec,
+            aggregator,
+            lambda r, params: self._reference(holder[0], r, params),
+            sentinel_for(spec, aggregator, model, validation),
         )
         settlement = None
         if spec.settlement is not None:
