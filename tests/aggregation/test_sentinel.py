@@ -130,7 +130,7 @@ def test_the_providers_whose_models_learn_the_trigger_score_highest(
     # evidence grows only for rows above the median + margin; here the push is too small
     # to ban in one round (bans need evidence > 0.3, i.e. several rounds of pushing)
     assert max(sentinel.evidence.get(s, 0.0) for s in senders[:16]) == 0.0
-    # limitation, measured: after 3-5 local epochs from the unlearned model, honest
+    # limitation, measured: after 3-15 local epochs from the unlearned model, honest
     # providers' models re-acquire the trigger response too (unlearning is shallow), which
     # is why the sentinel keeps unlearning every round while anyone pushes (docs)
 
