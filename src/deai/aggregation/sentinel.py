@@ -101,6 +101,16 @@ class TriggerScan:
     success: Tensor
 
 
+def requested(aggregator: object) -> bool | None:
+    """What the job's rule asks of the sentinel: ``False`` (off, or a rule without one),
+    ``None`` (run it where it can) or ``True`` (required). Only the default rule has one."""
+    from deai.aggregation.default import DefaultAggregator
+
+    if not isinstance(aggregator, DefaultAggregator):
+        return False
+    return aggregator.config.sentinel
+
+
 def applicable(model: FlatModel, validation: Dataset) -> str | None:
     """Why the sentinel cannot run on this job (None: it can)."""
     if model.task is not TaskName.CLASSIFICATION:
@@ -159,16 +169,22 @@ def reverse_triggers(
         return TriggerScan(cls, m, p, m.reshape(k, -1).sum(dim=1), success)
 
 
+def reached_median(scan: TriggerScan, config: SentinelConfig) -> float:
+    """The median mask L1 of the classes whose mask flips ``min_success`` of the images
+    (inf when fewer than three do: too few to say what a normal class needs)."""
+    ok = scan.success >= config.min_success
+    return float(scan.l1[ok].median()) if int(ok.sum()) >= 3 else float("inf")
+
+
 def suspect(scan: TriggerScan, config: SentinelConfig) -> int | None:
     """The class a small trigger reaches (its scan index), or None: among the classes whose
     mask flips ``min_success`` of the images (at least three), the smallest mask, if its L1
     is at most ``ratio`` times their median."""
-    ok = scan.success >= config.min_success
-    if int(ok.sum()) < 3:
+    med = reached_median(scan, config)
+    if med == float("inf"):
         return None
-    l1 = torch.where(ok, scan.l1, torch.inf)
-    i = int(l1.argmin())
-    return i if float(scan.l1[i]) <= config.ratio * float(scan.l1[ok].median()) else None
+    i = int(torch.where(scan.success >= config.min_success, scan.l1, torch.inf).argmin())
+    return i if float(scan.l1[i]) <= config.ratio * med else None
 
 
 def unlearn(
@@ -214,7 +230,6 @@ class BackdoorSentinel:
         self.evidence: dict[str, float] = {}  # summed trigger-score excess per sender
         self.banned: set[str] = set()
         self.first: tuple[Tensor, Tensor] | None = None  # the trigger the alert found
-        self.unlearned = 0  # alerted rounds unlearned so far
         self.clear = False  # alerted, and the last full scan found the target's mask large
         self.residual = 1.0  # the start model's trigger hits above its clean hits
         self.quiet = 0  # alerted rounds in a row in which no live row carried the trigger
@@ -235,9 +250,8 @@ class BackdoorSentinel:
             t = scan.classes.index(self.alert)
             self.trigger = (scan.masks[t], scan.patterns[t])
             if settled:  # still a small mask? then the backdoor is not gone yet
-                ok = scan.success >= cfg.min_success
-                med = float(scan.l1[ok].median()) if int(ok.sum()) >= 3 else float("inf")
-                self.clear = not (bool(ok[t]) and float(scan.l1[t]) <= cfg.clear_ratio * med)
+                small = float(scan.l1[t]) <= cfg.clear_ratio * reached_median(scan, cfg)
+                self.clear = not (bool(scan.success[t] >= cfg.min_success) and small)
             else:
                 self.clear = False
             return ""
@@ -246,10 +260,10 @@ class BackdoorSentinel:
             return ""
         self.alert = scan.classes[i]
         self.first = self.trigger = (scan.masks[i], scan.patterns[i])
-        med = float(scan.l1[scan.success >= cfg.min_success].median())
         return (
             f"backdoor sentinel: class {self.alert} is reached with a mask of L1 "
-            f"{float(scan.l1[i]):.1f} (median class {med:.1f}); unlearning it from now on"
+            f"{float(scan.l1[i]):.1f} (median class {reached_median(scan, cfg):.1f}); "
+            "unlearning it from now on"
         )
 
     def suspects(self, rows: Tensor, senders: tuple[str, ...]) -> tuple[set[str], Tensor]:
@@ -271,16 +285,15 @@ class BackdoorSentinel:
         norms = torch.linalg.vector_norm(rows, dim=1)
         scale = (norms.median() / norms.clamp(min=1e-30)).clamp(max=1.0)
         local = self.start[None] + rows * scale[:, None].to(rows.dtype)
-        score = torch.zeros(len(senders), dtype=torch.float64)
+
+        def learnt(params: Tensor) -> float:  # trigger hits above clean hits on the target
+            hit = (self.model.forward(params, stamped).argmax(dim=-1) == t).double()
+            base = (self.model.forward(params, clean).argmax(dim=-1) == t).double()
+            return float(hit.mean() - base.mean())
+
         with torch.no_grad(), self.model.lock:
-            for i in range(len(senders)):
-                hit = (self.model.forward(local[i], stamped).argmax(dim=-1) == t).double()
-                base = (self.model.forward(local[i], clean).argmax(dim=-1) == t).double()
-                score[i] = float(hit.mean() - base.mean())
-        with torch.no_grad(), self.model.lock:
-            hit = (self.model.forward(self.start, stamped).argmax(dim=-1) == t).double()
-            base = (self.model.forward(self.start, clean).argmax(dim=-1) == t).double()
-        self.residual = float(hit.mean() - base.mean())  # the start model's own backdoor
+            score = torch.tensor([learnt(p) for p in local], dtype=torch.float64)
+            self.residual = learnt(self.start)  # the start model's own backdoor
         excess = score - score.median()  # [n] trigger hits above the round's median row
         live = torch.tensor([s not in self.banned for s in senders])
         pushing = bool(((excess > cfg.min_score) & live).any())
@@ -296,6 +309,5 @@ class BackdoorSentinel:
         """``new`` after unlearning this round's trigger (``new`` itself without one)."""
         if self.trigger is None or self.clear:
             return new
-        self.unlearned += 1
         with self.model.lock:
             return unlearn(self.model, new, self.validation, *self.trigger, self.config)

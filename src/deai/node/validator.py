@@ -64,10 +64,10 @@ from deai.node.hooks import (
 )
 from deai.node.messages import FinalModel, JobResult, OpenJob, TrainTask, Update
 from deai.node.strategy import SecureSum, ServerStrategy, Strategy, Updates
+from deai.node.validation import RejectReason, check_vector, check_vectors, decode_unchecked
 
 if TYPE_CHECKING:
     from deai.aggregation.sentinel import BackdoorSentinel
-from deai.node.validation import RejectReason, check_vector, check_vectors, decode_unchecked
 
 DataSource = Callable[[JobSpec], Dataset]  # the requester's validation data for a job
 SettlementFactory = Callable[[JobSpec, FlatModel, Dataset, NodeContext], Settlement | None]
@@ -151,10 +151,10 @@ def sentinel_for(
     """The default rule's backdoor sentinel for this job (``sentinel``: None runs it where
     it can, True requires it, False turns it off), or None. Refuses the job, with the
     reason, when the spec requires it and it cannot run."""
-    from deai.aggregation.default import DefaultAggregator
-    from deai.aggregation.sentinel import BackdoorSentinel, SentinelConfig, applicable
+    from deai.aggregation.sentinel import BackdoorSentinel, SentinelConfig, applicable, requested
 
-    if not isinstance(aggregator, DefaultAggregator) or aggregator.config.sentinel is False:
+    asked = requested(aggregator)
+    if asked is False:
         return None
     why = applicable(model, validation)
     if why is None and spec.privacy is not None:
@@ -162,7 +162,7 @@ def sentinel_for(
     if why is None and spec.algorithm.gossip:
         why = "the job is decentralised (gossip has no server step)"
     if why is not None:
-        if aggregator.config.sentinel:
+        if asked:
             raise ConfigError(f"job {spec.job_id}: the backdoor sentinel cannot run: {why}")
         return None
     seed = derive_seed(spec.seed, spec.job_id, "sentinel") % 2**31
